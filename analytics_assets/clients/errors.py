@@ -37,7 +37,7 @@ class ApiError(Exception):
     """
 
     #: Next step shown when neither the service nor the caller gives a better one.
-    hint: ClassVar[str] = (
+    default_hint: ClassVar[str] = (
         "Read the server's message above; retrying the same request will not help."
     )
     #: Service-specific next steps, keyed by ``service``.
@@ -62,8 +62,7 @@ class ApiError(Exception):
         self.service = service
         self.body_excerpt = _excerpt(body_excerpt)
         self.attempts = attempts
-        # An instance attribute shadows the class default only when one was given.
-        self.hint = hint or self.service_hints.get(service or "", type(self).hint)
+        self.hint = hint or self.service_hints.get(service or "", self.default_hint)
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -109,7 +108,7 @@ def _excerpt(text: str | None) -> str | None:
 class AuthenticationError(ApiError):
     """401, or 403 on a read: the key is missing, wrong, or for another region."""
 
-    hint = (
+    default_hint = (
         "Check the credentials and that they belong to this region's host; "
         "a key from another region is answered as a bad key."
     )
@@ -129,7 +128,7 @@ class AuthenticationError(ApiError):
 class PermissionDeniedError(ApiError):
     """403 when the key is valid but lacks the level (e.g. a read-only Pendo key writing)."""
 
-    hint = (
+    default_hint = (
         "The key is valid but may not do this; use a key with the needed access "
         "(for Pendo metadata writes: an integration key with 'Allow Write Access')."
     )
@@ -144,7 +143,9 @@ class PermissionDeniedError(ApiError):
 class NotFoundError(ApiError):
     """404: unknown id or path, an object this key cannot see, or (Amplitude) no data."""
 
-    hint = "Check the id and the path; an object the key cannot see is also answered with 404."
+    default_hint = (
+        "Check the id and the path; an object the key cannot see is also answered with 404."
+    )
     service_hints = {
         "amplitude": (
             "Check the id and the path; for export and cohort downloads a 404 means there is "
@@ -160,13 +161,15 @@ class NotFoundError(ApiError):
 class BadRequestError(ApiError):
     """400/413/414/422: the server refused the request as sent; its message says why."""
 
-    hint = "Fix the request or narrow the range; sending it again unchanged will fail again."
+    default_hint = (
+        "Fix the request or narrow the range; sending it again unchanged will fail again."
+    )
 
 
 class RateLimitedError(ApiError):
     """429 after every retry; ``retry_after`` holds the server's advice in seconds, if any."""
 
-    hint = "The API is throttling; lower the rate, or let the run retry later."
+    default_hint = "The API is throttling; lower the rate, or let the run retry later."
 
     def __init__(self, summary: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         self.retry_after = retry_after
@@ -182,7 +185,7 @@ class RateLimitedError(ApiError):
 class ServerError(ApiError):
     """5xx (or 408) after every retry."""
 
-    hint = (
+    default_hint = (
         "The service failed; retry later. If it keeps failing on a big request, "
         "narrow the range or send smaller batches."
     )
@@ -191,7 +194,7 @@ class ServerError(ApiError):
 class TransportError(ApiError):
     """No complete answer: timeout, refused or dropped connection, truncated body."""
 
-    hint = (
+    default_hint = (
         "Check network access to the host; for slow queries raise the read timeout "
         "or narrow the range."
     )
@@ -200,7 +203,7 @@ class TransportError(ApiError):
 class ConfigurationError(ApiError):
     """The client is configured wrongly (missing key, bad URL, impossible limits)."""
 
-    hint = "Fix the client configuration described above."
+    default_hint = "Fix the client configuration described above."
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

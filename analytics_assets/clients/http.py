@@ -24,7 +24,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC
 from pathlib import Path
 from types import MappingProxyType
@@ -119,6 +119,7 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+_MIN_SECRET_LEN = 4
 _SECRET_QUERY_KEY = re.compile(r"key|secret|token|passw|auth|sig|credential", re.IGNORECASE)
 
 
@@ -128,12 +129,13 @@ class Redactor:
     Each secret is also matched URL-encoded and base64-encoded, alone and joined with every
     other secret as ``a:b`` (the HTTP Basic form), case-insensitively (percent-escapes vary in
     case; over-redacting costs nothing). ``extra`` are literal strings to hide as they are,
-    such as a ready-made Basic-auth token.
+    such as a ready-made Basic-auth token. Strings shorter than 4 characters are not
+    credentials and are ignored: hiding every "a" would make all text unreadable.
     """
 
     def __init__(self, secrets: Iterable[str | Secret] = (), *, extra: Iterable[str] = ()) -> None:
-        values = sorted({reveal(s) for s in secrets if reveal(s)})
-        needles = {e for e in extra if e}
+        values = sorted({v for v in map(reveal, secrets) if len(v) >= _MIN_SECRET_LEN})
+        needles = {e for e in extra if len(e) >= _MIN_SECRET_LEN}
         for v in values:
             needles |= {v, quote(v, safe=""), quote_plus(v), _b64(v), _b64(f"{v}:"), _b64(f":{v}")}
         for a, b in itertools.permutations(values, 2):
@@ -187,17 +189,23 @@ _REDACTORS_LOCK = threading.Lock()
 _FILTERED_LOGGERS = ("httpx", "httpcore", logger.name)
 
 
+# Secret-looking query values inside free text, e.g. a presigned S3 link's X-Amz-Signature
+# in httpx's "HTTP Request: GET <url>" line after a redirect.
+_SECRET_QUERY_IN_TEXT = re.compile(
+    r"([?&][^=&\s\"']*(?:key|secret|token|passw|auth|sig|credential)[^=&\s\"']*=)[^&\s\"']*",
+    re.IGNORECASE,
+)
+
+
 class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         with _REDACTORS_LOCK:
             redactors = list(_LIVE_REDACTORS)
-        if not redactors:
-            return True
         try:
             text = record.getMessage()
         except Exception:  # a malformed record is the logging module's business, not ours
             return True
-        clean = text
+        clean = _SECRET_QUERY_IN_TEXT.sub(r"\1***", text)
         for redactor in redactors:
             clean = redactor(clean)
         if clean != text:
@@ -320,25 +328,31 @@ class StatsSnapshot:
     backoff_sleep_seconds: float = 0.0
     bytes_received: int = 0
 
-    def minus(self, earlier: StatsSnapshot) -> StatsSnapshot:
-        statuses = {
-            code: n - earlier.responses_by_status.get(code, 0)
-            for code, n in self.responses_by_status.items()
+    def _combine(self, other: StatsSnapshot, sign: int) -> StatsSnapshot:
+        statuses = dict(self.responses_by_status)
+        for code, n in other.responses_by_status.items():
+            statuses[code] = statuses.get(code, 0) + sign * n
+        counters = {
+            f.name: getattr(self, f.name) + sign * getattr(other, f.name)
+            for f in fields(self)
+            if f.name not in ("service", "responses_by_status")
         }
         return StatsSnapshot(
             service=self.service,
-            requests_sent=self.requests_sent - earlier.requests_sent,
             responses_by_status=MappingProxyType({c: n for c, n in statuses.items() if n}),
-            retries=self.retries - earlier.retries,
-            throttled=self.throttled - earlier.throttled,
-            transport_errors=self.transport_errors - earlier.transport_errors,
-            limiter_wait_seconds=self.limiter_wait_seconds - earlier.limiter_wait_seconds,
-            backoff_sleep_seconds=self.backoff_sleep_seconds - earlier.backoff_sleep_seconds,
-            bytes_received=self.bytes_received - earlier.bytes_received,
+            **counters,
         )
 
+    def minus(self, earlier: StatsSnapshot) -> StatsSnapshot:
+        """What happened between ``earlier`` and this snapshot."""
+        return self._combine(earlier, -1)
+
+    def plus(self, other: StatsSnapshot) -> StatsSnapshot:
+        """Both counts summed (e.g. a client's several transports), under this service name."""
+        return self._combine(other, 1)
+
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["responses_by_status"] = dict(self.responses_by_status)
         return data
 
@@ -427,6 +441,12 @@ class TransportConfig:
     Values in ``default_headers`` and ``auth`` may be :class:`Secret`; those are redacted
     automatically, as are the ``secrets`` listed. ``classify_403`` decides what a 403 means
     for this service (default: :class:`AuthenticationError`).
+
+    ``max_attempts`` counts every send of one call, the first included. ``max_retry_time``
+    caps the seconds one call may spend from its first send to its last retry; time spent
+    waiting on a limiter is pacing, not retrying, and is not counted. Backoff before retry
+    ``n`` (1-based) sleeps ``uniform(0, min(backoff_max, backoff_base * 2 ** (n - 1)))``
+    unless the server sent ``Retry-After``.
     """
 
     base_url: str
@@ -506,7 +526,6 @@ class _Call:
         idempotent: bool,
         limiter: Limiter | None,
         cost: float,
-        expected: tuple[int, ...],
     ) -> None:
         self.t = transport
         self.method = method
@@ -515,7 +534,7 @@ class _Call:
         self.idempotent = idempotent
         self.limiter = limiter
         self.cost = cost
-        self.expected = expected
+        self.expected: tuple[int, ...] = ()  # statuses returned instead of raised
         # An iterator body is consumed by the first attempt and cannot be sent again.
         content = build.get("content")
         self.replayable = content is None or isinstance(content, (bytes, str))
@@ -667,7 +686,7 @@ class Transport:
         for name in list(request.headers.keys()):
             lowered = name.lower()
             if lowered in ("authorization", "proxy-authorization", "cookie") or (
-                self._redactor.contains_secret(request.headers[name])
+                lowered != "host" and self._redactor.contains_secret(request.headers[name])
             ):
                 del request.headers[name]
 
@@ -697,9 +716,10 @@ class Transport:
         for this call (connect/write/pool stay as configured); an ``httpx.Timeout`` sets all.
         Responses below 400, and those whose status is in ``expected`` (e.g. ``(404,)`` where
         404 means "no data"), are returned; others raise after any retries.
-        With ``stream=True`` the body is left unread: use ``iter_bytes``/``iter_raw`` and close
-        the response (``with transport.request(..., stream=True) as r:``); the limiter slot is
-        held until then, and retries cover only getting the status line and headers.
+        With ``stream=True`` the body is left unread: read it with ``iter_bytes``/``iter_raw``
+        and close the response (``with contextlib.closing(transport.request(..., stream=True))
+        as r:``); the limiter slot is held until then, and retries cover only getting the
+        status line and headers.
 
         Retries (429, 408, 5xx, timeouts, connection errors) follow ``idempotent``, which
         defaults to True for GET/HEAD/PUT/DELETE and False for POST: a non-idempotent request
@@ -753,13 +773,19 @@ class Transport:
             failure: str | None = None
             cause: Exception | None = None
             try:
-                with response, tmp.open("wb") as fh:
-                    for chunk in response.iter_bytes(chunk_size):
-                        fh.write(chunk)
-                        written += len(chunk)
+                try:
+                    with tmp.open("wb") as fh:
+                        for chunk in response.iter_bytes(chunk_size):
+                            fh.write(chunk)
+                            written += len(chunk)
+                finally:
+                    response.close()
+                # Content-Length counts the bytes on the wire, before any Content-Encoding.
                 declared = response.headers.get("content-length", "")
-                if declared.isdigit() and response.num_bytes_downloaded != int(declared):
-                    failure = f"truncated body: {response.num_bytes_downloaded} of {declared} bytes"
+                encoded = response.headers.get("content-encoding", "identity") != "identity"
+                received = response.num_bytes_downloaded if encoded else written
+                if declared.isdigit() and received != int(declared):
+                    failure = f"truncated body: {received} of {declared} bytes"
             except httpx.TransportError as exc:
                 failure, cause = f"{type(exc).__name__}: {exc}", exc
             except BaseException:
@@ -807,7 +833,6 @@ class Transport:
             idempotent=method in _IDEMPOTENT_METHODS if idempotent is None else idempotent,
             limiter=limiter,
             cost=cost,
-            expected=(),
         )
 
     def _timeout(self, timeout: float | httpx.Timeout | None) -> Any:
@@ -904,7 +929,7 @@ class Transport:
             )
             delay = call.plan_retry(retry_after) if retryable else None
             if delay is None:
-                raise self._status_error(call, request, response, body, retry_after, retryable)
+                raise self._status_error(call, request, response, body, retry_after)
             self._backoff(call, delay, f"HTTP {status}")
 
     @staticmethod
@@ -962,7 +987,6 @@ class Transport:
         response: httpx.Response,
         body: bytes,
         retry_after: float | None,
-        retried: bool,
     ) -> ApiError:
         status = response.status_code
         if status == 403:
@@ -972,8 +996,8 @@ class Transport:
         else:
             cls = error_class_for_status(status)
         message = server_message(body, response.headers.get("content-type"))
-        summary = f"HTTP {status} {response.reason_phrase}".rstrip()
-        if retried and call.stop_reason:
+        summary = self.redact(f"HTTP {status} {response.reason_phrase}".rstrip())
+        if call.stop_reason:  # set only when a retryable failure ran out of attempts or time
             summary += f"; {call.stop_reason}"
         kwargs: dict[str, Any] = {
             "status": status,

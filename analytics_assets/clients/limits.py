@@ -454,13 +454,15 @@ def taxonomy_cost(method: str) -> int:
 def amplitude_budgets(
     window_scale: float = 1.0,
     *,
+    throttle_pause: float | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> dict[str, Limiter]:
     """Fresh limiters for one Amplitude project, one per family of endpoints.
 
-    ``window_scale`` multiplies every window and the default 429 pause (tests use e.g. 0.001).
-    Create them once per process and share them across clients and threads.
+    ``window_scale`` multiplies every window and, unless ``throttle_pause`` is given, the
+    30 s pause after a 429 without ``Retry-After`` (tests use e.g. 0.001). Create them once
+    per process and share them across clients and threads.
 
     * ``dashboard``: 108,000 cost/hour, concurrent cost <= 1,000 (read as "in flight at the
       same time"; the docs also say "within five minutes"), and one of the 5 REST slots.
@@ -473,7 +475,8 @@ def amplitude_budgets(
     if window_scale <= 0:
         raise ValueError(f"window_scale must be > 0, got {window_scale}")
     s = window_scale
-    kw: dict[str, Any] = {"clock": clock, "sleep": sleep, "throttle_pause": 30.0 * s}
+    pause = 30.0 * s if throttle_pause is None else throttle_pause
+    kw: dict[str, Any] = {"clock": clock, "sleep": sleep, "throttle_pause": pause}
     # The 5 concurrent Dashboard REST requests are shared by charts and cohort downloads.
     # A 429 on one family must not pause the others, so the shared slots never pause.
     rest_slots = CostBudget(

@@ -115,8 +115,13 @@ def _count(op: str, value: Any) -> int:
     return value
 
 
+_NUMBERS = (int, float)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _hashable(value: Any) -> Any:
-    if value is None or type(value) in (str, int, float, bool):
+    """Lists and objects (group keys, distinct values) compare by their JSON form."""
+    if value.__class__ in _SCALARS:
         return value
     return ("\0json", json.dumps(value, sort_keys=True, default=str))
 
@@ -136,8 +141,8 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 def _assign(out: Row, name: str, value: Any) -> None:
-    """Set `name` on a fresh top-level copy; dotted names write a nested copy, never the
-    provider's dicts (unless the row already has that flat dotted key)."""
+    """Set `name` on `out`, a fresh top-level copy of a row. A dotted name writes into copies
+    of the nested dicts on its path, so the provider's objects are never mutated."""
     if "." not in name or name in out:
         out[name] = value
         return
@@ -162,51 +167,65 @@ def _apply(stages: list[Stage], rows: Iterator[Row]) -> Iterator[Row]:
 # (`{"count": "visitorId"}` = unique visitors over visitor-day event rows); `{"count": null}`
 # counts rows. `first`/`last` take the first/last non-null value in input order.
 
+Update = Callable[[Row, list[Any]], None]
 
-class _Acc:
-    __slots__ = ("kind", "value", "n", "seen")
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.value: Any = 0 if kind in ("sum", "avg") else None
-        self.n = 0
-        self.seen: dict[Any, Any] = {}
+def _better(pick_max: bool) -> Callable[[Any, Any], bool]:
+    if pick_max:
+        return lambda v, best: _sort_key(v) > _sort_key(best)
+    return lambda v, best: _sort_key(v) < _sort_key(best)
 
-    def add(self, v: Any) -> None:
-        kind = self.kind
-        if kind == "rows":
-            self.n += 1
-        elif v is None:
-            return
-        elif kind in ("count", "list"):
-            self.seen.setdefault(_hashable(v), v)
-        elif kind in ("sum", "avg"):
-            if type(v) in (int, float):
-                self.value += v
-                self.n += 1
-        elif kind == "min":
-            if self.value is None or _sort_key(v) < _sort_key(self.value):
-                self.value = v
-        elif kind == "max":
-            if self.value is None or _sort_key(v) > _sort_key(self.value):
-                self.value = v
-        elif kind == "first":
-            if self.n == 0:
-                self.value, self.n = v, 1
-        else:  # last
-            self.value = v
 
-    def result(self) -> Any:
-        kind = self.kind
-        if kind == "rows":
-            return self.n
-        if kind == "count":
-            return len(self.seen)
-        if kind == "list":
-            return list(self.seen.values())
-        if kind == "avg":
-            return self.value / self.n if self.n else None
-        return self.value
+def _accumulator(
+    kind: str, get: Callable[[Row], Any], j: int
+) -> tuple[Callable[[], Any], Update, Callable[[Any], Any]]:
+    """(initial state, update(row, states) for slot j, final value) of one aggregation.
+
+    One specialised closure per kind keeps the per-row cost of `group` to two calls."""
+    if kind == "rows":
+
+        def update(row: Row, st: list[Any]) -> None:
+            st[j] += 1
+
+        return int, update, lambda n: n
+    if kind in ("count", "list"):
+
+        def update(row: Row, st: list[Any]) -> None:
+            v = get(row)
+            if v is not None:
+                st[j].setdefault(v if v.__class__ in _SCALARS else _hashable(v), v)
+
+        final = len if kind == "count" else (lambda seen: list(seen.values()))
+        return dict, update, final
+    if kind in ("sum", "avg"):
+
+        def update(row: Row, st: list[Any]) -> None:
+            v = get(row)
+            if v.__class__ in _NUMBERS:  # bools and numeric strings are not summed
+                acc = st[j]
+                acc[0] += v
+                acc[1] += 1
+
+        if kind == "sum":
+            return lambda: [0, 0], update, lambda acc: acc[0]
+        return lambda: [0, 0], update, lambda acc: acc[0] / acc[1] if acc[1] else None
+    if kind in ("min", "max"):
+        better = _better(kind == "max")
+
+        def update(row: Row, st: list[Any]) -> None:
+            v = get(row)
+            if v is not None and (st[j] is None or better(v, st[j])):
+                st[j] = v
+
+        return lambda: None, update, lambda v: v
+    keep_first = kind == "first"
+
+    def update(row: Row, st: list[Any]) -> None:
+        v = get(row)
+        if v is not None and not (keep_first and st[j] is not None):
+            st[j] = v
+
+    return lambda: None, update, lambda v: v
 
 
 _AGGS = {"count", "sum", "avg", "min", "max", "first", "last", "list"}
@@ -235,26 +254,45 @@ def _field_specs(op: str, spec: Any) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def _group_key(key_gets: list[Callable[[Row], Any]]) -> Callable[[Row], Any]:
+    """A hashable key of a row's group values (one key, the common case, needs no tuple)."""
+    if len(key_gets) == 1:
+        (get,) = key_gets
+
+        def one(row: Row) -> Any:
+            v = get(row)
+            return v if v.__class__ in _SCALARS else _hashable(v)
+
+        return one
+    return lambda row: tuple(_hashable(g(row)) for g in key_gets)
+
+
 def _aggregate(
     specs: list[tuple[str, str, str | None]], keys: list[str], rows: Iterator[Row]
 ) -> Iterator[Row]:
+    accs = [
+        _accumulator(kind, path_getter(path) if path else (lambda row: row), j)
+        for j, (_, kind, path) in enumerate(specs)
+    ]
+    inits, updates = [a[0] for a in accs], [a[1] for a in accs]
     key_gets = [path_getter(k) for k in keys]
-    agg_gets = [path_getter(p) if p is not None else (lambda row: row) for _, _, p in specs]
-    groups: dict[Any, tuple[list[Any], list[_Acc]]] = {}
+    key_of = _group_key(key_gets)
+    groups: dict[Any, tuple[list[Any], list[Any]]] = {}
     for row in rows:
-        values = [g(row) for g in key_gets]
-        gk = tuple(_hashable(v) for v in values)
+        gk = key_of(row)
         entry = groups.get(gk)
         if entry is None:
-            entry = groups[gk] = (values, [_Acc(kind) for _, kind, _ in specs])
-        for acc, get in zip(entry[1], agg_gets, strict=True):
-            acc.add(get(row))
+            values = [g(row) for g in key_gets]
+            entry = groups[gk] = (values, [init() for init in inits])
+        states = entry[1]
+        for update in updates:
+            update(row, states)
     if not keys and not groups:  # reduce over nothing still answers one row
-        groups[()] = ([], [_Acc(kind) for _, kind, _ in specs])
-    for values, accs in groups.values():
+        groups[()] = ([], [init() for init in inits])
+    for values, states in groups.values():
         out = dict(zip(keys, values, strict=True))
-        for (name, _, _), acc in zip(specs, accs, strict=True):
-            out[name] = acc.result()
+        for (name, _, _), (_, _, final), state in zip(specs, accs, states, strict=True):
+            out[name] = final(state)
         yield out
 
 
@@ -441,7 +479,9 @@ def _op_merge(arg: Any) -> Builder:
                 if index is None:  # read the sub-pipeline only once a row needs it
                     index = {}
                     for s in sub_rows:
-                        index.setdefault(key(s), s)
+                        k = key(s)
+                        if None not in k:  # like SQL, a null key joins nothing
+                            index.setdefault(k, s)
                 match = index.get(key(row))
                 out = dict(row)
                 if mapped:  # a left join: unmatched rows get nulls

@@ -120,7 +120,7 @@ def _tokenize(text: str) -> list[tuple[str, Any]]:
         elif kind == "name" and tok in _KEYWORDS:
             tokens.append(("const", _KEYWORDS[tok]))
         else:
-            tokens.append((kind, tok))  # type: ignore[arg-type]
+            tokens.append((str(kind), tok))
     tokens.append(("end", None))
     return tokens
 
@@ -226,10 +226,10 @@ class _Parser:
                 raise ExprSyntaxError(f"expected ',' or ')', got {tok!r}")
 
     def call(self, name: str, args: list[tuple]) -> tuple:
-        spec = _FUNCTIONS.get(name)
-        if spec is None and name != "if":
+        arity = (3, 3) if name == "if" else _FUNCTIONS.get(name, (None, None))[:2]
+        lo, hi = arity
+        if lo is None or hi is None:
             raise ExprSyntaxError(f"unknown function {name}()")
-        lo, hi = (3, 3) if name == "if" else spec[:2]  # type: ignore[index]
         if not lo <= len(args) <= hi:
             raise ExprSyntaxError(f"{name}() takes {lo}..{hi} arguments, got {len(args)}")
         return ("call", name, tuple(args))
@@ -334,7 +334,8 @@ _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 def _date(env: EvalEnv, y: Any, m: Any, d: Any, h: Any = 0, mi: Any = 0, s: Any = 0) -> int:
-    return _to_ms(datetime(*(int(v) for v in (y, m, d, h, mi, s)), tzinfo=env.tz))  # type: ignore[misc]
+    y, m, d, h, mi, s = (int(v) for v in (y, m, d, h, mi, s))
+    return _to_ms(datetime(y, m, d, h, mi, s, tzinfo=env.tz))
 
 
 def _date_add(env: EvalEnv, ms: Any, n: Any, unit: Any) -> Any:

@@ -1,0 +1,435 @@
+"""Amplitude assets: daily users and event totals, the raw export, charts and cohorts.
+
+The raw export is never held in a frame: the client streams the zip to disk and
+extracts its gzipped JSON-lines members, and DuckDB reads those files itself with an
+explicit schema, inside the one transaction that replaces the partition. Dashboard
+figures are asked for the project-local day of the partition (set the Amplitude
+project's time zone to the Pendo subscription's, as the README says).
+"""
+
+
+import tempfile
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from analytics_assets import checks
+from analytics_assets.assets.loading import Column, load_rows, table_metadata
+from analytics_assets.partitions import daily_partitions, day_window
+from analytics_assets.resources import AmplitudeResource, api_metadata
+from analytics_assets.sync_config import NamedItem, load_sync_config
+from analytics_assets.warehouse import DuckDBWarehouse
+
+GROUP = "amplitude"
+KINDS = {"amplitude", "duckdb"}
+OWNERS = ["team:data-engineering"]
+POOL = "amplitude_api"
+DAILY_CRON = "0 4 * * *"
+
+STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+DATE, TS = pa.date32(), pa.timestamp("ms", tz="UTC")
+DAY = Column("day", DATE, "The local day (the partition)")
+
+
+def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
+    meta = api_metadata(client, since, "amplitude")
+    spent = getattr(client, "cost_spent", None)
+    if isinstance(spent, dict):
+        meta["amplitude_cost_units"] = dg.MetadataValue.float(float(sum(spent.values())))
+    return meta
+
+
+def _cost_snapshot(client: Any) -> dict[str, float]:
+    return dict(getattr(client, "cost_spent", {}) or {})
+
+
+def _cost_delta(client: Any, before: dict[str, float]) -> float:
+    after = _cost_snapshot(client)
+    return float(sum(after.values()) - sum(before.values()))
+
+
+def _materialize(warehouse: DuckDBWarehouse, table: str, columns: list[Column] | None,
+                 cost: dict[str, Any], check_results: list[dg.AssetCheckResult],
+                 partition: tuple[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={**table_metadata(warehouse, table, columns, partition=partition), **cost,
+                  **(extra or {})},
+        check_results=check_results,
+    )
+
+
+# ----- daily users and event totals -------------------------------------------------------------
+
+USERS_COLUMNS = [DAY, Column("active_users", INT), Column("new_users", INT)]
+USERS_KEY = dg.AssetKey([GROUP, "daily_active_users"])
+
+
+def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
+    """The one value a one-day query returns (0 when Amplitude has no point for the day)."""
+    total = 0
+    for row in rows:
+        if str(row.get("date", ""))[:10] in (day.isoformat(), ""):
+            total += int(row.get("value") or 0)
+    return total
+
+
+@dg.asset(
+    key=USERS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    description="Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
+    partitions_def=daily_partitions(),
+    check_specs=[checks.keys_spec(USERS_KEY, ["day"])],
+)
+def amplitude_daily_active_users(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    day = day_window(context.partition_key).day
+    table = "amplitude.daily_active_users"
+    with amplitude.session(context) as client:
+        start = client.stats.snapshot()
+        active = _single_value(client.active_users(day, day, metric="active"), day)
+        new = _single_value(client.active_users(day, day, metric="new"), day)
+        cost = _cost_metadata(client, start)
+    load_rows(warehouse, table, USERS_COLUMNS,
+              [{"day": day, "active_users": active, "new_users": new}], partition=("day", day))
+    partition = ("day", day)
+    return _materialize(warehouse, table, USERS_COLUMNS, cost,
+                        [checks.check_keys_unique(warehouse, table, ["day"], partition)],
+                        partition)
+
+
+TOTALS_COLUMNS = [DAY, Column("event_type", STR), Column("totals", INT), Column("uniques", INT)]
+TOTALS_KEY = dg.AssetKey([GROUP, "event_type_daily_totals"])
+
+
+@dg.asset(
+    key=TOTALS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    description=(
+        "Per event type and day: total events and unique users (event segmentation), for "
+        "every event type the project lists."
+    ),
+    partitions_def=daily_partitions(),
+    check_specs=[checks.keys_spec(TOTALS_KEY, ["day", "event_type"]),
+                 checks.not_empty_spec(TOTALS_KEY)],
+)
+def amplitude_event_type_daily_totals(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    day = day_window(context.partition_key).day
+    table = "amplitude.event_type_daily_totals"
+    rows = []
+    with amplitude.session(context) as client:
+        start = client.stats.snapshot()
+        for event in client.events_list():
+            name = event.get("value") or event.get("name")
+            if not name or event.get("deleted") or event.get("hidden"):
+                continue
+            spec = {"event_type": name}
+            totals = _single_value(client.segmentation(spec, day, day, metric="totals"), day)
+            uniques = _single_value(client.segmentation(spec, day, day, metric="uniques"), day)
+            if totals or uniques:
+                rows.append({"day": day, "event_type": name, "totals": totals,
+                             "uniques": uniques})
+        cost = _cost_metadata(client, start)
+    load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
+    partition = ("day", day)
+    total_events = sum(r["totals"] for r in rows)
+    return _materialize(
+        warehouse, table, TOTALS_COLUMNS, cost,
+        [checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
+         checks.check_not_empty(warehouse, table, total_events > 0, partition)],
+        partition, {"amplitude_events_total": dg.MetadataValue.int(total_events)},
+    )
+
+
+# ----- the raw event export -------------------------------------------------------------------
+
+# (column in the export, column in the table, DuckDB type). An explicit schema makes
+# DuckDB skip type inference (the slow, memory-hungry part of read_json) and makes a
+# record with an unexpected shape fail loudly instead of being coerced or dropped.
+EXPORT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("$insert_id", "insert_id", "VARCHAR"),
+    ("uuid", "uuid", "VARCHAR"),
+    ("event_id", "event_id", "BIGINT"),
+    ("event_type", "event_type", "VARCHAR"),
+    ("amplitude_event_type", "amplitude_event_type", "VARCHAR"),
+    ("user_id", "user_id", "VARCHAR"),
+    ("device_id", "device_id", "VARCHAR"),
+    ("amplitude_id", "amplitude_id", "BIGINT"),
+    ("session_id", "session_id", "BIGINT"),
+    ("app", "app", "BIGINT"),
+    ("event_time", "event_time", "TIMESTAMP"),
+    ("client_event_time", "client_event_time", "TIMESTAMP"),
+    ("client_upload_time", "client_upload_time", "TIMESTAMP"),
+    ("server_received_time", "server_received_time", "TIMESTAMP"),
+    ("server_upload_time", "server_upload_time", "TIMESTAMP"),
+    ("processed_time", "processed_time", "TIMESTAMP"),
+    ("user_creation_time", "user_creation_time", "TIMESTAMP"),
+    ("event_properties", "event_properties", "JSON"),
+    ("user_properties", "user_properties", "JSON"),
+    ("global_user_properties", "global_user_properties", "JSON"),
+    ("group_properties", "group_properties", "JSON"),
+    ("groups", "groups", "JSON"),
+    ("data", "data", "JSON"),
+    ("plan", "plan", "JSON"),
+    ("platform", "platform", "VARCHAR"),
+    ("os_name", "os_name", "VARCHAR"),
+    ("os_version", "os_version", "VARCHAR"),
+    ("device_brand", "device_brand", "VARCHAR"),
+    ("device_carrier", "device_carrier", "VARCHAR"),
+    ("device_family", "device_family", "VARCHAR"),
+    ("device_manufacturer", "device_manufacturer", "VARCHAR"),
+    ("device_model", "device_model", "VARCHAR"),
+    ("device_type", "device_type", "VARCHAR"),
+    ("country", "country", "VARCHAR"),
+    ("region", "region", "VARCHAR"),
+    ("city", "city", "VARCHAR"),
+    ("dma", "dma", "VARCHAR"),
+    ("language", "language", "VARCHAR"),
+    ("ip_address", "ip_address", "VARCHAR"),
+    ("location_lat", "location_lat", "DOUBLE"),
+    ("location_lng", "location_lng", "DOUBLE"),
+    ("library", "library", "VARCHAR"),
+    ("version_name", "version_name", "VARCHAR"),
+    ("start_version", "start_version", "VARCHAR"),
+    ("paying", "paying", "VARCHAR"),
+    ("revenue", "revenue", "DOUBLE"),
+    ("price", "price", "DOUBLE"),
+    ("quantity", "quantity", "BIGINT"),
+    ("productId", "product_id", "VARCHAR"),
+    ("revenueType", "revenue_type", "VARCHAR"),
+    ("sample_rate", "sample_rate", "VARCHAR"),
+    ("is_attribution_event", "is_attribution_event", "BOOLEAN"),
+    ("idfa", "idfa", "VARCHAR"),
+    ("adid", "adid", "VARCHAR"),
+    ("partner_id", "partner_id", "VARCHAR"),
+    ("source_id", "source_id", "VARCHAR"),
+    ("data_type", "data_type", "VARCHAR"),
+)
+EVENTS_KEY = dg.AssetKey([GROUP, "events"])
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def export_select_sql(files: list[Path], day: date) -> str:
+    """A SELECT that makes DuckDB read the export's gzipped JSON lines into table columns."""
+    columns = ", ".join(f"{_sql_string(src)}: '{typ}'" for src, _, typ in EXPORT_FIELDS)
+    paths = ", ".join(_sql_string(p.as_posix()) for p in files)
+    select = ", ".join(f'"{src}" AS {dst}' for src, dst, _ in EXPORT_FIELDS)
+    return (
+        f"SELECT DATE {_sql_string(day.isoformat())} AS day, {select} "
+        f"FROM read_json([{paths}], format='newline_delimited', compression='gzip', "
+        f"columns={{{columns}}}, timestampformat='%Y-%m-%d %H:%M:%S.%f', "
+        f"maximum_object_size=16777216)"
+    )
+
+
+@dg.asset(
+    key=EVENTS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    description=(
+        "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
+        "local day; streamed to disk and loaded by DuckDB, never held in memory whole. Late "
+        "uploads land in the partition of the day they were uploaded."
+    ),
+    partitions_def=daily_partitions(),
+    check_specs=[checks.keys_spec(EVENTS_KEY, ["uuid"])],
+)
+def amplitude_events(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    window = day_window(context.partition_key)
+    first_hour, last_hour = window.utc_hours()
+    table = "amplitude.events"
+    partition = ("day", window.day)
+    with tempfile.TemporaryDirectory(prefix="amplitude-export-") as tmp:
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            result = client.export(first_hour, last_hour, Path(tmp))
+            cost = _cost_metadata(client, start)
+        files = list(result.files)
+        # The table exists (with its explicit schema) even before the first events arrive,
+        # so an empty day (Amplitude's 404) still replaces its partition, with nothing.
+        warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
+        warehouse.execute(events_table_ddl(table))
+        if files:
+            rows = warehouse.replace_partition(
+                table, export_select_sql(files, window.day), "day", window.day
+            )
+        else:
+            warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
+            rows = 0
+    context.log.info(f"{table}: {rows} events for {window.day} from {len(files)} files")
+    return _materialize(
+        warehouse, table, None, cost,
+        [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
+        partition,
+        {"export_hours": dg.MetadataValue.text(
+            f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"),
+         "export_files": dg.MetadataValue.int(len(files)),
+         "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
+         "amplitude_events_loaded": dg.MetadataValue.int(rows)},
+    )
+
+
+def events_table_ddl(table: str) -> str:
+    columns = ", ".join(f"{dst} {typ}" for _, dst, typ in EXPORT_FIELDS)
+    return f"CREATE TABLE IF NOT EXISTS {table} (day DATE, {columns})"
+
+
+# ----- saved charts ---------------------------------------------------------------------------
+
+CHART_COLUMNS = [Column("row_number", INT), Column("row", STR, "The chart row as JSON")]
+
+
+def chart_asset(chart: NamedItem) -> dg.AssetsDefinition:
+    key = dg.AssetKey([GROUP, f"chart_{chart.name}"])
+    table = f"amplitude.chart_{chart.name}"
+
+    @dg.asset(
+        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        description=f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
+        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
+        check_specs=[checks.keys_spec(key, ["row_number"])],
+    )
+    def _chart(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource,
+        warehouse: DuckDBWarehouse,
+    ) -> dg.MaterializeResult:
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            results = client.chart_results(chart.id)
+            cost = _cost_metadata(client, start)
+        load_rows(warehouse, table, CHART_COLUMNS,
+                  ({"row_number": i, "row": r} for i, r in enumerate(results)))
+        return _materialize(warehouse, table, CHART_COLUMNS, cost,
+                            [checks.check_keys_unique(warehouse, table, ["row_number"])])
+
+    _chart.__name__ = f"amplitude_chart_{chart.name}"
+    return _chart
+
+
+# ----- cohorts --------------------------------------------------------------------------------
+
+COHORT_COLUMNS = [
+    Column("cohort_id", STR), Column("name", STR), Column("size", INT),
+    Column("archived", BOOL), Column("published", BOOL), Column("finished", BOOL),
+    Column("last_computed", TS), Column("details", STR, "The cohort object as JSON"),
+]
+COHORTS_KEY = dg.AssetKey([GROUP, "cohorts"])
+
+
+def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    computed = c.get("lastComputed")
+    return {
+        "cohort_id": c.get("id"), "name": c.get("name"), "size": c.get("size"),
+        "archived": c.get("archived"), "published": c.get("published"),
+        "finished": c.get("finished"),
+        # Amplitude gives lastComputed in epoch seconds (not milliseconds).
+        "last_computed": datetime.fromtimestamp(computed, tz=UTC) if computed else None,
+        "details": c,
+    }
+
+
+@dg.asset(
+    key=COHORTS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    description="The project's behavioral cohorts (the cohort list), refreshed daily.",
+    automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
+    check_specs=[checks.keys_spec(COHORTS_KEY, ["cohort_id"])],
+)
+def amplitude_cohorts(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    table = "amplitude.cohorts"
+    with amplitude.session(context) as client:
+        start = client.stats.snapshot()
+        cohorts = client.list_cohorts()
+        cost = _cost_metadata(client, start)
+    load_rows(warehouse, table, COHORT_COLUMNS, map(_cohort_row, cohorts))
+    return _materialize(warehouse, table, COHORT_COLUMNS, cost,
+                        [checks.check_keys_unique(warehouse, table, ["cohort_id"])])
+
+
+MEMBERSHIP_COLUMNS = [DAY, Column("cohort_id", STR), Column("user_id", STR),
+                      Column("amplitude_id", INT)]
+MEMBERSHIP_KEY = dg.AssetKey([GROUP, "cohort_membership"])
+
+
+def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cohorts the config names, or every discoverable one (computed, not archived)."""
+    wanted = load_sync_config().amplitude_cohorts
+    if wanted == "all":
+        return [c for c in cohorts if not c.get("archived") and c.get("finished") is not False
+                and c.get("size") is not None]
+    by_id = {c.get("id"): c for c in cohorts}
+    missing = [cid for cid in wanted if cid not in by_id]
+    if missing:
+        raise dg.Failure(
+            f"cohorts named in the sync config are not in the cohort list: {missing}; "
+            "fix amplitude.cohorts in the sync config"
+        )
+    return [by_id[cid] for cid in wanted]
+
+
+@dg.asset(
+    key=MEMBERSHIP_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    description=(
+        "A daily snapshot of who is in each selected cohort, fetched through Amplitude's "
+        "asynchronous cohort download (request, poll, file)."
+    ),
+    partitions_def=daily_partitions(),
+    check_specs=[checks.keys_spec(MEMBERSHIP_KEY, ["day", "cohort_id", "user_id"]),
+                 checks.cohort_sizes_spec(MEMBERSHIP_KEY)],
+)
+def amplitude_cohort_membership(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    day = day_window(context.partition_key).day
+    table = "amplitude.cohort_membership"
+    expected: dict[str, int | None] = {}
+    with tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp:
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            chosen = selected_cohorts(client.list_cohorts())
+            files = []
+            for cohort in chosen:
+                dest = Path(tmp) / f"{cohort['id']}.csv"
+                files.append((cohort["id"], client.download_cohort(cohort["id"], dest)))
+                expected[cohort["id"]] = cohort.get("size")
+
+            def rows():
+                for cohort_id, path in files:
+                    for member in client.read_cohort_csv(path):
+                        amp_id = member.get("amplitude_id")
+                        yield {"day": day, "cohort_id": cohort_id,
+                               "user_id": member.get("user_id"),
+                               "amplitude_id": int(amp_id) if amp_id not in (None, "") else None}
+
+            load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=("day", day))
+            cost = _cost_metadata(client, start)
+    partition = ("day", day)
+    return _materialize(
+        warehouse, table, MEMBERSHIP_COLUMNS, cost,
+        [checks.check_keys_unique(warehouse, table, ["day", "cohort_id", "user_id"], partition),
+         checks.check_cohort_sizes(warehouse, table, expected, day)],
+        partition, {"cohorts": dg.MetadataValue.int(len(expected))},
+    )
+
+
+def amplitude_assets() -> list[dg.AssetsDefinition]:
+    """Every Amplitude asset, including one per saved chart named in the sync config."""
+    return [
+        amplitude_daily_active_users,
+        amplitude_event_type_daily_totals,
+        amplitude_events,
+        amplitude_cohorts,
+        amplitude_cohort_membership,
+        *(chart_asset(c) for c in load_sync_config().amplitude_charts),
+    ]

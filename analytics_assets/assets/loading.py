@@ -1,0 +1,183 @@
+"""How rows travel from an API to the warehouse, and what the UI is told about them.
+
+Rows are staged to a Parquet file in bounded Arrow batches while the API streams,
+then loaded in one short transaction (``read_parquet``). Memory stays flat whatever
+the volume, and the warehouse file is locked only for the load, not for the whole
+time the API takes to answer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analytics_assets.warehouse import DuckDBWarehouse
+
+BATCH_ROWS = 50_000
+
+_DAGSTER_TYPES = {
+    pa.string(): "string",
+    pa.int64(): "int",
+    pa.int32(): "int",
+    pa.float64(): "float",
+    pa.bool_(): "bool",
+    pa.date32(): "date",
+    pa.timestamp("ms", tz="UTC"): "timestamp",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table the sync writes: name, Arrow type, what it means."""
+
+    name: str
+    type: pa.DataType
+    description: str = ""
+
+
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type) for c in columns])
+
+
+def table_schema(columns: Sequence[Column]) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, _DAGSTER_TYPES.get(c.type, str(c.type)), description=c.description)
+            for c in columns
+        ]
+    )
+
+
+def _coerce(value: Any, typ: pa.DataType) -> Any:
+    """Values as the column wants them; nested objects become JSON text, never dropped."""
+    if value is None:
+        return None
+    if pa.types.is_string(typ):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict | list):
+            return orjson.dumps(value).decode()
+        return str(value)
+    return value
+
+
+class ArrowStage:
+    """Accumulates rows into Arrow batches and writes them to one Parquet file."""
+
+    def __init__(self, path: Path, columns: Sequence[Column], batch_rows: int = BATCH_ROWS):
+        self.path = path
+        self.columns = list(columns)
+        self.schema = arrow_schema(columns)
+        self.batch_rows = batch_rows
+        self.rows = 0
+        self._pending: list[dict[str, Any]] = []
+        self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.batch_rows:
+            self._flush()
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.add(row)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        arrays = [
+            pa.array([_coerce(r.get(c.name), c.type) for r in self._pending], type=c.type)
+            for c in self.columns
+        ]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.rows += len(self._pending)
+        self._pending = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def sql(self) -> str:
+        return f"SELECT * FROM read_parquet('{self.path.as_posix()}')"
+
+
+@contextmanager
+def staged(columns: Sequence[Column], batch_rows: int = BATCH_ROWS) -> Iterator[ArrowStage]:
+    """A staging Parquet file in a temporary directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="analytics-assets-") as tmp:
+        stage = ArrowStage(Path(tmp) / "rows.parquet", columns, batch_rows)
+        try:
+            yield stage
+        finally:
+            stage._writer.close()
+
+
+def load_rows(
+    warehouse: DuckDBWarehouse,
+    table: str,
+    columns: Sequence[Column],
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    partition: tuple[str, Any] | None = None,
+) -> int:
+    """Stage ``rows`` and load them as the whole table or as one partition of it."""
+    with staged(columns) as stage:
+        stage.extend(rows)
+        stage.close()
+        if partition is None:
+            return warehouse.replace_table(table, stage.sql())
+        return warehouse.replace_partition(table, stage.sql(), partition[0], partition[1])
+
+
+def table_metadata(
+    warehouse: DuckDBWarehouse,
+    table: str,
+    columns: Sequence[Column] | None = None,
+    *,
+    partition: tuple[str, Any] | None = None,
+    preview_rows: int = 5,
+) -> dict[str, Any]:
+    """Row count, column schema and a small preview for the Dagster UI."""
+    where, params = ("", [])
+    if partition is not None:
+        where, params = (f" WHERE {partition[0]} = ?", [partition[1]])
+    count = int(warehouse.query(f"SELECT count(*) AS n FROM {table}{where}", params)["n"][0])
+    preview = warehouse.query(f"SELECT * FROM {table}{where} LIMIT {preview_rows}", params)
+    schema = (
+        table_schema(columns)
+        if columns
+        else dg.TableSchema(
+            columns=[dg.TableColumn(n, t) for n, t in warehouse.columns(table)]
+        )
+    )
+    return {
+        "dagster/row_count": dg.MetadataValue.int(count),
+        "dagster/column_schema": schema,
+        "dagster/table_name": dg.MetadataValue.text(table),
+        "preview": dg.MetadataValue.md(_markdown(preview)),
+    }
+
+
+def _markdown(frame: Any) -> str:
+    """A small Markdown table (pandas' own needs the optional tabulate package)."""
+    if frame.empty:
+        return "_no rows_"
+
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,190 @@
+"""The warehouse resource: where every asset writes, DuckDB by default.
+
+One mechanism for the whole project: assets write through this resource and return
+``MaterializeResult`` (as Dagster's own data platform does for API ingestion), so the
+raw Amplitude export can be loaded by the database straight from files, without
+passing through a pandas frame. Partitioned tables are written with
+``replace_partition``: delete the partition's rows and insert the new ones in one
+transaction, so a re-run or a backfill never duplicates or loses rows.
+
+Another warehouse (Snowflake, BigQuery) is another implementation of these few
+methods bound to the same resource key; the assets do not change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from analytics_assets.settings import warehouse_path
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+Data = pd.DataFrame | pa.Table
+
+
+def _check_table(table: str) -> str:
+    # Table names come from code, never from users; still, refuse anything that is
+    # not a plain (schema.)identifier before it reaches SQL text.
+    if not _IDENTIFIER.match(table):
+        raise ValueError(f"invalid table name {table!r}: use schema.table with plain identifiers")
+    return table
+
+
+def _schema_of(table: str) -> str | None:
+    return table.split(".", 1)[0] if "." in table else None
+
+
+class DuckDBWarehouse(dg.ConfigurableResource):
+    """A DuckDB file as the warehouse; schemas follow the asset key prefixes."""
+
+    database: str = Field(
+        default_factory=lambda: str(warehouse_path()),
+        description="Path of the DuckDB file (default: warehouse.duckdb in the data directory).",
+    )
+    memory_limit: str = Field(
+        default="1GB", description="DuckDB's memory_limit, so loads stay bounded."
+    )
+    threads: int = Field(default=2, description="DuckDB worker threads.")
+
+    def _duckdb(self) -> DuckDBResource:
+        return DuckDBResource(
+            database=self.database,
+            connection_config={"memory_limit": self.memory_limit, "threads": self.threads},
+        )
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; DuckDB allows one writing process at a time, and
+        dagster-duckdb retries while another process holds the file."""
+        from pathlib import Path
+
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with self._duckdb().get_connection() as conn:
+            yield conn
+
+    # ----- writes ---------------------------------------------------------------------
+
+    def replace_partition(
+        self,
+        table: str,
+        data: Data | str,
+        partition_column: str,
+        partition_value: Any,
+    ) -> int:
+        """Replace the rows of one partition with ``data`` atomically; returns rows written.
+
+        ``data`` is a frame, an Arrow table, or a SQL ``SELECT`` (for loads the
+        database reads itself, such as ``read_json`` over downloaded files).
+        """
+        _check_table(table)
+        with self.connection() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                source = self._register(conn, data)
+                self._ensure_table(conn, table, source)
+                conn.execute(f"DELETE FROM {table} WHERE {partition_column} = ?",
+                             [partition_value])
+                before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source}")
+                after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+        return int(after - before)
+
+    def replace_table(self, table: str, data: Data | str) -> int:
+        """Replace a whole (unpartitioned) table; returns rows written."""
+        _check_table(table)
+        with self.connection() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                source = self._register(conn, data)
+                schema = _schema_of(table)
+                if schema:
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                conn.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
+                rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+        return int(rows)
+
+    def append(self, table: str, data: Data | str) -> int:
+        """Append rows (logs and alert history); returns rows written."""
+        _check_table(table)
+        with self.connection() as conn:
+            source = self._register(conn, data)
+            self._ensure_table(conn, table, source)
+            before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source}")
+            after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return int(after - before)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with self.connection() as conn:
+            conn.execute(sql, list(params or []))
+
+    # ----- reads ----------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        with self.connection() as conn:
+            return conn.execute(sql, list(params or [])).df()
+
+    def table_exists(self, table: str) -> bool:
+        _check_table(table)
+        schema, _, name = table.rpartition(".")
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = ? AND (? = '' OR table_schema = ?)",
+                [name, schema, schema],
+            ).fetchone()
+        return bool(row and row[0])
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, type) of each column, for the column schema shown in the UI."""
+        _check_table(table)
+        schema, _, name = table.rpartition(".")
+        with self.connection() as conn:
+            return [
+                (str(col), str(typ))
+                for col, typ in conn.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = ? AND (? = '' OR table_schema = ?) "
+                    "ORDER BY ordinal_position",
+                    [name, schema, schema],
+                ).fetchall()
+            ]
+
+    # ----- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _register(conn: duckdb.DuckDBPyConnection, data: Data | str) -> str:
+        if isinstance(data, str):
+            return f"({data})"
+        conn.register("_incoming", data)
+        return "_incoming"
+
+    @staticmethod
+    def _ensure_table(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+        """Create the table from the data's shape, or add columns the data brings anew."""
+        schema = _schema_of(table)
+        if schema:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {source} LIMIT 0")
+        existing = {row[0] for row in conn.execute(f"DESCRIBE {table}").fetchall()}
+        for name, typ, *_ in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():
+            if name not in existing:
+                conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {typ}')
