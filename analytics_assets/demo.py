@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
 
 from analytics_assets.sandbox.config import SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer, SandboxUrls
 from analytics_assets.settings import dagster_home, data_dir
+
+dg_home = dagster_home
 
 DAGSTER_YAML = """\
 # Written by `analytics-assets demo`: local storage, and the concurrency pools that
 # keep every run of this instance inside the APIs' limits.
 concurrency:
   pools:
-    default_limit: 4
-run_queue:
-  max_concurrent_runs: 4
+    default_limit: 2
+  runs:
+    max_concurrent_runs: 4
 telemetry:
   enabled: false
 """
@@ -51,22 +59,85 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+def recent_partition_keys(days: int, timezone: str, now: datetime | None = None) -> list[str]:
+    """The last ``days`` complete local days, oldest first."""
+    today = (now or datetime.now(ZoneInfo(timezone))).astimezone(ZoneInfo(timezone)).date()
+    return [(today - timedelta(days=n)).isoformat() for n in range(days, 0, -1)]
+
+
+def _print_tables(warehouse_file: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(warehouse_file), read_only=True) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "ORDER BY table_schema, table_name"
+        ).fetchall()
+        print(f"\nWarehouse {warehouse_file} holds {len(tables)} tables:")
+        for schema, name in tables:
+            rows = conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()[0]
+            print(f"  {schema}.{name:<32} {rows:>10,} rows")
+
+
 def run_demo(config: SandboxConfig, days: int = 3) -> int:
-    """Start the sandbox, run what the code location defines, and print what happened."""
+    """Start the sandbox, materialize the last few days of everything, and print it all."""
     home = prepare_dagster_home()
+    # The Amplitude project's days must be the subscription's days for figures to agree.
+    config.amplitude_timezone = config.pendo_timezone
     print(f"Data directory: {data_dir()}")
     with SandboxServer(config) as sandbox:
-        print(f"Sandbox started on {sandbox.urls.base} (seed {config.seed}, scale {config.scale:g})")
+        print(f"Sandbox started on {sandbox.urls.base} "
+              f"(seed {config.seed}, scale {config.scale:g})")
         os.environ.update(sandbox_environment(config, sandbox.urls))
         os.environ["DAGSTER_HOME"] = str(home)
-        from analytics_assets.definitions import defs
+        return _run_steps(days)
 
-        assets = list(defs.resolve_all_asset_specs())
-        if not assets:
-            print("The code location defines no assets yet: nothing to materialize.")
-            return 0
-        print(f"The code location defines {len(assets)} assets.")
-    return 0
+
+def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
+    materialized = result.get_asset_materialization_events()
+    checks = result.get_asset_check_evaluations()
+    failed_checks = [c for c in checks if not c.passed]
+    status = "ok" if result.success else "FAILED"
+    print(f"  {label:<34} {status:<6} {len(materialized):>3} materializations, "
+          f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed")
+    for check in failed_checks:
+        print(f"      check failed: {check.asset_key.to_user_string()} {check.check_name}")
+    return result.success
+
+
+def _run_steps(days: int) -> int:
+    """Materialize snapshots, the last ``days`` daily partitions, then the health view."""
+    from analytics_assets import definitions
+    from analytics_assets.assets.accounts import HEALTH_KEY
+    from analytics_assets.settings import warehouse_path
+    from analytics_assets.sync_config import load_sync_config
+
+    # Dagster logs every event at DEBUG; the demo prints its own summary instead, and
+    # warnings and step failures still show.
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    instance = dg.DagsterInstance.get()
+    # Concurrency pools: at most this many steps call each API at once, across runs.
+    for pool, slots in (("pendo_api", 2), ("amplitude_api", 2)):
+        instance.event_log_storage.set_concurrency_slots(pool, slots)
+    assets = definitions.all_assets
+    resources = definitions.build_resources()
+    daily = [a.key for a in assets if a.partitions_def is not None]
+    snapshots = [a.key for a in assets if a.partitions_def is None and a.key != HEALTH_KEY]
+    timezone = load_sync_config().timezone
+    keys = recent_partition_keys(days, timezone)
+    ok = True
+    print(f"\nMaterializing {len(snapshots)} snapshot assets, then {len(daily)} daily assets "
+          f"for {', '.join(keys)} ({timezone}):")
+    run = partial(dg.materialize, assets, instance=instance, resources=resources,
+                  raise_on_error=False)
+    ok &= _report(run(selection=snapshots), "catalogs and snapshots")
+    for key in keys:
+        ok &= _report(run(selection=daily, partition_key=key), f"daily partition {key}")
+    ok &= _report(run(selection=[HEALTH_KEY]), "account health")
+    _print_tables(warehouse_path())
+    print(f"\nDagster home: {dg_home()} -- run `DAGSTER_HOME={dg_home()} dagster dev` "
+          "(or `analytics-assets dev`) to see these runs in the UI.")
+    return 0 if ok else 1
 
 
 def run_dev(config: SandboxConfig, webserver_port: int = 3000) -> int:

@@ -23,6 +23,11 @@ OWNERS = ["team:data-engineering", "team:customer-success"]
 PENDO_ACCOUNT_USAGE = dg.AssetKey(["pendo", "account_daily_usage"])
 PENDO_VISITORS = dg.AssetKey(["pendo", "visitors"])
 USAGE_KEY = dg.AssetKey([GROUP, "account_daily_usage"])
+USAGE_DDL = (
+    "CREATE TABLE IF NOT EXISTS analytics.account_daily_usage (day DATE, account_id VARCHAR, "
+    "pendo_events BIGINT, pendo_minutes BIGINT, pendo_active_visitors BIGINT, "
+    "amplitude_events BIGINT, amplitude_active_users BIGINT)"
+)
 HEALTH_KEY = dg.AssetKey([GROUP, "account_health"])
 
 
@@ -78,11 +83,7 @@ def analytics_account_daily_usage(
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute("CREATE SCHEMA IF NOT EXISTS analytics")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (day DATE, account_id VARCHAR, "
-                "pendo_events BIGINT, pendo_minutes BIGINT, pendo_active_visitors BIGINT, "
-                "amplitude_events BIGINT, amplitude_active_users BIGINT)"
-            )
+            conn.execute(USAGE_DDL)
             conn.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
             conn.execute(f"INSERT INTO {table} BY NAME {select}", [window.day, start, end])
             conn.execute("COMMIT")
@@ -111,6 +112,9 @@ def analytics_account_daily_usage(
 )
 def analytics_account_health(warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     table = "analytics.account_health"
+    # Health over no usage yet is an empty table, not an error.
+    warehouse.execute("CREATE SCHEMA IF NOT EXISTS analytics")
+    warehouse.execute(USAGE_DDL)
     warehouse.replace_table(
         table,
         """
