@@ -307,6 +307,8 @@ def _mod(a: Any, b: Any) -> Any:
     if type(a) is int and type(b) is int:
         r = abs(a) % abs(b)  # C semantics: the sign follows the dividend
         return r if a >= 0 else -r
+    if not math.isfinite(a):
+        return None  # C's fmod gives NaN here, which JSON cannot carry
     return math.fmod(a, b)
 
 
