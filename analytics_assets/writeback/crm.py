@@ -1,0 +1,215 @@
+"""Read a CRM export (CSV, Parquet, or a warehouse table) into numbered rows.
+
+Every row of the source comes out either as a ``CrmRow`` or as a ``RowProblem`` (a row
+the reader could not split into the header's columns), so nothing is dropped silently.
+Values are kept as the source gives them (strings from CSV, typed values from Parquet
+or a table); the mapping converts them later, so a bad value is reported with the text
+the CRM actually holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["CrmExport", "CrmReadError", "CrmRow", "RowProblem", "read_crm"]
+
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+class CrmReadError(ValueError):
+    """The export cannot be read at all (missing file, no header, duplicate columns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CrmRow:
+    """One data row. ``number`` counts data rows from 1 (the header is not a row);
+    ``line`` is the CSV line the row starts on (None for Parquet and tables)."""
+
+    number: int
+    values: dict[str, Any]
+    line: int | None = None
+
+    def where(self) -> str:
+        return f"row {self.number}" + (f" (line {self.line})" if self.line else "")
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """Why a row is set aside: one entry per (row, column) problem."""
+
+    row: int
+    account_id: str | None
+    column: str | None
+    value: str | None
+    reason: str
+    line: int | None = None
+
+
+@dataclass
+class CrmExport:
+    """The rows of one export, the rows that could not be split, and blank lines skipped."""
+
+    source: str
+    columns: list[str]
+    rows: list[CrmRow]
+    malformed: list[RowProblem] = field(default_factory=list)
+    blank_rows: int = 0
+
+    @property
+    def rows_read(self) -> int:
+        """Every non-blank data row of the source, well-formed or not."""
+        return len(self.rows) + len(self.malformed)
+
+
+class _Queryable(Protocol):
+    def query(self, sql: str, params: Any = None) -> Any: ...
+
+
+def read_crm(
+    path: str | Path | None = None,
+    *,
+    table: str | None = None,
+    warehouse: _Queryable | None = None,
+) -> CrmExport:
+    """Read a CSV or Parquet file (by extension), or ``table`` through ``warehouse``."""
+    if (path is None) == (table is None):
+        raise CrmReadError("give either a CRM export path or a warehouse table, not both")
+    if table is not None:
+        if warehouse is None:
+            raise CrmReadError(f"reading table {table!r} needs the warehouse resource")
+        return _read_table(table, warehouse)
+    file = Path(path)  # type: ignore[arg-type]
+    if not file.is_file():
+        raise CrmReadError(f"CRM export {str(file)!r} does not exist or is not a file")
+    suffix = file.suffix.lower()
+    if suffix in (".csv", ".txt"):
+        try:
+            return _read_csv(file)
+        except UnicodeDecodeError as exc:
+            raise CrmReadError(
+                f"{file.name} is not UTF-8 text (byte {exc.start}); export it as "
+                "'CSV UTF-8' from the spreadsheet or CRM"
+            ) from None
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet(file)
+    raise CrmReadError(
+        f"CRM export {file.name!r}: unknown format {suffix or '(none)'!r}; use .csv or .parquet"
+    )
+
+
+def _header(names: list[Any], source: str) -> list[str]:
+    columns = [str(name).strip() for name in names]
+    if not columns or all(not c for c in columns):
+        raise CrmReadError(f"{source}: the first line must be a header naming the columns")
+    seen: set[str] = set()
+    for column in columns:
+        if not column:
+            raise CrmReadError(f"{source}: the header has an unnamed column")
+        if column in seen:
+            raise CrmReadError(f"{source}: column {column!r} appears twice in the header")
+        seen.add(column)
+    return columns
+
+
+def _read_csv(file: Path) -> CrmExport:
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark that would
+    # otherwise become part of the first column's name.
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise CrmReadError(f"{file.name}: the file is empty") from None
+        columns = _header(header, file.name)
+        export = CrmExport(source=str(file), columns=columns, rows=[])
+        number = 0
+        line = reader.line_num + 1
+        for fields in reader:
+            start, line = line, reader.line_num + 1
+            if not fields or all(not f.strip() for f in fields):
+                export.blank_rows += 1
+                continue
+            number += 1
+            if len(fields) != len(columns):
+                export.malformed.append(
+                    RowProblem(
+                        row=number,
+                        account_id=fields[0].strip() or None,
+                        column=None,
+                        value=",".join(fields)[:200],
+                        reason=(
+                            f"the row has {len(fields)} fields but the header has "
+                            f"{len(columns)}; quote values that contain commas"
+                        ),
+                        line=start,
+                    )
+                )
+                continue
+            export.rows.append(CrmRow(number, dict(zip(columns, fields, strict=True)), start))
+    return export
+
+
+def _clean(value: Any) -> Any:
+    # Parquet and DuckDB give None, NaN or NaT for "no value"; treat them all as empty.
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if type(value).__name__ == "NaTType":
+        return None
+    return value
+
+
+def _records(columns: list[str], rows: Iterator[dict[str, Any]]) -> list[CrmRow]:
+    return [
+        CrmRow(number, {c: _clean(row.get(c)) for c in columns})
+        for number, row in enumerate(rows, start=1)
+    ]
+
+
+def _read_parquet(file: Path) -> CrmExport:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(file)
+    names = list(parquet.schema_arrow.names)
+    columns = _header(names, file.name)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in parquet.iter_batches(batch_size=65_536):
+            for row in batch.to_pylist():
+                yield {str(k).strip(): v for k, v in row.items()}
+
+    export = CrmExport(source=str(file), columns=columns, rows=_records(columns, rows()))
+    return _drop_blank(export)
+
+
+def _read_table(table: str, warehouse: _Queryable) -> CrmExport:
+    if not _TABLE.match(table):
+        raise CrmReadError(f"invalid table name {table!r}: use schema.table")
+    try:
+        frame = warehouse.query(f"SELECT * FROM {table}")
+    except Exception as exc:  # the warehouse's own error says what is wrong
+        raise CrmReadError(f"cannot read CRM table {table!r}: {exc}") from exc
+    columns = _header(list(frame.columns), table)
+    frame.columns = columns
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    export = CrmExport(source=table, columns=columns, rows=_records(columns, iter(records)))
+    return _drop_blank(export)
+
+
+def _drop_blank(export: CrmExport) -> CrmExport:
+    """Rows with no value at all are counted as blank, as blank CSV lines are."""
+    kept = []
+    for row in export.rows:
+        if all(v is None or (isinstance(v, str) and not v.strip()) for v in row.values.values()):
+            export.blank_rows += 1
+        else:
+            kept.append(row)
+    export.rows = kept
+    return export

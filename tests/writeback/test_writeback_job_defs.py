@@ -1,0 +1,80 @@
+"""The job, its config and its schedule as Dagster definitions (no HTTP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from analytics_assets.resources import PendoResource
+from analytics_assets.sync_config import load_sync_config
+from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.writeback import (
+    JOB_NAME,
+    CrmPushConfig,
+    crm_account_metadata_push,
+    crm_account_metadata_push_schedule,
+    crm_writeback_preflight,
+    diff_crm_against_pendo,
+    push_crm_changes,
+    read_crm_export,
+    read_pendo_account_values,
+    validate_crm_rows,
+)
+
+
+def test_definitions_load_with_the_write_key_resource(tmp_path: Path) -> None:
+    defs = dg.Definitions(
+        jobs=[crm_account_metadata_push],
+        schedules=[crm_account_metadata_push_schedule],
+        resources={
+            "pendo_write": PendoResource(integration_key=dg.EnvVar("PENDO_WRITE_INTEGRATION_KEY")),
+            "warehouse": DuckDBWarehouse(database=str(tmp_path / "w.duckdb")),
+        },
+    )
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def(JOB_NAME).name == JOB_NAME
+
+
+def test_ops_that_call_pendo_share_the_pool() -> None:
+    api_ops = {crm_writeback_preflight, read_pendo_account_values, push_crm_changes}
+    local_ops = {read_crm_export, validate_crm_rows, diff_crm_against_pendo}
+    assert {op.pool for op in api_ops} == {"pendo_api"}
+    assert {op.pool for op in local_ops} == {None}
+    assert {op.name for op in api_ops | local_ops} == {
+        node.name for node in crm_account_metadata_push.nodes
+    }
+
+
+def test_schedule_runs_daily_after_the_sync_in_its_time_zone() -> None:
+    schedule = crm_account_metadata_push_schedule
+    assert schedule.job_name == JOB_NAME
+    assert schedule.cron_schedule == "30 7 * * *"
+    assert schedule.execution_timezone == load_sync_config().timezone
+    context = dg.build_schedule_context()
+    requests = schedule.evaluate_tick(context).run_requests
+    assert requests and requests[0].run_config == {}
+
+
+def test_source_comes_from_config_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANALYTICS_ASSETS_CRM_EXPORT", raising=False)
+    monkeypatch.delenv("ANALYTICS_ASSETS_CRM_TABLE", raising=False)
+    with pytest.raises(dg.Failure, match="no CRM export configured"):
+        CrmPushConfig().source()
+    monkeypatch.setenv("ANALYTICS_ASSETS_CRM_EXPORT", "/data/crm.csv")
+    assert CrmPushConfig().source() == ("/data/crm.csv", None)
+    assert CrmPushConfig(crm_table="crm.accounts").source() == (None, "crm.accounts")
+    with pytest.raises(dg.Failure, match="not both"):
+        CrmPushConfig(crm_path="a.csv", crm_table="crm.accounts").source()
+
+
+def test_batch_size_over_1000_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(dg.DagsterInvalidConfigError, match="set batch_size to 1000 or less"):
+        crm_account_metadata_push.execute_in_process(
+            run_config={"batch_size": 5000},
+            resources={
+                "pendo_write": PendoResource(integration_key="unused"),
+                "warehouse": DuckDBWarehouse(database=str(tmp_path / "w.duckdb")),
+            },
+        )

@@ -1,0 +1,238 @@
+"""The mapping file: parsing, errors with line numbers, transforms and conversion."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analytics_assets.writeback.convert import (
+    ValueProblem,
+    convert,
+    currency_to_number,
+    parse_date,
+)
+from analytics_assets.writeback.mapping import (
+    DEFAULT_MAPPING_PATH,
+    FieldMapping,
+    MappingError,
+    Transform,
+    load_mapping,
+    parse_mapping,
+)
+
+GOOD = """\
+version: 1
+account_id:
+  column: Account ID
+  transforms: [trim]
+fields:
+  plan:
+    column: Plan
+    type: text
+    transforms: [trim, lower]
+  is_paying:
+    column: Paying
+    type: boolean
+    transforms:
+      - boolean_words: {true: [yes, Y], false: [no, off]}
+  renewal_date:
+    column: Renewal
+    type: date
+    transforms:
+      - parse_date: ["%d.%m.%Y"]
+"""
+
+
+def test_default_mapping_loads() -> None:
+    mapping = load_mapping()
+    assert mapping.source == str(DEFAULT_MAPPING_PATH)
+    assert mapping.id_column == "Account ID"
+    assert [f.field for f in mapping.fields] == [
+        "plan",
+        "arr",
+        "seats",
+        "is_paying",
+        "renewal_date",
+        "csm_owner",
+        "health_score",
+    ]
+
+
+def test_yes_and_no_stay_words() -> None:
+    mapping = parse_mapping(GOOD)
+    words = mapping.field("is_paying").transforms[0]
+    # YAML 1.1 would read yes/no/off as booleans; the mapping keeps the words.
+    assert words.true_words == ("yes", "y")
+    assert words.false_words == ("no", "off")
+    assert mapping.field("renewal_date").transforms[0].formats == ("%d.%m.%Y",)
+    assert mapping.field("plan").line == 6
+
+
+def test_every_problem_is_reported_with_its_line() -> None:
+    text = """\
+version: 2
+account_id:
+  colum: Account ID
+fields:
+  plan:
+    column: Plan
+    type: txt
+  arr:
+    column: ARR
+    type: number
+    transforms: [parse_date, shout]
+  arr:
+    column: ARR2
+    type: number
+  bad.name:
+    column: X
+    type: text
+  paying:
+    column: Paying
+    type: boolean
+    transforms:
+      - boolean_words: {true: [yes]}
+"""
+    with pytest.raises(MappingError) as info:
+        parse_mapping(text, source="m.yaml")
+    problems = "\n".join(info.value.problems)
+    for expected in (
+        "line 1: version must be 1",
+        "line 3: account_id: unknown key 'colum'",
+        "line 2: account_id needs a column",
+        "line 7: field 'plan': unknown type 'txt'",
+        "line 11: field 'arr': parse_date applies to date fields, not number",
+        "line 11: field 'arr': unknown transform 'shout'",
+        "line 12: fields: 'arr' appears twice (first on line 8)",
+        "line 15: field 'bad.name': Pendo field names are letters, digits and underscores",
+        "line 22: field 'paying': boolean_words needs both true",
+    ):
+        assert expected in problems, problems
+    assert str(info.value).startswith("mapping m.yaml is not valid")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty"),
+        ("account_id: {column: A}\n", "fields is missing"),
+        ("fields: {plan: {column: P, type: text}}\n", "account_id is missing"),
+        ("account_id: {column: A}\nfields: {}\n", "fields is empty"),
+        ("account_id: [A\n", "not valid YAML"),
+        ("account_id: {column: A}\nfields: {p: {column: P}}\n", "needs a type"),
+        ("account_id: {column: A}\nfields: {p: {type: text}}\n", "needs a column"),
+        (
+            "account_id: {column: A}\nfields: {p: {column: P, type: text, required: maybe}}\n",
+            "required must be true or false",
+        ),
+        (
+            "account_id: {column: A}\nfields: {d: {column: D, type: date, "
+            "transforms: [{parse_date: {formats: [Y-m-d]}}]}}\n",
+            "has no % directives",
+        ),
+    ],
+)
+def test_mapping_problems(text: str, message: str) -> None:
+    with pytest.raises(MappingError, match=message):
+        parse_mapping(text)
+
+
+def test_missing_mapping_file(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match="does not exist"):
+        load_mapping(tmp_path / "none.yaml")
+
+
+def _field(kind: str, *transforms: Transform, required: bool = False) -> FieldMapping:
+    return FieldMapping("f", "Col", kind, tuple(transforms), required)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("$12,300.00", 12300.0),
+        ("12300", 12300.0),
+        (" USD 1,200.5 ", 1200.5),
+        ("(1,200)", -1200.0),
+        ("€ 99", 99.0),
+    ],
+)
+def test_currency_to_number(text: str, number: float) -> None:
+    assert currency_to_number(text) == number
+
+
+def test_currency_with_decimal_comma() -> None:
+    assert currency_to_number("1.234,50 €", ",") == 1234.5
+
+
+@pytest.mark.parametrize("text", ["n/a", "$", "twelve", "1.2.3"])
+def test_currency_refuses_text(text: str) -> None:
+    with pytest.raises(ValueProblem, match="not a number"):
+        currency_to_number(text)
+
+
+def test_convert_types() -> None:
+    assert convert(_field("text", Transform("trim"), Transform("upper")), " pro ") == "PRO"
+    assert convert(_field("number"), "1e3") == 1000.0
+    assert convert(_field("number"), 7) == 7.0
+    assert convert(_field("number"), "12", "integer") == 12
+    assert convert(_field("boolean"), "Yes") is True
+    assert convert(_field("boolean"), 0) is False
+    assert convert(_field("date"), "2026-03-01") == date(2026, 3, 1)
+    aware = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    assert convert(_field("date"), aware) == date(2026, 3, 1)
+    assert convert(_field("text"), "   ") is None  # empty: left alone in Pendo
+    assert convert(_field("number"), float("nan")) is None
+
+
+@pytest.mark.parametrize(
+    ("mapping", "raw", "pendo_type", "reason"),
+    [
+        (_field("number"), "n/a", None, "not a number"),
+        (_field("number"), "inf", None, "not a finite number"),
+        (_field("number"), True, None, "not a number"),
+        (_field("number"), "12.5", "integer", "not a whole number"),
+        (_field("boolean"), "maybe", None, "not a boolean"),
+        (_field("date"), "03/01/2026", None, "unparsable date"),
+        (
+            _field("date", Transform("parse_date", formats=("%m/%d/%Y",))),
+            "2026-13-01",
+            None,
+            "unparsable date '2026-13-01'; expected %m/%d/%Y",
+        ),
+        (_field("text", required=True), "", None, "Col is empty but required"),
+    ],
+)
+def test_convert_refuses(
+    mapping: FieldMapping, raw: object, pendo_type: str | None, reason: str
+) -> None:
+    with pytest.raises(ValueProblem, match=reason.replace("(", r"\(")):
+        convert(mapping, raw, pendo_type)
+
+
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False))
+def test_currency_round_trips_formatted_amounts(amount) -> None:  # type: ignore[no-untyped-def]
+    text = f"${abs(amount):,.2f}" if amount >= 0 else f"(${abs(amount):,.2f})"
+    assert currency_to_number(text) == pytest.approx(float(amount), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("text", "formats", "day"),
+    [
+        ("3/5/2026", ("%m/%d/%Y",), date(2026, 3, 5)),
+        ("05.03.2026", ("%d.%m.%Y",), date(2026, 3, 5)),
+        ("2026-03-05", ("%m/%d/%Y", "%Y-%m-%d"), date(2026, 3, 5)),
+        ("5 Mar 2026", ("%d %b %Y",), date(2026, 3, 5)),  # not numeric: strptime
+    ],
+)
+def test_parse_date_formats(text: str, formats: tuple[str, ...], day: date) -> None:
+    assert parse_date(text, formats) == day
+
+
+@pytest.mark.parametrize("text", ["2026-02-30", "2026-3-5x", "26-03-05", ""])
+def test_parse_date_refuses(text: str) -> None:
+    with pytest.raises(ValueProblem, match="unparsable date"):
+        parse_date(text, ("%Y-%m-%d",))

@@ -1,0 +1,166 @@
+"""The batched push against a fake client: batches, outcomes, stopping, dry runs, the log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics_assets.clients.errors import ServerError
+from analytics_assets.clients.pendo import BatchOutcome, MetadataRecord
+from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.writeback.diff import Change
+from analytics_assets.writeback.push import check_batch_size, push_changes, read_outcome
+from analytics_assets.writeback.tables import (
+    LOG_TABLE,
+    LogRow,
+    append_log,
+    previous_incomplete_run,
+)
+
+TYPES = {"plan": "string", "renewal": "time"}
+
+
+class FakePendo:
+    """Answers like Pendo: ``missing`` ids unknown, ``bad`` ids refused, ``fail_on`` batches
+    raise as a request that failed after its retries."""
+
+    def __init__(
+        self,
+        missing: set[str] = frozenset(),
+        bad: set[str] = frozenset(),
+        fail_on: set[int] = frozenset(),
+    ) -> None:
+        self.missing, self.bad, self.fail_on = set(missing), set(bad), set(fail_on)
+        self.calls: list[list[MetadataRecord]] = []
+
+    def update_metadata(
+        self,
+        kind: str,
+        records: Any,
+        *,
+        group: str = "custom",
+        create: bool = False,
+        batch_size: int = 1000,
+    ) -> Iterator[BatchOutcome]:
+        assert kind == "account" and group == "custom"
+        batch = list(records)
+        assert len(batch) <= batch_size
+        self.calls.append(batch)
+        if len(self.calls) in self.fail_on:
+            raise ServerError("injected", status=500, service="pendo")
+        ids = [r.id for r in batch]
+        missing = tuple(i for i in ids if i in self.missing and not create)
+        failed = {i: "missing" for i in missing} | {i: "plan: bad" for i in ids if i in self.bad}
+        yield BatchOutcome(
+            index=0,
+            records=tuple(batch),
+            updated_ids=tuple(i for i in ids if i not in failed),
+            failed=failed,
+            missing=missing,
+            total=len(ids),
+            raw={"updated": len(ids) - len(failed)},
+        )
+
+
+def _changes(n: int) -> list[Change]:
+    return [
+        Change(
+            f"a{i:03d}",
+            {"plan": "pro", "renewal": date(2026, 3, 1)},
+            {"plan": "free"},
+            "update",
+            ("plan", "renewal"),
+        )
+        for i in range(n)
+    ]
+
+
+def _push(api: Any, changes: list[Change], **kw: Any) -> tuple[Any, list[LogRow]]:
+    log: list[LogRow] = []
+    summary = push_changes(api, changes, kw.pop("missing", []), TYPES, record_log=log.extend, **kw)
+    return summary, log
+
+
+def test_batches_of_at_most_batch_size() -> None:
+    api = FakePendo()
+    summary, log = _push(api, _changes(25), batch_size=10)
+    assert [len(c) for c in api.calls] == [10, 10, 5]
+    assert summary.updated == 25 and summary.planned_batches == 3 and summary.ok
+    assert {r.batch for r in log} == {1, 2, 3}
+    first = log[0]
+    assert json.loads(first.values_json) == {"plan": "pro", "renewal": 1772323200000}
+    assert json.loads(first.previous_json) == {"plan": "free"}
+    assert first.outcome == "updated" and first.reason.startswith("plan: 'free' → 'pro'")
+
+
+def test_per_record_outcomes() -> None:
+    api = FakePendo(missing={"a001"}, bad={"a002"})
+    summary, log = _push(api, _changes(4), batch_size=1000)
+    outcomes = {r.account_id: (r.outcome, r.reason) for r in log}
+    assert outcomes["a001"][0] == "missing"
+    assert outcomes["a002"] == ("failed", "plan: bad")
+    assert outcomes["a000"][0] == outcomes["a003"][0] == "updated"
+    assert (summary.updated, summary.failed, summary.missing) == (2, 1, 1)
+    assert summary.failures == [("a002", "plan: bad")]
+
+
+def test_stops_at_the_failed_batch_and_logs_the_rest() -> None:
+    api = FakePendo(fail_on={2})
+    summary, log = _push(api, _changes(25), batch_size=10)
+    assert len(api.calls) == 2
+    assert not summary.ok and summary.error.startswith("batch 2 of 3 failed")
+    counts = {o: sum(1 for r in log if r.outcome == o) for o in {r.outcome for r in log}}
+    assert counts == {"updated": 10, "unconfirmed": 10, "not_sent": 5}
+    assert (summary.updated, summary.unconfirmed, summary.not_sent) == (10, 10, 5)
+
+
+def test_dry_run_sends_nothing_and_logs_the_plan() -> None:
+    missing = [Change("gone", {"plan": "pro"}, {}, "missing", ("plan",))]
+    summary, log = _push(None, _changes(3), batch_size=2, dry_run=True, missing=missing)
+    assert summary.dry_run == 3 and summary.planned_batches == 2
+    assert [(r.batch, r.outcome) for r in log] == [
+        (None, "missing"),
+        (1, "dry_run"),
+        (1, "dry_run"),
+        (2, "dry_run"),
+    ]
+    assert log[1].reason == "plan: 'free' → 'pro'; renewal: (none) → 2026-03-01"
+
+
+@pytest.mark.parametrize("size", [0, 1001, True, 2.5])
+def test_batch_size_limits(size: Any) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        check_batch_size(size)
+    assert check_batch_size(1000) == 1000
+
+
+def test_unexplained_shortfall_is_not_counted_as_written() -> None:
+    outcome = BatchOutcome(0, (), ("a", "b", "c"), {}, (), 3, {"updated": 2})
+    updated, failed, missing = read_outcome(outcome, ["a", "b", "c"])
+    assert updated == set() and set(failed) == {"a", "b", "c"} and missing == set()
+    assert "confirmed 2 of 3" in failed["a"]
+
+
+def test_log_table_and_previous_run(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    assert previous_incomplete_run(warehouse, "r2") is None
+    _, log = _push(FakePendo(fail_on={2}), _changes(25), batch_size=10)
+    append_log(warehouse, "r1", log, dry_run=False)
+    append_log(warehouse, "dry", [LogRow(1, "a000", "{}", "{}", "dry_run")], dry_run=True)
+    cols = dict(warehouse.columns(LOG_TABLE))
+    assert cols["batch"] == "INTEGER" and cols["written_at"] == "TIMESTAMP WITH TIME ZONE"
+    previous = previous_incomplete_run(warehouse, "r2")
+    assert previous is not None and previous.run_id == "r1"  # dry runs do not count
+    assert (len(previous.updated), len(previous.unconfirmed), len(previous.not_sent)) == (
+        10,
+        10,
+        5,
+    )
+    complete = [LogRow(1, "a000", "{}", "{}", "updated")]
+    append_log(warehouse, "r2", complete, dry_run=False)
+    assert previous_incomplete_run(warehouse, "r3") is None  # the latest run finished
