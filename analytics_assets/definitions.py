@@ -16,6 +16,10 @@ from analytics_assets.assets import amplitude_assets, analytics_assets, pendo_as
 from analytics_assets.resources import AmplitudeResource, PendoResource
 from analytics_assets.sync_config import load_sync_config
 from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.writeback import (
+    crm_account_metadata_push,
+    crm_account_metadata_push_schedule,
+)
 
 DAILY_JOB = "daily_sync"
 CATALOG_JOB = "catalog_refresh"
@@ -101,7 +105,7 @@ catalog_refresh_schedule = dg.ScheduleDefinition(
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[daily_sync, catalog_refresh],
-    schedules=[daily_sync_schedule, catalog_refresh_schedule],
+    jobs=[daily_sync, catalog_refresh, crm_account_metadata_push],
+    schedules=[daily_sync_schedule, catalog_refresh_schedule, crm_account_metadata_push_schedule],
     resources=build_resources(),
 )

@@ -17,6 +17,7 @@ import dagster as dg
 from analytics_assets.sandbox.config import SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer, SandboxUrls
 from analytics_assets.settings import dagster_home, data_dir
+from analytics_assets.writeback import SAMPLE_CRM_PATH
 
 dg_home = dagster_home
 
@@ -47,6 +48,7 @@ def sandbox_environment(config: SandboxConfig, urls: SandboxUrls) -> dict[str, s
         "AMPLITUDE_PROFILE_URL": urls.amplitude("us"),
         "AMPLITUDE_API_KEY": amplitude.api_key,
         "AMPLITUDE_SECRET_KEY": amplitude.secret_key,
+        "ANALYTICS_ASSETS_CRM_EXPORT": str(SAMPLE_CRM_PATH),
     }
 
 
@@ -93,6 +95,10 @@ def run_demo(config: SandboxConfig, days: int = 3) -> int:
         return _run_steps(days)
 
 
+# The console logger at WARNING: the demo prints its own summary of each run.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
     materialized = result.get_asset_materialization_events()
     checks = result.get_asset_check_evaluations()
@@ -102,6 +108,19 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
           f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed")
     for check in failed_checks:
         print(f"      check failed: {check.asset_key.to_user_string()} {check.check_name}")
+    return result.success
+
+
+def _writeback(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
+    """Push the sample CRM export into Pendo and print what changed and what was set aside."""
+    from analytics_assets.warehouse import DuckDBWarehouse
+    from analytics_assets.writeback import run_report
+
+    print(f"\nCRM write-back from {SAMPLE_CRM_PATH.name}:")
+    job = defs.resolve_job_def("crm_account_metadata_push")
+    result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                    run_config={"crm_path": str(SAMPLE_CRM_PATH)})
+    print(run_report(DuckDBWarehouse(), result.run_id))
     return result.success
 
 
@@ -129,11 +148,12 @@ def _run_steps(days: int) -> int:
     print(f"\nMaterializing {len(snapshots)} snapshot assets, then {len(daily)} daily assets "
           f"for {', '.join(keys)} ({timezone}):")
     run = partial(dg.materialize, assets, instance=instance, resources=resources,
-                  raise_on_error=False)
+                  raise_on_error=False, run_config=QUIET)
     ok &= _report(run(selection=snapshots), "catalogs and snapshots")
     for key in keys:
         ok &= _report(run(selection=daily, partition_key=key), f"daily partition {key}")
     ok &= _report(run(selection=[HEALTH_KEY]), "account health")
+    ok &= _writeback(definitions.defs, instance)
     _print_tables(warehouse_path())
     print(f"\nDagster home: {dg_home()} -- run `DAGSTER_HOME={dg_home()} dagster dev` "
           "(or `analytics-assets dev`) to see these runs in the UI.")

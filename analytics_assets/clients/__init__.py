@@ -67,3 +67,60 @@ __all__ = [
     "server_message",
     "taxonomy_cost",
 ]
+
+from .amplitude import (  # noqa: E402
+    AmplitudeClient,
+    AmplitudeStats,
+    AmplitudeTimeoutError,
+    ExportResult,
+    ExportTooLargeError,
+    IngestResult,
+)
+
+__all__ += [
+    "AmplitudeClient",
+    "AmplitudeStats",
+    "AmplitudeTimeoutError",
+    "ExportResult",
+    "ExportTooLargeError",
+    "IngestResult",
+]
+
+# Pendo client and pipeline builder.
+from .pendo import (  # noqa: E402
+    PENDO_HOSTS,
+    AggregationLimitError,
+    AggregationStreamError,
+    BatchOutcome,
+    FieldSchema,
+    MetadataRecord,
+    PendoClient,
+    TokenInfo,
+    field_type_of,
+    is_aggregation_limit_error,
+    resolve_region,
+    split_windows,
+)
+from .pendo_pipeline import Agg, AggSpec, Expr, Pipeline, Source, TimeSeries, quote  # noqa: E402
+
+__all__ += [
+    "PENDO_HOSTS",
+    "Agg",
+    "AggSpec",
+    "AggregationLimitError",
+    "AggregationStreamError",
+    "BatchOutcome",
+    "Expr",
+    "FieldSchema",
+    "MetadataRecord",
+    "PendoClient",
+    "Pipeline",
+    "Source",
+    "TimeSeries",
+    "TokenInfo",
+    "field_type_of",
+    "is_aggregation_limit_error",
+    "quote",
+    "resolve_region",
+    "split_windows",
+]

@@ -69,8 +69,9 @@ def test_late_events_appear_only_after_they_arrive() -> None:
     day = date(2026, 11, 16)
     start, _ = company.day_bounds(day)
     total = world.activity(day).num_events.sum()
-    world.stage_late_events(LateEvents(visitor=3, hour_ms=start + 9 * 3_600_000,
-                                       num_events=40, arrived_ms=now + 1))
+    world.stage_late_events(
+        LateEvents(visitor=3, hour_ms=start + 9 * 3_600_000, num_events=40, arrived_ms=now + 1)
+    )
     assert world.activity(day).num_events.sum() == total
     assert world.activity(day, as_of_ms=now + 1).num_events.sum() == total + 40
 
@@ -104,8 +105,9 @@ def test_dropped_connection_and_truncated_body(core_sandbox) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(info_url, headers={"x-pendo-integration-key": "sandbox-pendo-us-read-key"})
     full = httpx.get(info_url, headers={"x-pendo-integration-key": "sandbox-pendo-us-read-key"})
-    httpx.post(f"{control}/faults", json={"kind": "truncate", "count": 1, "path": "token",
-                                          "fraction": 0.5})
+    httpx.post(
+        f"{control}/faults", json={"kind": "truncate", "count": 1, "path": "token", "fraction": 0.5}
+    )
     cut = httpx.get(info_url, headers={"x-pendo-integration-key": "sandbox-pendo-us-read-key"})
     assert cut.status_code == full.status_code
     assert len(cut.content) == len(full.content) // 2
@@ -113,8 +115,10 @@ def test_dropped_connection_and_truncated_body(core_sandbox) -> None:
 
 
 def test_stage_rejects_unknown_ids_with_a_clear_message(core_sandbox) -> None:
-    response = httpx.post(f"{core_sandbox.urls.control()}/stage",
-                          json={"action": "account_quiet", "account_id": "nope"})
+    response = httpx.post(
+        f"{core_sandbox.urls.control()}/stage",
+        json={"action": "account_quiet", "account_id": "nope"},
+    )
     assert response.status_code == 400
     assert "unknown account_id" in response.json()["error"]
 
