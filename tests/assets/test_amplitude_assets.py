@@ -1,0 +1,117 @@
+"""The Amplitude and cross-source assets against the sandbox: rows equal what the sandbox
+holds for the day (its own per-day summaries, not the asset code), and re-runs are exact."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DAY
+
+from analytics_assets.assets.accounts import analytics_assets
+from analytics_assets.assets.amplitude import amplitude_assets
+from analytics_assets.assets.pendo import pendo_assets
+from analytics_assets.partitions import day_window
+
+ASSETS = [*pendo_assets(), *amplitude_assets(), *analytics_assets()]
+AMPLITUDE_DAILY = [a.key for a in amplitude_assets() if a.partitions_def is not None]
+
+
+@pytest.fixture(scope="module")
+def materialized(sandbox, resources):
+    snapshots = [a.key for a in ASSETS if a.partitions_def is None]
+    daily = [a.key for a in ASSETS if a.partitions_def is not None]
+    assert dg.materialize(ASSETS, selection=snapshots, resources=resources).success
+    result = dg.materialize(ASSETS, selection=daily, partition_key=DAY, resources=resources)
+    assert result.success
+    return result
+
+
+def _tenant(sandbox):
+    return sandbox.state.amplitude_tenants["us"]
+
+
+def _query(resources, sql):
+    return resources["warehouse"].query(sql)
+
+
+def test_export_loads_every_event_uploaded_in_the_days_utc_hours(sandbox, resources,
+                                                                  materialized) -> None:
+    first, last = day_window(DAY, "America/New_York").utc_hours()
+    counts = _tenant(sandbox).events.upload_hour_counts(
+        int(first.timestamp() * 1000), int(last.timestamp() * 1000)
+    )
+    loaded = _query(resources, f"SELECT count(*) AS n, count(DISTINCT uuid) AS u "
+                               f"FROM amplitude.events WHERE day = DATE '{DAY}'")
+    assert int(loaded.n[0]) == int(counts.sum()) > 0
+    assert int(loaded.u[0]) == int(loaded.n[0])
+
+
+def test_daily_active_and_new_users_match_the_project(sandbox, resources, materialized) -> None:
+    events = _tenant(sandbox).events
+    day = date.fromisoformat(DAY)
+    got = _query(resources, f"SELECT active_users, new_users FROM amplitude.daily_active_users "
+                            f"WHERE day = DATE '{DAY}'")
+    assert int(got.active_users[0]) == len(events.active_users(day))
+    assert int(got.new_users[0]) == len(events.new_users(day))
+
+
+def test_event_type_totals_match_the_project(sandbox, resources, materialized) -> None:
+    tenant = _tenant(sandbox)
+    totals, uniques = tenant.events.type_counts(date.fromisoformat(DAY))
+    names = [t.name if hasattr(t, "name") else str(t) for t in tenant.events.catalog.event_types]
+    expected = {names[i]: int(totals[i]) for i in np.flatnonzero(totals)}
+    got = _query(resources, "SELECT event_type, totals FROM amplitude.event_type_daily_totals "
+                            f"WHERE day = DATE '{DAY}'")
+    assert dict(zip(got.event_type, got.totals.astype(int), strict=True)) == expected
+
+
+def test_cohort_membership_matches_each_cohorts_size(resources, materialized) -> None:
+    sizes = _query(resources, "SELECT cohort_id, size FROM amplitude.cohorts "
+                              "WHERE NOT archived AND size IS NOT NULL")
+    members = _query(resources, "SELECT cohort_id, count(*) AS n FROM amplitude.cohort_membership "
+                                f"WHERE day = DATE '{DAY}' GROUP BY cohort_id")
+    got = dict(zip(members.cohort_id, members.n.astype(int), strict=True))
+    for row in sizes.itertuples():
+        assert got.get(row.cohort_id, 0) == row.size
+
+
+def test_account_daily_usage_joins_both_sources(resources, materialized) -> None:
+    pendo = _query(resources, "SELECT sum(events) AS e FROM pendo.account_daily_usage "
+                              f"WHERE day = DATE '{DAY}'")
+    joined = _query(resources, "SELECT sum(pendo_events) AS p, sum(amplitude_events) AS a, "
+                               "count(*) AS n, count(DISTINCT account_id) AS d "
+                               f"FROM analytics.account_daily_usage WHERE day = DATE '{DAY}'")
+    assert int(joined.p[0]) == int(pendo.e[0])
+    assert int(joined.a[0]) > 0
+    assert int(joined.n[0]) == int(joined.d[0])
+
+
+def test_rerunning_amplitude_partitions_is_exact(resources, materialized) -> None:
+    def snapshot():
+        return {
+            t: _query(resources, f"SELECT * FROM amplitude.{t} WHERE day = DATE '{DAY}' "
+                                 "ORDER BY ALL")
+            for t in ("events", "daily_active_users", "event_type_daily_totals",
+                      "cohort_membership")
+        }
+
+    before = snapshot()
+    again = dg.materialize(ASSETS, selection=AMPLITUDE_DAILY, partition_key=DAY,
+                           resources=resources)
+    assert again.success
+    after = snapshot()
+    for table, frame in before.items():
+        # assert_frame_equal treats missing values (NaN) as equal, as a re-run should.
+        pd.testing.assert_frame_equal(after[table], frame, check_exact=True)
+
+
+def test_materializations_report_amplitude_cost(materialized) -> None:
+    events = next(
+        m for m in materialized.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey(["amplitude", "event_type_daily_totals"])
+    )
+    assert events.materialization.metadata["amplitude_cost_units"].value > 0
