@@ -12,6 +12,8 @@ def _sandbox_config(args: argparse.Namespace):
 
     config = SandboxConfig(seed=args.seed, scale=args.scale, host=args.host, port=args.port)
     config.pendo_timezone = args.timezone
+    if getattr(args, "amplitude_events_per_pendo_event", None) is not None:
+        config.amplitude_events_per_pendo_event = args.amplitude_events_per_pendo_event
     if getattr(args, "pendo_rate", None) is not None:
         config.pendo_limits.rate = args.pendo_rate if args.pendo_rate > 0 else None
     if getattr(args, "auth_failure_status", None):
@@ -27,14 +29,18 @@ def _sandbox_config(args: argparse.Namespace):
     return config
 
 
-def _add_sandbox_options(parser: argparse.ArgumentParser, port: int) -> None:
+def _add_sandbox_options(parser: argparse.ArgumentParser, port: int, scale: float = 1.0) -> None:
     parser.add_argument("--port", type=int, default=port, help="port on loopback (0 = any free)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (keep it loopback)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic company")
-    parser.add_argument("--scale", type=float, default=1.0,
+    parser.add_argument("--scale", type=float, default=scale,
                         help="size: 1 = 100 accounts; 1000 = 100,000 accounts")
     parser.add_argument("--timezone", default="America/New_York",
                         help="the Pendo subscription's time zone (day buckets)")
+    parser.add_argument("--amplitude-events-per-pendo-event", type=float, default=None,
+                        metavar="RATIO",
+                        help="Amplitude events per Pendo event (default 0.6); raise it to "
+                             "grow the Amplitude export on its own, as the benchmarks do")
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -96,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="run the daily job against the sandbox and show the result")
-    _add_sandbox_options(demo, port=0)
+    # Scale 5 (500 accounts): enough weekend traffic for every default alert rule to show.
+    _add_sandbox_options(demo, port=0, scale=5.0)
     demo.add_argument("--days", type=int, default=3, help="how many recent days to materialize")
     demo.set_defaults(func=_cmd_demo)
 

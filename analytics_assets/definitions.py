@@ -14,6 +14,7 @@ import dagster as dg
 
 from analytics_assets.assets import amplitude_assets, analytics_assets, pendo_assets
 from analytics_assets.resources import AmplitudeResource, PendoResource
+from analytics_assets.sensors import build_sensors
 from analytics_assets.sync_config import load_sync_config
 from analytics_assets.warehouse import DuckDBWarehouse
 from analytics_assets.writeback import (
@@ -103,9 +104,19 @@ catalog_refresh_schedule = dg.ScheduleDefinition(
     description="Every day at 03:30: catalogs and snapshots, before the daily sync reads them.",
 )
 
+# Late data: a day whose Pendo events changed after it was materialized is re-run, for
+# its Pendo assets only (the Amplitude export files late uploads under later days).
+sensors = build_sensors(
+    late_data_job=daily_sync,
+    late_data_assets=[
+        a.key for a in all_assets if a.partitions_def is not None and a.key.path[0] == "pendo"
+    ],
+)
+
 defs = dg.Definitions(
     assets=all_assets,
     jobs=[daily_sync, catalog_refresh, crm_account_metadata_push],
     schedules=[daily_sync_schedule, catalog_refresh_schedule, crm_account_metadata_push_schedule],
+    sensors=sensors,
     resources=build_resources(),
 )

@@ -124,6 +124,109 @@ def _writeback(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
     return result.success
 
 
+def _pendo_rows(http, base: str, pipeline: list[dict]) -> list[dict]:
+    answer = http.post(
+        f"{base}/api/v1/aggregation",
+        headers={"x-pendo-integration-key": os.environ["PENDO_INTEGRATION_KEY"]},
+        json={"response": {"mimeType": "application/json"}, "request": {"pipeline": pipeline}},
+    )
+    answer.raise_for_status()
+    return answer.json()["results"]
+
+
+def _last_weekday_start(timezone: str) -> datetime:
+    """Local midnight of the last complete weekday: the day the activity rule judges."""
+    tz = ZoneInfo(timezone)
+    day = datetime.now(tz).date() - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+def _stage_changes(timezone: str) -> list[str]:
+    """Changes the sensors should notice, staged through the sandbox's control API (the
+    real services change on their own; the sandbox is told to)."""
+    import httpx
+
+    from analytics_assets.clients.amplitude import AmplitudeClient
+    from analytics_assets.clients.pendo import MetadataRecord, PendoClient
+
+    base = os.environ["PENDO_BASE_URL"]
+    control = f"{base}/_sandbox"
+    judged = _last_weekday_start(timezone)
+    judged_ms = int(judged.timestamp() * 1000)
+    now = datetime.now(ZoneInfo(timezone))
+    all_apps = {"appId": 'expandAppIds("*")'}
+    staged = []
+    with httpx.Client(timeout=60) as http:
+        # The account with the most events over the week before the judged day goes quiet.
+        busiest = _pendo_rows(http, base, [
+            {"source": {"events": all_apps, "timeSeries": {
+                "period": "dayRange", "first": judged_ms - 7 * 86_400_000, "count": 7}}},
+            {"filter": 'accountId != ""'},
+            {"group": {"group": ["accountId"], "fields": {"n": {"sum": "numEvents"}}}},
+            {"sort": ["-n"]}, {"limit": 1},
+        ])[0]["accountId"]
+        http.post(f"{control}/stage", json={"action": "account_quiet", "account_id": busiest,
+                                             "from": judged.isoformat()}).raise_for_status()
+        staged.append(f"{busiest} went quiet from {judged.date()}")
+        # The most viewed guide of the last 24 hours is suddenly dismissed by 95%.
+        since = now - timedelta(hours=24)
+        views = _pendo_rows(http, base, [
+            {"source": {"guideEvents": all_apps, "timeSeries": {
+                "period": "hourRange", "first": int(since.timestamp() * 1000),
+                "last": int(now.timestamp() * 1000) + 3_600_000}}},
+            {"filter": 'type == "guideSeen"'},
+            # A view is a visitor seeing the guide; multi-step guides log a seen per step.
+            {"group": {"group": ["guideId"], "fields": {"views": {"count": "visitorId"}}}},
+            {"sort": ["-views"]}, {"limit": 1},
+        ])
+        if views:
+            guide, seen = views[0]["guideId"], views[0]["views"]
+            http.post(f"{control}/stage", json={
+                "action": "guide_dismissals", "guide_id": guide, "rate": 0.95,
+                "from": since.isoformat()}).raise_for_status()
+            staged.append(f"guide {guide} ({seen} views in 24 h) is dismissed by 95% of viewers"
+                          + ("" if seen >= 20 else "; the rule wants 20 views, so it stays quiet"))
+        created = http.post(f"{control}/pendo/accounts",
+                            json={"name": "Brand New Co", "visitors": 2}).json()
+        staged.append(f"a new account {created['account_id']} (Brand New Co) appeared")
+    with PendoClient(os.environ["PENDO_WRITE_INTEGRATION_KEY"], base_url=base) as pendo:
+        list(pendo.update_metadata("account", [MetadataRecord("account-000001",
+                                                              {"plan": "free"})]))
+    staged.append("someone set account-000001's plan to 'free' in Pendo, unlike the CRM")
+    with AmplitudeClient(os.environ["AMPLITUDE_API_KEY"], os.environ["AMPLITUDE_SECRET_KEY"],
+                         base_url=os.environ["AMPLITUDE_BASE_URL"]) as amplitude:
+        cohort = next(c for c in amplitude.list_cohorts()
+                      if c.get("size") and not c.get("archived"))
+        amplitude.update_cohort_membership(
+            cohort["id"], add=[f"visitor-{i:07d}" for i in range(40)], id_type="BY_NAME")
+    staged.append(f"40 users were added to the cohort '{cohort['name']}'")
+    return staged
+
+
+def _alerts(resources: dict, instance: dg.DagsterInstance, timezone: str) -> bool:
+    """One tick of every sensor, the staged changes, a second tick: print what alerted."""
+    from analytics_assets.sensors import evaluate_once
+
+    print("\nPolling sensors (one tick each, in place of webhooks):")
+    first = evaluate_once(resources, instance=instance, pendo_timezone=timezone)
+    held = sum(len(o.alerts) for o in first.values())
+    print(f"  first tick: {held} alerts for conditions that already held; cursors saved")
+    for change in _stage_changes(timezone):
+        print(f"  staged: {change}")
+    second = evaluate_once(resources, instance=instance, pendo_timezone=timezone,
+                           cursors={name: o.cursor for name, o in first.items()})
+    alerts = [a for o in second.values() for a in o.alerts]
+    print(f"  second tick: {len(alerts)} alerts (also kept in analytics.alerts):")
+    for alert in alerts:
+        name = f" {alert.entity_name}" if alert.entity_name else ""
+        print(f"    [{alert.severity}] {alert.rule} {alert.entity_id}{name}: {alert.message}")
+    for name, outcome in second.items():
+        print(f"    {name}: {outcome.skip_reason or 'ok'}")
+    return True
+
+
 def _run_steps(days: int) -> int:
     """Materialize snapshots, the last ``days`` daily partitions, then the health view."""
     from analytics_assets import definitions
@@ -154,6 +257,7 @@ def _run_steps(days: int) -> int:
         ok &= _report(run(selection=daily, partition_key=key), f"daily partition {key}")
     ok &= _report(run(selection=[HEALTH_KEY]), "account health")
     ok &= _writeback(definitions.defs, instance)
+    ok &= _alerts(resources, instance, timezone)
     _print_tables(warehouse_path())
     print(f"\nDagster home: {dg_home()} -- run `DAGSTER_HOME={dg_home()} dagster dev` "
           "(or `analytics-assets dev`) to see these runs in the UI.")

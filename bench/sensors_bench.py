@@ -13,7 +13,9 @@ Each sensor ticks twice through ``dg.build_sensor_context``: a first tick with n
 nothing alerts). For each tick it prints: API requests as the sandbox counted them, Amplitude
 cost units charged, megabytes received, wall time, the process's peak resident memory during
 the tick (Linux ``VmHWM``, reset before each tick) and how much that peak added to the
-memory held before it, the alerts raised, and the cursor's size in bytes.
+memory held before it, the alerts raised, and the cursor's size in bytes. ``cpu s`` is this
+process's CPU time: the sensor's own work (parsing, evaluating, delivering); the rest of the
+wall time is the sandbox computing the aggregation in its own process.
 """
 
 from __future__ import annotations
@@ -105,10 +107,10 @@ def measure(sensor: Any, cursor: str | None, resources: dict, instance: Any, bas
     httpx.post(f"{base}/_sandbox/counters/reset", timeout=30)
     before = _kb("VmRSS")
     _reset_peak()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with dg.build_sensor_context(cursor=cursor, instance=instance, resources=resources) as ctx:
         outcome = sensor.tick(ctx)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = _kb("VmHWM")
     counts = _counters(base)
     stats = outcome.api_stats
@@ -118,6 +120,7 @@ def measure(sensor: Any, cursor: str | None, resources: dict, instance: Any, bas
         "cost": sum(s.get("cost", 0) for s in stats.values()),
         "mb": sum(s.get("bytes", 0) for s in stats.values()) / 1e6,
         "wall": wall,
+        "cpu": cpu,
         "peak_mb": peak / 1024,
         "added_mb": max(0, peak - before) / 1024,
         "alerts": len(outcome.alerts),
@@ -201,14 +204,14 @@ def run(args: argparse.Namespace) -> int:
                 rows.append((name, label, result))
         header = (
             f"{'sensor':26} {'tick':6} {'calls':>5} {'cost':>5} {'MB in':>7} "
-            f"{'wall s':>7} {'peak MB':>8} {'+MB':>6} {'alerts':>6} {'cursor B':>8}"
+            f"{'wall s':>7} {'cpu s':>6} {'peak MB':>8} {'+MB':>6} {'alerts':>6} {'cursor B':>8}"
         )
         print(header)
         print("-" * len(header))
         for name, label, r in rows:
             print(
                 f"{name:26} {label:6} {r['requests']:>5} {r['cost']:>5.0f} {r['mb']:>7.2f} "
-                f"{r['wall']:>7.2f} {r['peak_mb']:>8.0f} {r['added_mb']:>6.0f} "
+                f"{r['wall']:>7.2f} {r['cpu']:>6.2f} {r['peak_mb']:>8.0f} {r['added_mb']:>6.0f} "
                 f"{r['alerts']:>6} {len(r['cursor'] or ''):>8}"
             )
         bad = [(n, lab, r["by_status"]) for n, lab, r in rows

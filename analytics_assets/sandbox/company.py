@@ -410,7 +410,8 @@ class Company:
         built = self._generate(day)
         with self._cache_lock:
             self._cache[day] = built
-            while len(self._cache) > 4:
+            # Nine days: a sensor's 8-day window plus today, without regenerating any.
+            while len(self._cache) > 9:
                 self._cache.popitem(last=False)
         return built
 
