@@ -131,16 +131,14 @@ SCHEMA_COLUMNS = [
 ]
 
 
-def _schema_rows(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _schema_rows(schema: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     for group, fields in sorted(schema.items()):
-        for field, descriptor in sorted((fields or {}).items()):
-            d = descriptor if isinstance(descriptor, dict) else vars(descriptor)
-            raw = d.get("raw") if isinstance(d.get("raw"), dict) else d
+        for field, raw in sorted(fields.items()):
             yield {
                 "group_name": group,
                 "field": field,
-                "type": raw.get("Type", d.get("type")),
-                "display_name": raw.get("DisplayName", d.get("display_name")),
+                "type": raw.get("Type"),
+                "display_name": raw.get("DisplayName"),
                 "is_hidden": raw.get("isHidden"),
                 "is_deleted": raw.get("isDeleted"),
                 "is_calculated": raw.get("isCalculated"),
@@ -176,19 +174,12 @@ def _schema_asset(kind: str) -> dg.AssetsDefinition:
     return _schema
 
 
-def _plain_schema(schema: Any) -> dict[str, dict[str, Any]]:
-    """The client may hand back typed field descriptors; the table wants plain dicts."""
-    plain: dict[str, dict[str, Any]] = {}
-    for group, fields in (schema or {}).items():
-        plain[group] = {}
-        for field, descriptor in (fields or {}).items():
-            if isinstance(descriptor, dict):
-                plain[group][field] = descriptor
-            elif hasattr(descriptor, "raw") and isinstance(descriptor.raw, dict):
-                plain[group][field] = descriptor.raw
-            else:
-                plain[group][field] = {"Type": getattr(descriptor, "type", None)}
-    return plain
+def _plain_schema(schema: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Pendo's own descriptors (the client's ``FieldSchema.raw``), as the table stores them."""
+    return {
+        group: {field: dict(descriptor.raw) for field, descriptor in (fields or {}).items()}
+        for group, fields in (schema or {}).items()
+    }
 
 
 # ----- visitors and accounts ----------------------------------------------------------------
