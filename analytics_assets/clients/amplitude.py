@@ -193,6 +193,34 @@ def _group_bys(group_by: str | Sequence[str] | None) -> list[str]:
     return items
 
 
+def _objects(value: Any, what: str, path: str) -> list[dict[str, Any]]:
+    """A JSON array of objects (``null`` is none); anything else raises ApiError."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problem = f"{what} is a {type(value).__name__}, not a list of objects"
+    else:
+        bad = next((i for i, item in enumerate(value) if not isinstance(item, dict)), None)
+        if bad is None:
+            return value
+        problem = f"item {bad} of {what} is a {type(value[bad]).__name__}, not an object"
+    raise ApiError(
+        problem,
+        service="amplitude",
+        method="GET",
+        url=path,
+        hint="Check base_url points at Amplitude's API host; nothing was read from the answer.",
+    )
+
+
+def _cohort_file_error(path: Path, problem: str) -> ApiError:
+    return ApiError(
+        f"the cohort file {path.name} cannot be read: {problem}",
+        service="amplitude",
+        hint="Download the cohort again; if the file is the same, report it to Amplitude.",
+    )
+
+
 class AmplitudeClient:
     """One Amplitude project: Dashboard REST, Export, cohorts, taxonomy, profile, ingestion.
 
@@ -479,7 +507,7 @@ class AmplitudeClient:
     def events_list(self) -> list[dict[str, Any]]:
         """Event types with this week's totals (``/api/2/events/list``); hidden ones omitted."""
         data = self._dashboard("/api/2/events/list", None, 1)
-        return list(data or [])
+        return _objects(data, "the event list", "/api/2/events/list")
 
     def segmentation(
         self,
@@ -663,7 +691,17 @@ class AmplitudeClient:
         parse it with :func:`amplitude_tidy.parse_chart_csv`. Charged as
         :meth:`chart_results`."""
         data = self._chart(chart_id, "csv", cost)
-        return data if isinstance(data, str) else ""
+        if data is None:
+            return ""
+        if not isinstance(data, str):
+            raise ApiError(
+                f"the chart CSV answer holds a {type(data).__name__}, not the CSV text",
+                service="amplitude",
+                method="GET",
+                url=f"/api/3/chart/{quote(str(chart_id), safe='')}/csv",
+                hint="Check base_url points at Amplitude's API host.",
+            )
+        return data
 
     # -- user lookup
 
@@ -724,7 +762,16 @@ class AmplitudeClient:
         """Every cohort of the project (``/api/3/cohorts``)."""
         params = {"includeSyncInfo": "true"} if include_sync_info else None
         body = self._get("/api/3/cohorts", params, family="cohorts")
-        return list(body.get("cohorts") or []) if isinstance(body, dict) else []
+        if not isinstance(body, dict) or "cohorts" not in body:
+            found = f"a {type(body).__name__}" if not isinstance(body, dict) else "no 'cohorts'"
+            raise ApiError(
+                f'the cohort list answer has {found}, not {{"cohorts": [...]}}',
+                service="amplitude",
+                method="GET",
+                url="/api/3/cohorts",
+                hint="Check base_url points at Amplitude's API host.",
+            )
+        return _objects(body["cohorts"], "the cohort list", "/api/3/cohorts")
 
     def get_cohort(self, cohort_id: str) -> dict[str, Any]:
         """One cohort (``/api/3/cohorts/{id}``): ``{"cohort": {...}, "user_ids": [...], …}``."""
@@ -893,16 +940,32 @@ class AmplitudeClient:
     @staticmethod
     def read_cohort_csv(path: Path) -> Iterator[dict[str, str]]:
         """Rows of a downloaded cohort file (CSV with a header row, e.g. ``user_id``),
-        streamed. Amplitude sometimes pads headers with spaces; they are stripped."""
-        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
+        streamed. Amplitude sometimes pads headers with spaces; they are stripped.
+
+        A file that is not UTF-8 CSV, or a row with more values than the header names
+        (they could not be attributed), raises :class:`ApiError` naming the line.
+        """
+        path = Path(path)
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                return
-            names = [h.strip() for h in header]
-            for record in reader:
-                if record:
-                    yield dict(zip(names, (v.strip() for v in record), strict=False))
+            try:
+                header = next(reader, None)
+                if header is None:
+                    return
+                names = [h.strip() for h in header]
+                for record in reader:
+                    if any(v.strip() for v in record[len(names) :]):
+                        raise _cohort_file_error(
+                            path,
+                            f"line {reader.line_num} has {len(record)} values but the header "
+                            f"names {len(names)} columns",
+                        )
+                    if record:
+                        yield dict(zip(names, (v.strip() for v in record), strict=False))
+            except UnicodeDecodeError as exc:
+                raise _cohort_file_error(path, f"it is not UTF-8 (byte {exc.start})") from None
+            except csv.Error as exc:
+                raise _cohort_file_error(path, f"line {reader.line_num}: {exc}") from None
 
     def upload_cohort(
         self,

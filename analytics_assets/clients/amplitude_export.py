@@ -8,13 +8,17 @@ streams it to a temporary file, the zip's central directory is read from disk, a
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
+import lzma
 import os
 import re
 import shutil
+import struct
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,6 +109,25 @@ class CorruptArchiveError(Exception):
     """The downloaded archive is not a complete zip (truncated or damaged)."""
 
 
+# What zipfile lets out of a damaged archive besides BadZipFile: a damaged header can claim
+# any version, compression method or flag (NotImplementedError, RuntimeError for
+# "encrypted"), corrupt data fails in the decompressor (zlib/lzma errors), a damaged name
+# fails to decode (UnicodeDecodeError, a ValueError) or to index (IndexError).
+_DAMAGED_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    IndexError,
+)
+
+
 def extract_archive(zip_path: Path, dest_dir: Path) -> list[Path]:
     """Copy every ``*.json.gz`` member of ``zip_path`` into ``dest_dir``; return the paths.
 
@@ -132,10 +155,11 @@ def extract_archive(zip_path: Path, dest_dir: Path) -> list[Path]:
                 # Stored members are a plain streamed copy; ZipExtFile checks the CRC at EOF.
                 with archive.open(info) as src, tmp.open("wb") as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except _DAMAGED_ZIP_ERRORS as exc:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, EOFError) and exc.errno:
+        # EINVAL: a damaged directory makes zipfile seek before the file's start.
+        if isinstance(exc, OSError) and exc.errno and exc.errno != errno.EINVAL:
             raise  # a disk problem (full, permissions), not a bad archive
         raise CorruptArchiveError(f"{type(exc).__name__}: {exc}") from exc
     for tmp, final in staged:
@@ -188,7 +212,16 @@ class Exporter:
         self._window(start, end, dest_dir, files, windows)
         files = sorted(set(files))
         size = sum(f.stat().st_size for f in files)
-        events = sum(count_events(f) for f in files) if count else None
+        try:
+            events = sum(count_events(f) for f in files) if count else None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a member that is not gzip
+            raise ServerError(
+                f"an exported file is not gzip-compressed NDJSON ({type(exc).__name__}: {exc})",
+                method="GET",
+                url=EXPORT_PATH,
+                service="amplitude",
+                hint="Export the window again; if it persists, report the archive to Amplitude.",
+            ) from exc
         return ExportResult(files=files, events=events, bytes=size, windows=windows)
 
     def _window(

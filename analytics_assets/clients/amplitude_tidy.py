@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "ALL_USERS",
+    "AnswerShapeError",
     "chart_rows",
     "funnel_rows",
     "ltv_rows",
@@ -31,9 +32,41 @@ __all__ = [
 ALL_USERS = "All Users"
 
 
-def _label_text(label: Any) -> str | None:
+class AnswerShapeError(ValueError):
+    """An Amplitude answer whose parts do not have the types the endpoint documents."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    """``value`` as a list (None is empty); any other type is refused, naming ``what``."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    raise AnswerShapeError(
+        f"Amplitude's answer has {what} as a {type(value).__name__} ({_short(value)}), "
+        "expected a list"
+    )
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    raise AnswerShapeError(
+        f"Amplitude's answer has {what} as a {type(value).__name__} ({_short(value)}), "
+        "expected an object"
+    )
+
+
+def _label_text(label: Any, depth: int = 0) -> str | None:
     """A readable group name from one ``seriesLabels``/``seriesMeta`` entry, or None."""
-    if label is None or isinstance(label, bool):
+    if label is None or isinstance(label, bool) or depth > 20:  # labels nest 2 deep at most
         return None
     if isinstance(label, str):
         return label or None
@@ -43,16 +76,16 @@ def _label_text(label: Any) -> str | None:
     if isinstance(label, list | tuple):
         # Group-by labels come as [segment index, "value"] or ["v1", "v2"] (two group-bys);
         # keep the text parts ([3P] clients take the last element).
-        parts = [t for t in (_label_text(x) for x in label) if t]
+        parts = [t for t in (_label_text(x, depth + 1) for x in label) if t]
         return "; ".join(parts) or None
     if isinstance(label, dict):
         for key in ("label", "groupValue", "group_value", "value", "name", "segmentLabel"):
-            text = _label_text(label.get(key))
+            text = _label_text(label.get(key), depth + 1)
             if text:
                 return text
         group_by = label.get("groupBy") or label.get("group_by")
         if group_by is not None:
-            return _label_text(group_by)
+            return _label_text(group_by, depth + 1)
         return None
     return str(label)
 
@@ -127,10 +160,12 @@ def series_rows(
     than ``xValues`` (never seen, but cheap to survive) produce rows only for the values
     present.
     """
-    xs = data.get("xValues") or []
-    series = data.get("series") or []
+    data = _as_dict(data, "data")
+    xs = _as_list(data.get("xValues"), "xValues")
+    series = _as_list(data.get("series"), "series")
     if event_names:
-        raw = data.get("seriesLabels") or []
+        raw = data.get("seriesLabels")
+        raw = raw if isinstance(raw, list) else []  # as series_labels: not a list, no labels
         labels = [
             (_label_text(raw[i]) if i < len(raw) else None) or ALL_USERS for i in range(len(series))
         ]
@@ -140,11 +175,11 @@ def series_rows(
     for i, (label, values) in enumerate(zip(labels, series, strict=True)):
         extra: dict[str, Any] = {}
         if event_names:
-            raw_label = (data.get("seriesLabels") or [None] * len(series))[i]
+            raw_label = raw[i] if i < len(raw) else None
             index = _event_index(raw_label)
             ok = index is not None and 0 <= index < len(event_names)
             extra["event"] = event_names[index] if ok else None
-        for x, value in zip(xs, values or [], strict=False):
+        for x, value in zip(xs, _as_list(values, f"series[{i}]"), strict=False):
             rows.append(
                 {x_key: parse_x_value(x, hourly), "group": label, "value": _point(value), **extra}
             )
@@ -159,9 +194,10 @@ def chart_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     one. Charts without ``xValues`` (a single number per group) give ``x: None`` rows from
     ``seriesCollapsed``.
     """
+    data = _as_dict(data, "data")
     if data.get("xValues"):
         return series_rows(data, x_key="x")
-    collapsed = data.get("seriesCollapsed") or []
+    collapsed = _as_list(data.get("seriesCollapsed"), "seriesCollapsed")
     labels = series_labels(data, len(collapsed))
     rows = []
     for label, values in zip(labels, collapsed, strict=True):
@@ -171,7 +207,8 @@ def chart_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ratio(values: Sequence[Any] | None, i: int) -> float | None:
-    if not values or i >= len(values):
+    values = _as_list(values, "a funnel ratio list")
+    if i >= len(values):
         return None
     value = _point(values[i])
     return float(value) if isinstance(value, int | float) else None
@@ -197,16 +234,19 @@ def funnel_rows(data: Any) -> list[dict[str, Any]]:
             or _label_text(item.get("label"))
             or (ALL_USERS if len(items) == 1 else f"{ALL_USERS} #{n}")
         )
-        events = item.get("events") or []
-        raw = item.get("cumulativeRaw") or []
+        events = _as_list(item.get("events"), "events")
+        raw = _as_list(item.get("cumulativeRaw"), "cumulativeRaw")
+        median = _as_list(item.get("medianTransTimes"), "medianTransTimes")
+        avg = _as_list(item.get("avgTransTimes"), "avgTransTimes")
         for i in range(max(len(events), len(raw))):
             count = _point(raw[i]) if i < len(raw) else None
             previous = _point(raw[i - 1]) if 0 < i <= len(raw) else None
             step_ratio = _ratio(item.get("stepByStep"), i)
             if step_ratio is None and isinstance(count, int | float):
-                step_ratio = 1.0 if i == 0 else (count / previous if previous else 0.0)
-            median = item.get("medianTransTimes") or []
-            avg = item.get("avgTransTimes") or []
+                if i == 0:
+                    step_ratio = 1.0
+                elif isinstance(previous, int | float):
+                    step_ratio = count / previous if previous else 0.0
             rows.append(
                 {
                     "group": label,
@@ -254,12 +294,30 @@ def parse_label_date(text: Any, start: date, end: date) -> date | Any:
             continue
         if lo <= candidate <= hi:
             return candidate
-    return month_day.replace(year=end.year).date()
+    try:
+        return month_day.replace(year=end.year).date()
+    except ValueError:  # Feb 29 far from the range, in a year without one: not a date here
+        return text
 
 
 def _series_objects(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    series = [s for s in data.get("series") or [] if isinstance(s, dict)]
+    data = _as_dict(data, "data")
+    series = [s for s in _as_list(data.get("series"), "series") if isinstance(s, dict)]
     return series, series_labels(data, len(series))
+
+
+def _dated(series: dict[str, Any], start: date, end: date) -> tuple[dict[str, Any], list[Any]]:
+    """A retention/LTV series' ``values`` by label, and (date, label) pairs in date order."""
+    values = _as_dict(series.get("values"), "a series' values")
+    dates = series.get("dates")
+    labels = _as_list(dates, "a series' dates") if dates else values
+    for label in labels:
+        if not isinstance(label, str):
+            raise AnswerShapeError(
+                f"Amplitude's answer has a date label {_short(label)}, expected text"
+            )
+    dated = [(parse_label_date(d, start, end), d) for d in labels]
+    return values, sorted(dated, key=lambda p: str(p[0]))
 
 
 def retention_rows(data: dict[str, Any], start: date, end: date) -> list[dict[str, Any]]:
@@ -271,10 +329,9 @@ def retention_rows(data: dict[str, Any], start: date, end: date) -> list[dict[st
     """
     rows = []
     for series, label in zip(*_series_objects(data), strict=True):
-        values = series.get("values") or {}
-        dated = [(parse_label_date(d, start, end), d) for d in series.get("dates") or values]
-        for cohort_date, key in sorted(dated, key=lambda p: str(p[0])):
-            for interval, cell in enumerate(values.get(key) or []):
+        values, dated = _dated(series, start, end)
+        for cohort_date, key in dated:
+            for interval, cell in enumerate(_as_list(values.get(key), f"values[{key!r}]")):
                 cell = cell if isinstance(cell, dict) else {"count": cell}
                 rows.append(
                     {
@@ -294,12 +351,13 @@ def ltv_rows(data: dict[str, Any], start: date, end: date) -> list[dict[str, Any
     (``count, paid, total_amount, r1d … r180d, r1new …``), ascending by date."""
     rows = []
     for series, label in zip(*_series_objects(data), strict=True):
-        values = series.get("values") or {}
-        dated = [(parse_label_date(d, start, end), d) for d in series.get("dates") or values]
-        for day, key in sorted(dated, key=lambda p: str(p[0])):
+        values, dated = _dated(series, start, end)
+        for day, key in dated:
             fields = values.get(key)
-            if isinstance(fields, dict):
-                rows.append({"group": label, "date": day, **fields})
+            if fields is None:
+                continue  # no figures for that day
+            fields = _as_dict(fields, f"values[{key!r}]")
+            rows.append({"group": label, "date": day, **fields})
     return rows
 
 
@@ -310,18 +368,31 @@ def parse_chart_csv(text: str) -> list[dict[str, Any]]:
     whose other cells are x values; label and date cells carry a leading TAB (contract §2).
     Values stay strings when they are not numbers.
     """
-    records = list(csv.reader(io.StringIO(text.replace("\r\n", "\n"))))
+    try:
+        records = list(csv.reader(io.StringIO(text.replace("\r\n", "\n"))))
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
+        raise AnswerShapeError(f"the chart CSV cannot be read: {exc}") from None
     header_at = next(
         (i for i, r in enumerate(records) if r and r[0].strip().lower() == "segment"), None
     )
     if header_at is None:
+        # Title lines are single cells; a line of several values has no x values to go with.
+        if any(sum(1 for c in r if c.strip()) > 1 for r in records):
+            raise AnswerShapeError(
+                "the chart CSV has lines of values but no header row starting with 'Segment'"
+            )
         return []
     xs = [parse_x_value(c.strip()) for c in records[header_at][1:]]
     rows = []
-    for record in records[header_at + 1 :]:
+    for n, record in enumerate(records[header_at + 1 :], start=1):
         if not record or not any(c.strip() for c in record):
             continue
         group = record[0].strip()
+        if any(c.strip() for c in record[1 + len(xs) :]):
+            raise AnswerShapeError(
+                f"the chart CSV's data row {n} ({group!r}) has {len(record) - 1} values but "
+                f"the Segment header names {len(xs)} x values"
+            )
         for x, cell in zip(xs, record[1:], strict=False):
             rows.append({"x": x, "group": group, "value": _number(cell.strip())})
     return rows

@@ -302,7 +302,7 @@ def server_message(body: bytes, content_type: str | None = None) -> str | None:
     if text[0] in "{[":
         try:
             obj = jsonlib.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the stack
             pass
         else:
             return _json_message(obj) or jsonlib.dumps(obj, separators=(",", ":"))

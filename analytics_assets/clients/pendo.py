@@ -11,6 +11,7 @@ hundreds of thousands of rows never sits in memory at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import re
@@ -397,6 +398,53 @@ def _seg(value: str | int) -> str:
     return url_quote(text, safe="")
 
 
+# An aggregation answer with no rows is small ({"startTime":…,"results":[]}); past this many
+# bytes without a row it is not an aggregation result at all.
+_SHAPE_CHECK_BYTES = 64 * 1024
+
+
+def _shape_error(summary: str, response: httpx.Response) -> ServerError:
+    return ServerError(
+        summary,
+        status=response.status_code,
+        method=response.request.method,
+        url=str(response.request.url.copy_with(query=None)),
+        service="pendo",
+        hint="Check that base_url points at Pendo's API; the answer is not what this "
+        "endpoint returns, so nothing was read from it.",
+    )
+
+
+def _check_rows(rows: Sequence[Any], before: int, response: httpx.Response) -> None:
+    """Refuse aggregation rows that are not objects (``{"results": [1, "x"]}``)."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise _shape_error(
+                f"aggregation row {before + i + 1} is a {type(row).__name__}, not an object",
+                response,
+            )
+
+
+def _check_empty_answer(head: bytes, response: httpx.Response) -> None:
+    """An answer that produced no rows must be ``{"results": []}`` or ``{"results": null}``."""
+    if len(head) > _SHAPE_CHECK_BYTES:
+        found = f"over {_SHAPE_CHECK_BYTES // 1024} KiB without a row"
+    else:
+        try:
+            value = json.loads(head)
+        except (ValueError, RecursionError):  # ijson accepted it; be lenient on depth
+            return
+        if not isinstance(value, dict):
+            found = f"a {type(value).__name__}, not an object"
+        elif "results" not in value:
+            found = f"no 'results' (its keys: {', '.join(map(repr, list(value)[:5]))})"
+        elif value["results"] is None or isinstance(value["results"], list):
+            return
+        else:
+            found = f"'results' as a {type(value['results']).__name__}, not a list"
+    raise _shape_error(f"the aggregation answer has {found}", response)
+
+
 def _classify_403(request: httpx.Request, response: httpx.Response) -> type[ApiError]:
     # §10: 403 on a read (GET, or an aggregation, which is a read sent as POST) is a bad or
     # wrong-region key; on a write it is a valid key that lacks write access.
@@ -532,9 +580,10 @@ class PendoClient:
             else:
                 if not isinstance(body, Mapping):
                     body = {}
+                # Only a JSON true grants anything: "false", 1 or [0] must not read as yes.
                 info = TokenInfo(
-                    valid=bool(body.get("valid", False)),
-                    write_access=bool(body.get("writeAccess", False)),
+                    valid=body.get("valid") is True,
+                    write_access=body.get("writeAccess") is True,
                 )
             self._token = info
             return info
@@ -674,10 +723,16 @@ class PendoClient:
                     sink: list[dict] = ijson.sendable_list()
                     parser = ijson.items_coro(sink, "results.item", use_float=True)
                     held: list[dict] | None = []
+                    # The start of the body, kept while no row has come out: an answer
+                    # with no rows must really say `"results": []` (or null), not lack it.
+                    head = bytearray()
                     for chunk in response.iter_bytes():
+                        if held is not None and not held and len(head) <= _SHAPE_CHECK_BYTES:
+                            head += chunk
                         parser.send(chunk)
                         if not sink:
                             continue
+                        _check_rows(sink, yielded + len(held or ()), response)
                         if held is not None:
                             held.extend(sink)
                             del sink[:]
@@ -691,11 +746,15 @@ class PendoClient:
                             yielded += 1
                             yield row
                     parser.close()  # raises if the JSON ended early
+                    _check_rows(sink, yielded + len(held or ()), response)
+                    if not yielded and not held and not sink:
+                        _check_empty_answer(bytes(head), response)
                     for row in [*(held or ()), *sink]:
                         yielded += 1
                         yield row
                     return
-            except (httpx.TransportError, ijson.JSONError) as exc:
+            # UnicodeDecodeError: a string holding a lone surrogate escape ("\ud800").
+            except (httpx.TransportError, ijson.JSONError, UnicodeDecodeError) as exc:
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 failure = self._transport.redact(failure)
                 self.stats.add(transport_errors=1)
@@ -763,7 +822,26 @@ class PendoClient:
         elif app_id is not None:
             params["appId"] = app_id
         body = self._get_json(f"/api/v1/{kind}", params=params or None)
-        return list(body or [])
+        return self._rows(body, f"/api/v1/{kind}")
+
+    def _rows(self, body: Any, path: str) -> list[dict[str, Any]]:
+        """A bare JSON array of objects (``null`` is no rows); anything else is refused."""
+        if body is None:
+            return []
+        if not isinstance(body, list):
+            problem = f"the answer is a {type(body).__name__}, not a list of objects"
+        else:
+            bad = next((i for i, row in enumerate(body) if not isinstance(row, dict)), None)
+            if bad is None:
+                return body
+            problem = f"item {bad} of the answer is a {type(body[bad]).__name__}, not an object"
+        raise ServerError(
+            problem,
+            method="GET",
+            url=self._transport.redact_url(self.base_url + path),
+            service="pendo",
+            hint="Check that base_url points at Pendo's API; nothing was read from this answer.",
+        )
 
     def _get_by_id(self, kind: str, object_id: str) -> dict[str, Any]:
         """``/{kind}/{id}``, falling back to ``/{kind}?id=`` on 404 (§10: both forms exist)."""
@@ -824,7 +902,7 @@ class PendoClient:
 
     def list_reports(self) -> list[dict[str, Any]]:
         """``GET /api/v1/report``: saved reports (only visitor/account lists have results)."""
-        return list(self._get_json("/api/v1/report") or [])
+        return self._rows(self._get_json("/api/v1/report"), "/api/v1/report")
 
     def get_report(self, report_id: str) -> dict[str, Any]:
         """``GET /api/v1/report/{id}``: one saved report's definition."""
@@ -832,7 +910,8 @@ class PendoClient:
 
     def report_results(self, report_id: str) -> list[dict[str, Any]]:
         """``GET /api/v1/report/{id}/results.json``: the saved report's rows."""
-        return list(self._get_json(f"/api/v1/report/{_seg(report_id)}/results.json") or [])
+        path = f"/api/v1/report/{_seg(report_id)}/results.json"
+        return self._rows(self._get_json(path), path)
 
     def report_csv(self, report_id: str) -> str:
         """``GET /api/v1/report/{id}/results.csv``: the same rows as CSV text."""
@@ -848,7 +927,16 @@ class PendoClient:
 
     def get_metadata_schema(self, kind: MetadataKind) -> dict[str, dict[str, FieldSchema]]:
         """``GET /api/v1/metadata/schema/{kind}`` as ``{group: {field: FieldSchema}}``."""
-        body = self._get_json(f"/api/v1/metadata/schema/{self._check_kind(kind)}") or {}
+        path = f"/api/v1/metadata/schema/{self._check_kind(kind)}"
+        body = self._get_json(path) or {}
+        if not isinstance(body, Mapping):
+            raise ServerError(
+                f"the schema answer is a {type(body).__name__}, not an object of field groups",
+                method="GET",
+                url=self._transport.redact_url(self.base_url + path),
+                service="pendo",
+                hint="Check that base_url points at Pendo's API.",
+            )
         return {
             group: {
                 name: FieldSchema.from_json(desc if isinstance(desc, Mapping) else {})
@@ -914,7 +1002,7 @@ class PendoClient:
             # the same batch twice leaves the same state. That lets the transport retry it
             # after a timeout or a dropped connection, not only after a 429/503.
             response = self._write("POST", path, json=payload, params=params)
-            yield _outcome(index, tuple(batch), self._json(response))
+            yield _outcome(index, tuple(batch), self._json(response), response)
             index += 1
 
     def _write(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -982,8 +1070,37 @@ _ERROR_ID_KEYS = ("visitorId", "accountId", "id")
 _ERROR_TEXT_KEYS = ("error", "message", "reason", "detail")
 
 
-def _outcome(index: int, batch: tuple[MetadataRecord, ...], body: Any) -> BatchOutcome:
-    raw = body if isinstance(body, Mapping) else {"body": body}
+_OUTCOME_KEYS = ("total", "updated", "failed", "missing", "errors")
+
+
+def _outcome(
+    index: int,
+    batch: tuple[MetadataRecord, ...],
+    body: Any,
+    response: httpx.Response | None = None,
+) -> BatchOutcome:
+    # An answer that is not Pendo's {total, updated, failed, missing, errors} object cannot
+    # confirm any write: refuse it (the push logs the batch unconfirmed and resends it)
+    # rather than read every record as updated.
+    problem = None
+    if not isinstance(body, Mapping):
+        problem = f"is a {type(body).__name__}, not an object"
+    elif not any(key in body for key in _OUTCOME_KEYS):
+        problem = f"has none of {', '.join(_OUTCOME_KEYS)}"
+    else:
+        wrong = [k for k in ("missing", "errors") if not isinstance(body.get(k) or [], list)]
+        if wrong:
+            problem = f"has {wrong[0]!r} as a {type(body[wrong[0]]).__name__}, not a list"
+    if problem is not None:
+        raise ServerError(
+            f"the bulk write answer {problem}; which records were written is unknown",
+            status=response.status_code if response is not None else None,
+            method="POST",
+            url=str(response.request.url.copy_with(query=None)) if response is not None else None,
+            service="pendo",
+            hint="Nothing of this batch is counted as written; a re-run sends it again.",
+        )
+    raw = body
     sent = [r.id for r in batch]
     missing = tuple(str(m) for m in raw.get("missing") or ())
     failed: dict[str, str] = {

@@ -152,12 +152,17 @@ class Expr:
     @staticmethod
     def in_(field: str, values: Iterable[Any]) -> str:
         """``(f == "x" || f == "y")``: Pendo's filter language has no ``in``."""
-        items = list(dict.fromkeys(values))  # dedupe, keep order: shorter filter, same meaning
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise ValueError(f"Expr.in_() takes a list of values, got {values!r}")
+        items = list(values)
         if not items:
             raise ValueError(
                 f"Expr.in_({field!r}, []) can match nothing; skip the query when there are no ids"
             )
-        return "(" + " || ".join(Expr.eq(field, v) for v in items) + ")"
+        # Dedupe on the written clause, keep order: shorter filter, same meaning. (Deduping
+        # the values would merge 1 and True, or 0 and False, and drop one of them.)
+        clauses = dict.fromkeys(Expr.eq(field, v) for v in items)
+        return "(" + " || ".join(clauses) + ")"
 
     @staticmethod
     def between(field: str, low: Any, high: Any) -> str:
@@ -353,6 +358,8 @@ def app_ids_param(app_ids: AppIds) -> int | list[int] | str | None:
         return app_ids
     if isinstance(app_ids, str):
         raise ValueError(f"app_ids={app_ids!r}: use '*' for all apps, or int app ids")
+    if not isinstance(app_ids, Iterable):
+        raise ValueError(f"app_ids={app_ids!r}: use an int, a list of ints, '*' or None")
     ids = list(app_ids)
     if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise ValueError("app_ids must be a non-empty list of ints (or an int, '*' or None)")
@@ -383,6 +390,11 @@ class Source:
     @staticmethod
     def _params(app_ids: AppIds, **extra: Any) -> dict[str, Any] | None:
         params = {k: v for k, v in extra.items() if v is not None}
+        for name, value in params.items():  # checked here: JSON must be able to hold them
+            if name == "identified" and not isinstance(value, bool):
+                raise ValueError(f"identified must be True, False or None, got {value!r}")
+            if name.endswith("Id") and not isinstance(value, str):
+                raise ValueError(f"{name} must be an id string, got {value!r}")
         app = app_ids_param(app_ids)
         if app is not None:
             params["appId"] = app
@@ -403,7 +415,13 @@ class Source:
         event_class: Sequence[str] | None = None,
     ) -> Source:
         """All events per visitor/account/bucket (``eventClass`` e.g. ``["web"]``)."""
-        ec = list(event_class) if event_class is not None else None
+        ec = None
+        if event_class is not None:
+            if isinstance(event_class, str) or not isinstance(event_class, Iterable):
+                raise ValueError(f"event_class takes a list like ['web'], got {event_class!r}")
+            ec = list(event_class)
+            if not all(isinstance(e, str) for e in ec):
+                raise ValueError(f"event_class takes names (str), got {ec!r}")
         return cls._event("events", time_series, app_ids, eventClass=ec)
 
     @classmethod
@@ -509,6 +527,8 @@ class Pipeline:
         if isinstance(fields, str):
             raise ValueError("select() takes a mapping {out: expr} or a list of field paths")
         if not isinstance(fields, Mapping):
+            if not isinstance(fields, Iterable):
+                raise ValueError("select() takes a mapping {out: expr} or a list of field paths")
             fields = {_check_field(f).rsplit(".", 1)[-1]: f for f in fields}
         if not fields:
             raise ValueError("select() needs at least one field")
@@ -532,6 +552,8 @@ class Pipeline:
         """One row per distinct ``by`` key with the aggregated ``fields``."""
         if isinstance(by, str):
             by = [by]
+        if not isinstance(by, Iterable):
+            raise ValueError(f"group(by=...) takes a list of field paths, got {by!r}")
         keys = [_check_field(k, "group key") for k in by]
         if not keys:
             raise ValueError(
@@ -540,10 +562,11 @@ class Pipeline:
             )
         if len(set(keys)) != len(keys):
             raise ValueError(f"group keys repeat: {keys}")
-        clash = set(keys) & set(fields)
+        out = _fields_json(fields, "group")
+        clash = set(keys) & set(out)
         if clash:
             raise ValueError(f"group output fields {sorted(clash)} clash with the group keys")
-        return self._add("group", {"group": keys, "fields": _fields_json(fields, "group")})
+        return self._add("group", {"group": keys, "fields": out})
 
     def reduce(self, fields: Mapping[str, AggSpec]) -> Pipeline:
         """All rows into one row of aggregated ``fields``."""
@@ -552,6 +575,8 @@ class Pipeline:
     def sort(self, *keys: str) -> Pipeline:
         """Sort by keys; ``"-name"`` sorts descending."""
         if len(keys) == 1 and not isinstance(keys[0], str):
+            if not isinstance(keys[0], Iterable):
+                raise ValueError(f"sort() takes field names, got {keys[0]!r}")
             keys = tuple(keys[0])
         if not keys:
             raise ValueError("sort() needs at least one key, e.g. sort('-numEvents', 'visitorId')")
@@ -584,7 +609,10 @@ class Pipeline:
         """Any other operator as raw JSON (``merge``, ``bulkExpand``, ``segment``…)."""
         if not isinstance(op, str) or not op or op in ("source", "spawn"):
             raise ValueError("step() takes an operator name other than source/spawn")
-        json.dumps(arg)  # fail here, not in the client, on a value JSON cannot hold
+        try:  # fail here, not in the client, on a value JSON cannot hold (NaN included)
+            json.dumps(arg, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"step({op!r}) needs a JSON value: {exc}") from None
         return self._add(op, copy.deepcopy(arg))
 
     # output

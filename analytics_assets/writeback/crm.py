@@ -117,20 +117,62 @@ def _header(names: list[Any], source: str) -> list[str]:
     return columns
 
 
+class _Lines:
+    """The file's lines for ``csv.reader``, remembering those of the record being read."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.current: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self.current.append(line)
+        return line
+
+
+def _unclosed_quote(lines: list[str]) -> bool:
+    """True when these lines end inside a quoted value (the quote is never closed)."""
+    try:
+        list(csv.reader(lines, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def _read_csv(file: Path) -> CrmExport:
     # utf-8-sig: spreadsheet exports often start with a byte-order mark that would
     # otherwise become part of the first column's name.
     with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
         try:
             header = next(reader)
         except StopIteration:
             raise CrmReadError(f"{file.name}: the file is empty") from None
+        except csv.Error as exc:
+            raise CrmReadError(f"{file.name}: the header line cannot be read: {exc}") from None
         columns = _header(header, file.name)
         export = CrmExport(source=str(file), columns=columns, rows=[])
         number = 0
         line = reader.line_num + 1
-        for fields in reader:
+        record: list[str] = []
+        while True:
+            lines.current = []
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a value over the csv module's 128 KiB limit
+                number += 1
+                start, line = line, reader.line_num + 1
+                export.malformed.append(
+                    RowProblem(number, None, None, None, f"the row is not valid CSV: {exc}", start)
+                )
+                continue
+            record = lines.current
             start, line = line, reader.line_num + 1
             if not fields or all(not f.strip() for f in fields):
                 export.blank_rows += 1
@@ -152,6 +194,25 @@ def _read_csv(file: Path) -> CrmExport:
                 )
                 continue
             export.rows.append(CrmRow(number, dict(zip(columns, fields, strict=True)), start))
+        if number and '"' in "".join(record) and _unclosed_quote(record):
+            # The csv module reads an unclosed quote to the end of the file: the rows after
+            # it became one value. Report that row instead of pushing what it swallowed.
+            last = export.rows.pop() if export.rows and export.rows[-1].number == number else None
+            if last is None:
+                export.malformed.pop()
+            export.malformed.append(
+                RowProblem(
+                    row=number,
+                    account_id=None,
+                    column=None,
+                    value="".join(record)[:200],
+                    reason=(
+                        f"a quote opened on line {start} is never closed, so lines {start}-"
+                        f"{line - 1} were read as one row; close the quote or remove it"
+                    ),
+                    line=start,
+                )
+            )
     return export
 
 
@@ -174,18 +235,22 @@ def _records(columns: list[str], rows: Iterator[dict[str, Any]]) -> list[CrmRow]
 
 
 def _read_parquet(file: Path) -> CrmExport:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(file)
-    names = list(parquet.schema_arrow.names)
-    columns = _header(names, file.name)
+    try:
+        parquet = pq.ParquetFile(file)
+        names = list(parquet.schema_arrow.names)
+        columns = _header(names, file.name)
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for batch in parquet.iter_batches(batch_size=65_536):
-            for row in batch.to_pylist():
-                yield {str(k).strip(): v for k, v in row.items()}
+        def rows() -> Iterator[dict[str, Any]]:
+            for batch in parquet.iter_batches(batch_size=65_536):
+                for row in batch.to_pylist():
+                    yield {str(k).strip(): v for k, v in row.items()}
 
-    export = CrmExport(source=str(file), columns=columns, rows=_records(columns, rows()))
+        export = CrmExport(source=str(file), columns=columns, rows=_records(columns, rows()))
+    except (pa.ArrowException, OSError) as exc:  # not Parquet, truncated, corrupt pages
+        raise CrmReadError(f"{file.name} is not a readable Parquet file: {exc}") from None
     return _drop_blank(export)
 
 

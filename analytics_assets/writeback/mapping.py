@@ -116,6 +116,8 @@ def parse_mapping(text: str, source: str = "<mapping>") -> Mapping:
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or exc
         raise MappingError(source, [f"{where}not valid YAML: {problem}"]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise MappingError(source, ["line 1: not valid YAML: nested too deeply"]) from None
     reader = _Reader()
     mapping = reader.mapping(root, source)
     if reader.problems:

@@ -12,6 +12,7 @@ Two kinds of failure, handled differently on purpose:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,8 @@ def check_schema(
     (Pendo's raw descriptor dict, or the client's ``FieldSchema``).
     """
     fields = schema.get(group) or {}
+    if not isinstance(fields, AnyMapping):  # a raw answer whose group is not an object
+        fields = {}
     problems: list[str] = []
     warnings: list[str] = []
     types: dict[str, str] = {}
