@@ -9,6 +9,7 @@ project's time zone to the Pendo subscription's, as the README says).
 
 
 import tempfile
+import time
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow as pa
 
 from analytics_assets import checks
 from analytics_assets.assets.loading import Column, load_rows, table_metadata
+from analytics_assets.clients.errors import TransportError
 from analytics_assets.partitions import daily_partitions, day_window
 from analytics_assets.resources import AmplitudeResource, api_metadata
 from analytics_assets.sync_config import NamedItem, load_sync_config
@@ -248,11 +250,14 @@ def amplitude_events(
     table = "amplitude.events"
     partition = ("day", window.day)
     with tempfile.TemporaryDirectory(prefix="amplitude-export-") as tmp:
+        downloading = time.perf_counter()
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
             result = client.export(first_hour, last_hour, Path(tmp))
             cost = _cost_metadata(client, start)
+        download_seconds = time.perf_counter() - downloading
         files = list(result.files)
+        loading = time.perf_counter()
         # The table exists (with its explicit schema) even before the first events arrive,
         # so an empty day (Amplitude's 404) still replaces its partition, with nothing.
         warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
@@ -264,7 +269,12 @@ def amplitude_events(
         else:
             warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
             rows = 0
-    context.log.info(f"{table}: {rows} events for {window.day} from {len(files)} files")
+        load_seconds = time.perf_counter() - loading
+    context.log.info(
+        f"{table}: {rows} events for {window.day} from {len(files)} files; download "
+        f"{download_seconds:.1f} s, load {load_seconds:.1f} s "
+        f"({rows / max(load_seconds, 1e-9):,.0f} events/s)"
+    )
     return _materialize(
         warehouse, table, None, cost,
         [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
@@ -273,7 +283,9 @@ def amplitude_events(
             f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"),
          "export_files": dg.MetadataValue.int(len(files)),
          "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
-         "amplitude_events_loaded": dg.MetadataValue.int(rows)},
+         "amplitude_events_loaded": dg.MetadataValue.int(rows),
+         "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
+         "load_seconds": dg.MetadataValue.float(round(load_seconds, 3))},
     )
 
 
@@ -362,6 +374,32 @@ MEMBERSHIP_COLUMNS = [DAY, Column("cohort_id", STR), Column("user_id", STR),
 MEMBERSHIP_KEY = dg.AssetKey([GROUP, "cohort_membership"])
 
 
+COHORT_DOWNLOAD_ATTEMPTS = 3
+
+
+def download_whole_cohort(client: Any, cohort: dict[str, Any], dest: Path) -> Path:
+    """Download a cohort's members; a file with fewer than the cohort list's ``size`` was
+    cut short on the way (its length can still match its Content-Length, so the transport
+    cannot tell), so it is downloaded again, and the step fails before anything is written
+    if it stays short. (A cut inside the last line keeps the count and is not caught.)"""
+    size = cohort.get("size")
+    members = 0
+    for _ in range(COHORT_DOWNLOAD_ATTEMPTS):
+        path = client.download_cohort(cohort["id"], dest)
+        members = sum(1 for _ in client.read_cohort_csv(path))
+        if not isinstance(size, int) or members >= size:
+            return path
+    raise TransportError(
+        f"the file of cohort {cohort['id']} holds {members} members but the cohort list says "
+        f"{size}: the download was cut short, or the cohort was recomputed meanwhile",
+        service="amplitude",
+        method="GET",
+        url=f"/api/5/cohorts/request/{cohort['id']}",
+        attempts=COHORT_DOWNLOAD_ATTEMPTS,
+        hint="Nothing was written; re-run the partition.",
+    )
+
+
 def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cohorts the config names, or every discoverable one (computed, not archived)."""
     wanted = load_sync_config().amplitude_cohorts
@@ -401,7 +439,7 @@ def amplitude_cohort_membership(
             files = []
             for cohort in chosen:
                 dest = Path(tmp) / f"{cohort['id']}.csv"
-                files.append((cohort["id"], client.download_cohort(cohort["id"], dest)))
+                files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
                 expected[cohort["id"]] = cohort.get("size")
 
             def rows():
