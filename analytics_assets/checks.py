@@ -35,7 +35,8 @@ def keys_spec(asset_key: dg.AssetKey, keys: Sequence[str]) -> dg.AssetCheckSpec:
 
 def not_empty_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        NOT_EMPTY, asset=asset_key,
+        NOT_EMPTY,
+        asset=asset_key,
         description="The partition has rows whenever the source reported data for the day",
     )
 
@@ -86,7 +87,8 @@ def check_not_empty(
 
 def account_totals_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        ACCOUNT_TOTALS, asset=asset_key,
+        ACCOUNT_TOTALS,
+        asset=asset_key,
         description="Each account's Pendo events and minutes equal the sum over its visitors",
     )
 
@@ -124,7 +126,8 @@ def check_account_totals(
 
 def cohort_sizes_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        COHORT_SIZES, asset=asset_key,
+        COHORT_SIZES,
+        asset=asset_key,
         description="Each snapshotted cohort has as many members as the cohort list says",
     )
 

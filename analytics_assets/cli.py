@@ -33,14 +33,22 @@ def _add_sandbox_options(parser: argparse.ArgumentParser, port: int, scale: floa
     parser.add_argument("--port", type=int, default=port, help="port on loopback (0 = any free)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (keep it loopback)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic company")
-    parser.add_argument("--scale", type=float, default=scale,
-                        help="size: 1 = 100 accounts; 1000 = 100,000 accounts")
-    parser.add_argument("--timezone", default="America/New_York",
-                        help="the Pendo subscription's time zone (day buckets)")
-    parser.add_argument("--amplitude-events-per-pendo-event", type=float, default=None,
-                        metavar="RATIO",
-                        help="Amplitude events per Pendo event (default 0.6); raise it to "
-                             "grow the Amplitude export on its own, as the benchmarks do")
+    parser.add_argument(
+        "--scale", type=float, default=scale, help="size: 1 = 100 accounts; 1000 = 100,000 accounts"
+    )
+    parser.add_argument(
+        "--timezone",
+        default="America/New_York",
+        help="the Pendo subscription's time zone (day buckets)",
+    )
+    parser.add_argument(
+        "--amplitude-events-per-pendo-event",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="Amplitude events per Pendo event (default 0.6); raise it to "
+        "grow the Amplitude export on its own, as the benchmarks do",
+    )
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -53,11 +61,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     print(f"Sandbox (seed {config.seed}, scale {config.scale:g}) listening on {urls.base}")
     print(f"  control API: {urls.control()}/info, /faults, /counters, /stage")
     for region, keys in config.pendo_keys.items():
-        print(f"  Pendo {region:<4} {urls.pendo(region):<32} read key {keys.read}  "
-              f"write key {keys.write}")
+        print(
+            f"  Pendo {region:<4} {urls.pendo(region):<32} read key {keys.read}  "
+            f"write key {keys.write}"
+        )
     for region, keys in config.amplitude_keys.items():
-        print(f"  Amplitude {region:<3} {urls.amplitude(region):<29} api key {keys.api_key}  "
-              f"secret key {keys.secret_key}  project {keys.project_id}")
+        print(
+            f"  Amplitude {region:<3} {urls.amplitude(region):<29} api key {keys.api_key}  "
+            f"secret key {keys.secret_key}  project {keys.project_id}"
+        )
     print("Press Ctrl+C to stop.", flush=True)
     try:
         import time
@@ -93,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="serve the local Pendo and Amplitude emulator")
     _add_sandbox_options(sandbox, port=8765)
     sandbox.add_argument("--pendo-rate", type=float, help="Pendo requests per second (0 = off)")
-    sandbox.add_argument("--auth-failure-status", type=int, choices=(401, 403),
-                         help="status for a missing or bad Pendo key (default 403)")
+    sandbox.add_argument(
+        "--auth-failure-status",
+        type=int,
+        choices=(401, 403),
+        help="status for a missing or bad Pendo key (default 403)",
+    )
     sandbox.add_argument("--pendo-read-key", help="US read-only integration key to accept")
     sandbox.add_argument("--pendo-write-key", help="US read-write integration key to accept")
     sandbox.add_argument("--amplitude-api-key", help="US project API key to accept")

@@ -42,8 +42,7 @@ def build_resources() -> dict[str, object]:
     return {
         # Least privilege: the syncs and sensors read with a read-only key; only the
         # write-back holds the read-write one.
-        "pendo": PendoResource(integration_key=dg.EnvVar("PENDO_INTEGRATION_KEY"),
-                               **common_pendo),
+        "pendo": PendoResource(integration_key=dg.EnvVar("PENDO_INTEGRATION_KEY"), **common_pendo),
         "pendo_write": PendoResource(
             integration_key=dg.EnvVar("PENDO_WRITE_INTEGRATION_KEY"), **common_pendo
         ),
@@ -61,9 +60,7 @@ def build_resources() -> dict[str, object]:
 
 all_assets = [*pendo_assets(), *amplitude_assets(), *analytics_assets()]
 
-daily_assets = dg.AssetSelection.assets(
-    *(a for a in all_assets if a.partitions_def is not None)
-)
+daily_assets = dg.AssetSelection.assets(*(a for a in all_assets if a.partitions_def is not None))
 daily_sync = dg.define_asset_job(
     DAILY_JOB,
     selection=daily_assets,

@@ -88,8 +88,9 @@ def run_demo(config: SandboxConfig, days: int = 3) -> int:
     config.amplitude_timezone = config.pendo_timezone
     print(f"Data directory: {data_dir()}")
     with SandboxServer(config) as sandbox:
-        print(f"Sandbox started on {sandbox.urls.base} "
-              f"(seed {config.seed}, scale {config.scale:g})")
+        print(
+            f"Sandbox started on {sandbox.urls.base} (seed {config.seed}, scale {config.scale:g})"
+        )
         os.environ.update(sandbox_environment(config, sandbox.urls))
         os.environ["DAGSTER_HOME"] = str(home)
         return _run_steps(days)
@@ -104,8 +105,10 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
     checks = result.get_asset_check_evaluations()
     failed_checks = [c for c in checks if not c.passed]
     status = "ok" if result.success else "FAILED"
-    print(f"  {label:<34} {status:<6} {len(materialized):>3} materializations, "
-          f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed")
+    print(
+        f"  {label:<34} {status:<6} {len(materialized):>3} materializations, "
+        f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed"
+    )
     for check in failed_checks:
         print(f"      check failed: {check.asset_key.to_user_string()} {check.check_name}")
     return result.success
@@ -118,8 +121,9 @@ def _writeback(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
 
     print(f"\nCRM write-back from {SAMPLE_CRM_PATH.name}:")
     job = defs.resolve_job_def("crm_account_metadata_push")
-    result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                    run_config={"crm_path": str(SAMPLE_CRM_PATH)})
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"crm_path": str(SAMPLE_CRM_PATH)}
+    )
     print(run_report(DuckDBWarehouse(), result.run_id))
     return result.success
 
@@ -160,47 +164,87 @@ def _stage_changes(timezone: str) -> list[str]:
     staged = []
     with httpx.Client(timeout=60) as http:
         # The account with the most events over the week before the judged day goes quiet.
-        busiest = _pendo_rows(http, base, [
-            {"source": {"events": all_apps, "timeSeries": {
-                "period": "dayRange", "first": judged_ms - 7 * 86_400_000, "count": 7}}},
-            {"filter": 'accountId != ""'},
-            {"group": {"group": ["accountId"], "fields": {"n": {"sum": "numEvents"}}}},
-            {"sort": ["-n"]}, {"limit": 1},
-        ])[0]["accountId"]
-        http.post(f"{control}/stage", json={"action": "account_quiet", "account_id": busiest,
-                                             "from": judged.isoformat()}).raise_for_status()
+        busiest = _pendo_rows(
+            http,
+            base,
+            [
+                {
+                    "source": {
+                        "events": all_apps,
+                        "timeSeries": {
+                            "period": "dayRange",
+                            "first": judged_ms - 7 * 86_400_000,
+                            "count": 7,
+                        },
+                    }
+                },
+                {"filter": 'accountId != ""'},
+                {"group": {"group": ["accountId"], "fields": {"n": {"sum": "numEvents"}}}},
+                {"sort": ["-n"]},
+                {"limit": 1},
+            ],
+        )[0]["accountId"]
+        http.post(
+            f"{control}/stage",
+            json={"action": "account_quiet", "account_id": busiest, "from": judged.isoformat()},
+        ).raise_for_status()
         staged.append(f"{busiest} went quiet from {judged.date()}")
         # The most viewed guide of the last 24 hours is suddenly dismissed by 95%.
         since = now - timedelta(hours=24)
-        views = _pendo_rows(http, base, [
-            {"source": {"guideEvents": all_apps, "timeSeries": {
-                "period": "hourRange", "first": int(since.timestamp() * 1000),
-                "last": int(now.timestamp() * 1000) + 3_600_000}}},
-            {"filter": 'type == "guideSeen"'},
-            # A view is a visitor seeing the guide; multi-step guides log a seen per step.
-            {"group": {"group": ["guideId"], "fields": {"views": {"count": "visitorId"}}}},
-            {"sort": ["-views"]}, {"limit": 1},
-        ])
+        views = _pendo_rows(
+            http,
+            base,
+            [
+                {
+                    "source": {
+                        "guideEvents": all_apps,
+                        "timeSeries": {
+                            "period": "hourRange",
+                            "first": int(since.timestamp() * 1000),
+                            "last": int(now.timestamp() * 1000) + 3_600_000,
+                        },
+                    }
+                },
+                {"filter": 'type == "guideSeen"'},
+                # A view is a visitor seeing the guide; multi-step guides log a seen per step.
+                {"group": {"group": ["guideId"], "fields": {"views": {"count": "visitorId"}}}},
+                {"sort": ["-views"]},
+                {"limit": 1},
+            ],
+        )
         if views:
             guide, seen = views[0]["guideId"], views[0]["views"]
-            http.post(f"{control}/stage", json={
-                "action": "guide_dismissals", "guide_id": guide, "rate": 0.95,
-                "from": since.isoformat()}).raise_for_status()
-            staged.append(f"guide {guide} ({seen} views in 24 h) is dismissed by 95% of viewers"
-                          + ("" if seen >= 20 else "; the rule wants 20 views, so it stays quiet"))
-        created = http.post(f"{control}/pendo/accounts",
-                            json={"name": "Brand New Co", "visitors": 2}).json()
+            http.post(
+                f"{control}/stage",
+                json={
+                    "action": "guide_dismissals",
+                    "guide_id": guide,
+                    "rate": 0.95,
+                    "from": since.isoformat(),
+                },
+            ).raise_for_status()
+            staged.append(
+                f"guide {guide} ({seen} views in 24 h) is dismissed by 95% of viewers"
+                + ("" if seen >= 20 else "; the rule wants 20 views, so it stays quiet")
+            )
+        created = http.post(
+            f"{control}/pendo/accounts", json={"name": "Brand New Co", "visitors": 2}
+        ).json()
         staged.append(f"a new account {created['account_id']} (Brand New Co) appeared")
     with PendoClient(os.environ["PENDO_WRITE_INTEGRATION_KEY"], base_url=base) as pendo:
-        list(pendo.update_metadata("account", [MetadataRecord("account-000001",
-                                                              {"plan": "free"})]))
+        list(pendo.update_metadata("account", [MetadataRecord("account-000001", {"plan": "free"})]))
     staged.append("someone set account-000001's plan to 'free' in Pendo, unlike the CRM")
-    with AmplitudeClient(os.environ["AMPLITUDE_API_KEY"], os.environ["AMPLITUDE_SECRET_KEY"],
-                         base_url=os.environ["AMPLITUDE_BASE_URL"]) as amplitude:
-        cohort = next(c for c in amplitude.list_cohorts()
-                      if c.get("size") and not c.get("archived"))
+    with AmplitudeClient(
+        os.environ["AMPLITUDE_API_KEY"],
+        os.environ["AMPLITUDE_SECRET_KEY"],
+        base_url=os.environ["AMPLITUDE_BASE_URL"],
+    ) as amplitude:
+        cohort = next(
+            c for c in amplitude.list_cohorts() if c.get("size") and not c.get("archived")
+        )
         amplitude.update_cohort_membership(
-            cohort["id"], add=[f"visitor-{i:07d}" for i in range(40)], id_type="BY_NAME")
+            cohort["id"], add=[f"visitor-{i:07d}" for i in range(40)], id_type="BY_NAME"
+        )
     staged.append(f"40 users were added to the cohort '{cohort['name']}'")
     return staged
 
@@ -215,8 +259,12 @@ def _alerts(resources: dict, instance: dg.DagsterInstance, timezone: str) -> boo
     print(f"  first tick: {held} alerts for conditions that already held; cursors saved")
     for change in _stage_changes(timezone):
         print(f"  staged: {change}")
-    second = evaluate_once(resources, instance=instance, pendo_timezone=timezone,
-                           cursors={name: o.cursor for name, o in first.items()})
+    second = evaluate_once(
+        resources,
+        instance=instance,
+        pendo_timezone=timezone,
+        cursors={name: o.cursor for name, o in first.items()},
+    )
     alerts = [a for o in second.values() for a in o.alerts]
     print(f"  second tick: {len(alerts)} alerts (also kept in analytics.alerts):")
     for alert in alerts:
@@ -248,10 +296,18 @@ def _run_steps(days: int) -> int:
     timezone = load_sync_config().timezone
     keys = recent_partition_keys(days, timezone)
     ok = True
-    print(f"\nMaterializing {len(snapshots)} snapshot assets, then {len(daily)} daily assets "
-          f"for {', '.join(keys)} ({timezone}):")
-    run = partial(dg.materialize, assets, instance=instance, resources=resources,
-                  raise_on_error=False, run_config=QUIET)
+    print(
+        f"\nMaterializing {len(snapshots)} snapshot assets, then {len(daily)} daily assets "
+        f"for {', '.join(keys)} ({timezone}):"
+    )
+    run = partial(
+        dg.materialize,
+        assets,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config=QUIET,
+    )
     ok &= _report(run(selection=snapshots), "catalogs and snapshots")
     for key in keys:
         ok &= _report(run(selection=daily, partition_key=key), f"daily partition {key}")
@@ -259,8 +315,10 @@ def _run_steps(days: int) -> int:
     ok &= _writeback(definitions.defs, instance)
     ok &= _alerts(resources, instance, timezone)
     _print_tables(warehouse_path())
-    print(f"\nDagster home: {dg_home()} -- run `DAGSTER_HOME={dg_home()} dagster dev` "
-          "(or `analytics-assets dev`) to see these runs in the UI.")
+    print(
+        f"\nDagster home: {dg_home()} -- run `DAGSTER_HOME={dg_home()} dagster dev` "
+        "(or `analytics-assets dev`) to see these runs in the UI."
+    )
     return 0 if ok else 1
 
 

@@ -70,7 +70,9 @@ def parse_sync_config(data: object, source: str = "<memory>") -> SyncConfig:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise SyncConfigError(f"{source}: unknown timezone {tz!r} (use an IANA name)") from exc
-    raw_start = os.environ.get("ANALYTICS_ASSETS_START_DATE") or data.get("start_date", "2026-09-01")
+    raw_start = os.environ.get("ANALYTICS_ASSETS_START_DATE") or data.get(
+        "start_date", "2026-09-01"
+    )
     try:
         start = date.fromisoformat(str(raw_start))
     except ValueError as exc:
@@ -81,10 +83,10 @@ def parse_sync_config(data: object, source: str = "<memory>") -> SyncConfig:
     if app_ids != "*" and not (
         isinstance(app_ids, list) and all(isinstance(a, int) for a in app_ids)
     ):
-        raise SyncConfigError(f"{source}: pendo.app_ids must be \"*\" or a list of integers")
+        raise SyncConfigError(f'{source}: pendo.app_ids must be "*" or a list of integers')
     cohorts = amplitude.get("cohorts", "all")
     if cohorts != "all" and not isinstance(cohorts, list):
-        raise SyncConfigError(f"{source}: amplitude.cohorts must be \"all\" or a list of ids")
+        raise SyncConfigError(f'{source}: amplitude.cohorts must be "all" or a list of ids')
     return SyncConfig(
         timezone=tz,
         start_date=start,

@@ -5,7 +5,6 @@ belongs to the account Pendo links its visitor to. Computed in the warehouse, wi
 no API calls.
 """
 
-
 from datetime import UTC
 
 import dagster as dg
@@ -32,7 +31,10 @@ HEALTH_KEY = dg.AssetKey([GROUP, "account_health"])
 
 
 @dg.asset(
-    key=USAGE_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS,
+    key=USAGE_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
     description=(
         "One row per account per day: Pendo events, minutes and active visitors beside "
         "Amplitude events and active users (events whose time falls in the local day, "
@@ -100,7 +102,10 @@ def analytics_account_daily_usage(
 
 
 @dg.asset(
-    key=HEALTH_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS,
+    key=HEALTH_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
     description=(
         "Per account: activity over the last 7 and 28 days, active days, and the trend (the "
         "last 7 days' daily average against the 28 days'); the input of the activity alerts "

@@ -5,7 +5,6 @@ Daily assets ask one aggregation per partition for the subscription-local day (a
 that partition. Every asset that calls the API runs in the ``pendo_api`` pool.
 """
 
-
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -44,8 +43,9 @@ def _ms(value: Any) -> datetime | None:
         return None
 
 
-def _day_source(source: str, window: DayWindow, params: dict[str, Any] | None = None,
-                period: str = "dayRange") -> dict[str, Any]:
+def _day_source(
+    source: str, window: DayWindow, params: dict[str, Any] | None = None, period: str = "dayRange"
+) -> dict[str, Any]:
     """An event source over one local day: one day bucket, or the day's hour buckets."""
     if period == "dayRange":
         time_series: dict[str, Any] = {"period": period, "first": window.start_ms, "count": 1}
@@ -91,13 +91,18 @@ def _catalog_row(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _catalog_asset(name: str, noun: str, columns: list[Column],
-                   fetch: Callable[[Any], list[dict[str, Any]]]) -> dg.AssetsDefinition:
+def _catalog_asset(
+    name: str, noun: str, columns: list[Column], fetch: Callable[[Any], list[dict[str, Any]]]
+) -> dg.AssetsDefinition:
     key = dg.AssetKey([GROUP, name])
     table = f"pendo.{name}"
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
         description=f"Every {noun} of the Pendo subscription, across all its apps.",
         automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
         check_specs=[checks.keys_spec(key, ["id"])],
@@ -152,7 +157,11 @@ def _schema_asset(kind: str) -> dg.AssetsDefinition:
     table = f"pendo.{name}"
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
         description=f"The {kind} metadata fields Pendo knows, with their types.",
         automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
         check_specs=[checks.keys_spec(key, ["group_name", "field"])],
@@ -238,14 +247,24 @@ def _account_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _entity_asset(name: str, source: str, columns: list[Column], key_column: str,
-                  to_row: Callable[[dict[str, Any]], dict[str, Any]], noun: str,
-                  pipeline_tail: list[dict[str, Any]]) -> dg.AssetsDefinition:
+def _entity_asset(
+    name: str,
+    source: str,
+    columns: list[Column],
+    key_column: str,
+    to_row: Callable[[dict[str, Any]], dict[str, Any]],
+    noun: str,
+    pipeline_tail: list[dict[str, Any]],
+) -> dg.AssetsDefinition:
     key = dg.AssetKey([GROUP, name])
     table = f"pendo.{name}"
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
         description=(
             f"Every {noun} with its metadata (auto, agent, custom), read through the "
             f"aggregation API since Pendo has no list endpoint."
@@ -292,12 +311,19 @@ def _daily_asset(
     all_columns = [DAY, *columns]
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
         description=description,
         partitions_def=daily_partitions(),
         deps=list(deps),
-        check_specs=[checks.keys_spec(key, ["day", *keys]), checks.not_empty_spec(key),
-                     *extra_specs],
+        check_specs=[
+            checks.keys_spec(key, ["day", *keys]),
+            checks.not_empty_spec(key),
+            *extra_specs,
+        ],
     )
     def _daily(
         context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
@@ -350,17 +376,29 @@ def _distinct(field: str) -> dict[str, str]:
 visitor_daily_usage = _daily_asset(
     "visitor_daily_usage",
     "Per identified visitor and day: events and minutes across all apps.",
-    [Column("visitor_id", STR), Column("account_id", STR), Column("events", INT),
-     Column("minutes", INT)],
+    [
+        Column("visitor_id", STR),
+        Column("account_id", STR),
+        Column("events", INT),
+        Column("minutes", INT),
+    ],
     ["visitor_id", "account_id"],
     lambda w: [
         _day_source("events", w),
         {"identified": "visitorId"},
-        {"group": {"group": ["visitorId", "accountId"],
-                   "fields": {"events": _sum("numEvents"), "minutes": _sum("numMinutes")}}},
+        {
+            "group": {
+                "group": ["visitorId", "accountId"],
+                "fields": {"events": _sum("numEvents"), "minutes": _sum("numMinutes")},
+            }
+        },
     ],
-    lambda r: {"visitor_id": r.get("visitorId"), "account_id": r.get("accountId") or "",
-               "events": r.get("events"), "minutes": r.get("minutes")},
+    lambda r: {
+        "visitor_id": r.get("visitorId"),
+        "account_id": r.get("accountId") or "",
+        "events": r.get("events"),
+        "minutes": r.get("minutes"),
+    },
 )
 
 VISITOR_USAGE_KEY = dg.AssetKey([GROUP, "visitor_daily_usage"])
@@ -368,27 +406,49 @@ VISITOR_USAGE_KEY = dg.AssetKey([GROUP, "visitor_daily_usage"])
 account_daily_usage = _daily_asset(
     "account_daily_usage",
     "Per account and day: events, minutes and active visitors across all apps.",
-    [Column("account_id", STR), Column("events", INT), Column("minutes", INT),
-     Column("active_visitors", INT)],
+    [
+        Column("account_id", STR),
+        Column("events", INT),
+        Column("minutes", INT),
+        Column("active_visitors", INT),
+    ],
     ["account_id"],
     lambda w: [
         _day_source("events", w),
         {"identified": "visitorId"},
         {"filter": 'accountId != ""'},
-        {"group": {"group": ["accountId"],
-                   "fields": {"events": _sum("numEvents"), "minutes": _sum("numMinutes"),
-                              "activeVisitors": _distinct("visitorId")}}},
+        {
+            "group": {
+                "group": ["accountId"],
+                "fields": {
+                    "events": _sum("numEvents"),
+                    "minutes": _sum("numMinutes"),
+                    "activeVisitors": _distinct("visitorId"),
+                },
+            }
+        },
     ],
-    lambda r: {"account_id": r.get("accountId"), "events": r.get("events"),
-               "minutes": r.get("minutes"), "active_visitors": r.get("activeVisitors")},
+    lambda r: {
+        "account_id": r.get("accountId"),
+        "events": r.get("events"),
+        "minutes": r.get("minutes"),
+        "active_visitors": r.get("activeVisitors"),
+    },
     deps=[VISITOR_USAGE_KEY],
-    extra_checks=lambda wh, day: [checks.check_account_totals(
-        wh, "pendo.account_daily_usage", "pendo.visitor_daily_usage", day)],
+    extra_checks=lambda wh, day: [
+        checks.check_account_totals(
+            wh, "pendo.account_daily_usage", "pendo.visitor_daily_usage", day
+        )
+    ],
     extra_specs=[checks.account_totals_spec(dg.AssetKey([GROUP, "account_daily_usage"]))],
 )
 
-_ITEM_COLUMNS = [Column("events", INT), Column("minutes", INT), Column("unique_visitors", INT),
-                 Column("unique_accounts", INT)]
+_ITEM_COLUMNS = [
+    Column("events", INT),
+    Column("minutes", INT),
+    Column("unique_visitors", INT),
+    Column("unique_accounts", INT),
+]
 
 
 def _item_usage(name: str, source: str, id_field: str, column: str, noun: str):
@@ -399,54 +459,95 @@ def _item_usage(name: str, source: str, id_field: str, column: str, noun: str):
         [column],
         lambda w: [
             _day_source(source, w, {id_field: None}),
-            {"group": {"group": [id_field],
-                       "fields": {"events": _sum("numEvents"), "minutes": _sum("numMinutes"),
-                                  "uniqueVisitors": _distinct("visitorId"),
-                                  "uniqueAccounts": _distinct("accountId")}}},
+            {
+                "group": {
+                    "group": [id_field],
+                    "fields": {
+                        "events": _sum("numEvents"),
+                        "minutes": _sum("numMinutes"),
+                        "uniqueVisitors": _distinct("visitorId"),
+                        "uniqueAccounts": _distinct("accountId"),
+                    },
+                }
+            },
         ],
-        lambda r: {column: r.get(id_field), "events": r.get("events"),
-                   "minutes": r.get("minutes"), "unique_visitors": r.get("uniqueVisitors"),
-                   "unique_accounts": r.get("uniqueAccounts")},
+        lambda r: {
+            column: r.get(id_field),
+            "events": r.get("events"),
+            "minutes": r.get("minutes"),
+            "unique_visitors": r.get("uniqueVisitors"),
+            "unique_accounts": r.get("uniqueAccounts"),
+        },
     )
 
 
-feature_daily_usage = _item_usage("feature_daily_usage", "featureEvents", "featureId",
-                                  "feature_id", "feature")
+feature_daily_usage = _item_usage(
+    "feature_daily_usage", "featureEvents", "featureId", "feature_id", "feature"
+)
 page_daily_usage = _item_usage("page_daily_usage", "pageEvents", "pageId", "page_id", "page")
 
 guide_daily_activity = _daily_asset(
     "guide_daily_activity",
     "Per guide, event type (guideSeen, guideAdvanced, guideDismissed, ...) and day: "
     "events, unique visitors and unique accounts.",
-    [Column("guide_id", STR), Column("type", STR), Column("events", INT),
-     Column("unique_visitors", INT), Column("unique_accounts", INT)],
+    [
+        Column("guide_id", STR),
+        Column("type", STR),
+        Column("events", INT),
+        Column("unique_visitors", INT),
+        Column("unique_accounts", INT),
+    ],
     ["guide_id", "type"],
     lambda w: [
         _day_source("guideEvents", w),
-        {"group": {"group": ["guideId", "type"],
-                   "fields": {"events": {"count": None},
-                              "uniqueVisitors": _distinct("visitorId"),
-                              "uniqueAccounts": _distinct("accountId")}}},
+        {
+            "group": {
+                "group": ["guideId", "type"],
+                "fields": {
+                    "events": {"count": None},
+                    "uniqueVisitors": _distinct("visitorId"),
+                    "uniqueAccounts": _distinct("accountId"),
+                },
+            }
+        },
     ],
-    lambda r: {"guide_id": r.get("guideId"), "type": r.get("type"), "events": r.get("events"),
-               "unique_visitors": r.get("uniqueVisitors"),
-               "unique_accounts": r.get("uniqueAccounts")},
+    lambda r: {
+        "guide_id": r.get("guideId"),
+        "type": r.get("type"),
+        "events": r.get("events"),
+        "unique_visitors": r.get("uniqueVisitors"),
+        "unique_accounts": r.get("uniqueAccounts"),
+    },
 )
 
 events_hourly = _daily_asset(
     "events_hourly",
     "Pendo's raw aggregated event rows of the day, per visitor, account, app, server, IP, "
     "user agent and hour (the hourRange events source, streamed).",
-    [Column("hour", TS), Column("visitor_id", STR), Column("account_id", STR),
-     Column("app_id", INT), Column("server", STR), Column("remote_ip", STR),
-     Column("user_agent", STR), Column("events", INT), Column("minutes", INT)],
+    [
+        Column("hour", TS),
+        Column("visitor_id", STR),
+        Column("account_id", STR),
+        Column("app_id", INT),
+        Column("server", STR),
+        Column("remote_ip", STR),
+        Column("user_agent", STR),
+        Column("events", INT),
+        Column("minutes", INT),
+    ],
     ["hour", "visitor_id", "account_id", "app_id", "server", "remote_ip", "user_agent"],
     lambda w: [_day_source("events", w, period="hourRange")],
-    lambda r: {"hour": _ms(r.get("hour")), "visitor_id": r.get("visitorId"),
-               "account_id": r.get("accountId") or "", "app_id": r.get("appId"),
-               "server": r.get("server"), "remote_ip": r.get("remoteIp"),
-               "user_agent": r.get("userAgent"), "events": r.get("numEvents"),
-               "minutes": r.get("numMinutes")},
+    lambda r: {
+        "hour": _ms(r.get("hour")),
+        "visitor_id": r.get("visitorId"),
+        "account_id": r.get("accountId") or "",
+        "app_id": r.get("appId"),
+        "server": r.get("server"),
+        "remote_ip": r.get("remoteIp"),
+        "user_agent": r.get("userAgent"),
+        "events": r.get("numEvents"),
+        "minutes": r.get("numMinutes"),
+    },
 )
 
 
@@ -460,7 +561,11 @@ def report_asset(report: NamedItem) -> dg.AssetsDefinition:
     table = f"pendo.report_{report.name}"
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
         description=f"The saved Pendo report {report.id} ({report.name}), as JSON rows.",
         automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
         check_specs=[checks.keys_spec(key, ["row_number"])],
@@ -486,16 +591,25 @@ def report_asset(report: NamedItem) -> dg.AssetsDefinition:
 def pendo_assets() -> list[dg.AssetsDefinition]:
     """Every Pendo asset, including one per saved report named in the sync config."""
     return [
-        _catalog_asset("features", "feature", FEATURE_COLUMNS,
-                       lambda c: c.list_features(expand_all=True)),
+        _catalog_asset(
+            "features", "feature", FEATURE_COLUMNS, lambda c: c.list_features(expand_all=True)
+        ),
         _catalog_asset("pages", "page", CATALOG_COLUMNS, lambda c: c.list_pages(expand_all=True)),
         _catalog_asset("guides", "guide", GUIDE_COLUMNS, lambda c: c.list_guides(expand_all=True)),
         _schema_asset("visitor"),
         _schema_asset("account"),
-        _entity_asset("visitors", "visitors", VISITOR_COLUMNS, "visitor_id", _visitor_row,
-                      "identified visitor", [{"identified": "visitorId"}]),
-        _entity_asset("accounts", "accounts", ACCOUNT_COLUMNS, "account_id", _account_row,
-                      "account", []),
+        _entity_asset(
+            "visitors",
+            "visitors",
+            VISITOR_COLUMNS,
+            "visitor_id",
+            _visitor_row,
+            "identified visitor",
+            [{"identified": "visitorId"}],
+        ),
+        _entity_asset(
+            "accounts", "accounts", ACCOUNT_COLUMNS, "account_id", _account_row, "account", []
+        ),
         visitor_daily_usage,
         account_daily_usage,
         feature_daily_usage,

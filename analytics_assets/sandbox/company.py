@@ -43,24 +43,102 @@ ROLES = ("admin", "analyst", "manager", "engineer", "viewer")
 LANGUAGES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_419", "ja_JP")
 BROWSERS = (
     ("Chrome", "131.0.6778", "Windows", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0"),
-    ("Chrome", "131.0.6778", "Mac OS X", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) Chrome/131.0"),
+    (
+        "Chrome",
+        "131.0.6778",
+        "Mac OS X",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) Chrome/131.0",
+    ),
     ("Safari", "18.1", "Mac OS X", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) Safari/605.1.15"),
     ("Firefox", "133.0", "Linux", "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Firefox/133.0"),
     ("Edge", "131.0.2903", "Windows", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0"),
 )
 WORDS_A = (
-    "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay", "Soylent",
-    "Tyrell", "Wonka", "Cyberdyne", "Aperture", "Gringotts", "Pied", "Monarch", "Oscorp",
-    "Nakatomi", "Dunder", "Prestige", "Sterling", "Blue", "Northwind", "Contoso",
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Soylent",
+    "Tyrell",
+    "Wonka",
+    "Cyberdyne",
+    "Aperture",
+    "Gringotts",
+    "Pied",
+    "Monarch",
+    "Oscorp",
+    "Nakatomi",
+    "Dunder",
+    "Prestige",
+    "Sterling",
+    "Blue",
+    "Northwind",
+    "Contoso",
 )
 WORDS_B = (
-    "Labs", "Systems", "Industries", "Logistics", "Health", "Capital", "Foods", "Energy",
-    "Media", "Robotics", "Analytics", "Works", "Partners", "Dynamics", "Networks", "Retail",
+    "Labs",
+    "Systems",
+    "Industries",
+    "Logistics",
+    "Health",
+    "Capital",
+    "Foods",
+    "Energy",
+    "Media",
+    "Robotics",
+    "Analytics",
+    "Works",
+    "Partners",
+    "Dynamics",
+    "Networks",
+    "Retail",
 )
-FIRST_NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo",
-               "Kai", "Lena", "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq")
-LAST_NAMES = ("Abe", "Baker", "Costa", "Diaz", "Evans", "Fischer", "Garcia", "Huang", "Ito",
-              "Jensen", "Khan", "Lopez", "Moreau", "Novak", "Okafor", "Patel", "Rossi", "Silva")
+FIRST_NAMES = (
+    "Ana",
+    "Ben",
+    "Chen",
+    "Dara",
+    "Eli",
+    "Fatima",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jo",
+    "Kai",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tariq",
+)
+LAST_NAMES = (
+    "Abe",
+    "Baker",
+    "Costa",
+    "Diaz",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Huang",
+    "Ito",
+    "Jensen",
+    "Khan",
+    "Lopez",
+    "Moreau",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Silva",
+)
 
 REGION_CODES = {"us": 1, "us1": 2, "eu": 3, "jpn": 4, "au": 5}
 REGION_SIZE = {"us": 1.0, "us1": 0.2, "eu": 0.5, "jpn": 0.1, "au": 0.1}
@@ -194,7 +272,10 @@ class Company:
     """The deterministic synthetic company of one region."""
 
     def __init__(
-        self, seed: int = 42, scale: float = 1.0, region: str = "us",
+        self,
+        seed: int = 42,
+        scale: float = 1.0,
+        region: str = "us",
         timezone: str = "America/New_York",
     ) -> None:
         self.seed = seed
@@ -227,12 +308,12 @@ class Company:
         )
 
         # Visitors: each belongs to one account; some visit daily, most now and then.
-        self.visitor_account = np.repeat(np.arange(self.n_accounts, dtype=np.int32),
-                                         self.account_size)
+        self.visitor_account = np.repeat(
+            np.arange(self.n_accounts, dtype=np.int32), self.account_size
+        )
         self.visitor_propensity = rng.beta(1.6, 2.4, self.n_visitors).astype(np.float32)
-        self.visitor_created = (
-            self.account_created[self.visitor_account]
-            + rng.integers(0, 60, self.n_visitors, dtype=np.int32)
+        self.visitor_created = self.account_created[self.visitor_account] + rng.integers(
+            0, 60, self.n_visitors, dtype=np.int32
         )
         self.visitor_browser = rng.integers(0, len(BROWSERS), self.n_visitors, dtype=np.int8)
         self.visitor_role = rng.integers(0, len(ROLES), self.n_visitors, dtype=np.int8)
@@ -317,24 +398,48 @@ class Company:
             App(5066549580791808, "Acme iOS", "ios", 0.12),
             App(4785074604081152, "Acme Android", "android", 0.08),
         )
-        areas = ("Dashboard", "Reports", "Settings", "Billing", "Users", "Integrations",
-                 "Projects", "Tasks", "Calendar", "Inbox", "Search", "Help")
+        areas = (
+            "Dashboard",
+            "Reports",
+            "Settings",
+            "Billing",
+            "Users",
+            "Integrations",
+            "Projects",
+            "Tasks",
+            "Calendar",
+            "Inbox",
+            "Search",
+            "Help",
+        )
         pages, features = [], []
         for app in self.apps:
             n_pages = len(areas) if app.platform == "web" else 6
             for p in range(n_pages):
                 area = areas[p]
                 page_id = stable_id(self.region, "page", app.id, p)
-                pages.append(Page(page_id, f"{area} ({app.platform})" if app.platform != "web"
-                                  else area, app.id, f"//*/{area.lower()}", float(rng.pareto(1.5) + 1)))
+                pages.append(
+                    Page(
+                        page_id,
+                        f"{area} ({app.platform})" if app.platform != "web" else area,
+                        app.id,
+                        f"//*/{area.lower()}",
+                        float(rng.pareto(1.5) + 1),
+                    )
+                )
                 for f in range(4 if app.platform == "web" else 2):
                     verb = ("Open", "Create", "Export", "Filter", "Share", "Delete")[(p + f) % 6]
-                    features.append(Feature(
-                        stable_id(self.region, "feature", app.id, p, f),
-                        f"{verb} {area}" + ("" if app.platform == "web" else f" ({app.platform})"),
-                        app.id, page_id, f"#{area.lower()} .btn-{verb.lower()}",
-                        float(rng.pareto(1.2) + 1),
-                    ))
+                    features.append(
+                        Feature(
+                            stable_id(self.region, "feature", app.id, p, f),
+                            f"{verb} {area}"
+                            + ("" if app.platform == "web" else f" ({app.platform})"),
+                            app.id,
+                            page_id,
+                            f"#{area.lower()} .btn-{verb.lower()}",
+                            float(rng.pareto(1.2) + 1),
+                        )
+                    )
         self.pages = tuple(pages)
         self.features = tuple(features)
         guide_specs = (
@@ -353,37 +458,85 @@ class Company:
             guide_id = stable_id(self.region, "guide", g)
             app_pages = [p for p in self.pages if p.app_id == app.id]
             steps = tuple(
-                GuideStep(stable_id(self.region, "step", g, s), guide_id, s, kind,
-                          app_pages[(g + s) % len(app_pages)].id)
+                GuideStep(
+                    stable_id(self.region, "step", g, s),
+                    guide_id,
+                    s,
+                    kind,
+                    app_pages[(g + s) % len(app_pages)].id,
+                )
                 for s in range(n_steps)
             )
-            guides.append(Guide(guide_id, name, app.id, state, launch, kind, steps, seen,
-                                dismiss, stable_id(self.region, "poll", g) if poll else None))
+            guides.append(
+                Guide(
+                    guide_id,
+                    name,
+                    app.id,
+                    state,
+                    launch,
+                    kind,
+                    steps,
+                    seen,
+                    dismiss,
+                    stable_id(self.region, "poll", g) if poll else None,
+                )
+            )
         self.guides = tuple(guides)
         self.track_types = tuple(
             TrackType(stable_id(self.region, "track", t), name, self.apps[0].id, w)
-            for t, (name, w) in enumerate((("Report Exported", 3.0), ("Invite Sent", 1.0),
-                                           ("Plan Upgraded", 0.2), ("Integration Connected", 0.5),
-                                           ("Search Performed", 6.0)))
+            for t, (name, w) in enumerate(
+                (
+                    ("Report Exported", 3.0),
+                    ("Invite Sent", 1.0),
+                    ("Plan Upgraded", 0.2),
+                    ("Integration Connected", 0.5),
+                    ("Search Performed", 6.0),
+                )
+            )
         )
         self.reports = (
-            Report(stable_id(self.region, "report", 0), "Enterprise accounts", "account",
-                   (("Account", "accountId"), ("Plan", "metadata.agent.plan"),
-                    ("Name", "metadata.agent.name")),
-                   ({"source": {"accounts": None}},
+            Report(
+                stable_id(self.region, "report", 0),
+                "Enterprise accounts",
+                "account",
+                (
+                    ("Account", "accountId"),
+                    ("Plan", "metadata.agent.plan"),
+                    ("Name", "metadata.agent.name"),
+                ),
+                (
+                    {"source": {"accounts": None}},
                     {"filter": 'metadata.agent.plan == "enterprise"'},
-                    {"sort": ["accountId"]})),
-            Report(stable_id(self.region, "report", 1), "Administrators", "visitor",
-                   (("Visitor", "visitorId"), ("Email", "metadata.agent.email"),
-                    ("Account", "metadata.auto.accountid")),
-                   ({"source": {"visitors": None}},
+                    {"sort": ["accountId"]},
+                ),
+            ),
+            Report(
+                stable_id(self.region, "report", 1),
+                "Administrators",
+                "visitor",
+                (
+                    ("Visitor", "visitorId"),
+                    ("Email", "metadata.agent.email"),
+                    ("Account", "metadata.auto.accountid"),
+                ),
+                (
+                    {"source": {"visitors": None}},
                     {"filter": 'metadata.agent.role == "admin"'},
-                    {"sort": ["visitorId"]})),
-            Report(stable_id(self.region, "report", 2), "Recently active visitors", "visitor",
-                   (("Visitor", "visitorId"), ("Last visit", "metadata.auto.lastvisit")),
-                   ({"source": {"visitors": None}},
+                    {"sort": ["visitorId"]},
+                ),
+            ),
+            Report(
+                stable_id(self.region, "report", 2),
+                "Recently active visitors",
+                "visitor",
+                (("Visitor", "visitorId"), ("Last visit", "metadata.auto.lastvisit")),
+                (
+                    {"source": {"visitors": None}},
                     {"filter": "metadata.auto.lastvisit >= now() - 7*24*60*60*1000"},
-                    {"sort": ["-metadata.auto.lastvisit", "visitorId"]}, {"limit": 500})),
+                    {"sort": ["-metadata.auto.lastvisit", "visitorId"]},
+                    {"limit": 500},
+                ),
+            ),
         )
         self._page_weights = np.array([p.weight for p in self.pages])
         self._feature_weights = np.array([f.weight for f in self.features])
@@ -464,7 +617,9 @@ class Company:
             minutes = np.minimum(num_minutes[parent], 1 + rng.poisson(1.0, parent.size))
             return parent, chosen, events, minutes.astype(np.int32)
 
-        f_parent, f_idx, f_events, f_minutes = children(self._feature_weights, self._feature_app, 2.5)
+        f_parent, f_idx, f_events, f_minutes = children(
+            self._feature_weights, self._feature_app, 2.5
+        )
         p_parent, p_idx, p_events, p_minutes = children(self._page_weights, self._page_app, 1.8)
 
         t_count = rng.poisson(0.4, n)
@@ -477,6 +632,14 @@ class Company:
 
         g_visitor, g_guide, g_step, g_type, g_time = [], [], [], [], []
         first_row = np.unique(visitor, return_index=True)[1]
+
+        def emit(who: np.ndarray, guide: int, step: int, kind: int, when: np.ndarray) -> None:
+            g_visitor.append(who)
+            g_guide.append(np.full(who.size, guide))
+            g_step.append(np.full(who.size, step))
+            g_type.append(np.full(who.size, kind))
+            g_time.append(when)
+
         for gi, guide in enumerate(self.guides):
             if guide.seen_rate <= 0:
                 continue
@@ -486,36 +649,46 @@ class Company:
             seen_at = hour_ms[rows] + rng.integers(0, HOUR_MS, rows.size)
             dismissed = rng.random(rows.size) < guide.dismiss_rate
             for s, _ in enumerate(guide.steps):
-                g_visitor.append(visitor[rows]); g_guide.append(np.full(rows.size, gi))
-                g_step.append(np.full(rows.size, s)); g_type.append(np.zeros(rows.size))
-                g_time.append(seen_at + s * 20_000)
+                emit(visitor[rows], gi, s, 0, seen_at + s * 20_000)
                 if s + 1 < len(guide.steps):
                     adv = ~dismissed
-                    g_visitor.append(visitor[rows][adv]); g_guide.append(np.full(adv.sum(), gi))
-                    g_step.append(np.full(adv.sum(), s)); g_type.append(np.ones(adv.sum()))
-                    g_time.append(seen_at[adv] + s * 20_000 + 10_000)
-            g_visitor.append(visitor[rows][dismissed]); g_guide.append(np.full(dismissed.sum(), gi))
-            g_step.append(np.zeros(dismissed.sum())); g_type.append(np.full(dismissed.sum(), 2))
-            g_time.append(seen_at[dismissed] + 5_000)
+                    emit(visitor[rows][adv], gi, s, 1, seen_at[adv] + s * 20_000 + 10_000)
+            emit(visitor[rows][dismissed], gi, 0, 2, seen_at[dismissed] + 5_000)
 
         def cat(parts: list, dtype) -> np.ndarray:
             return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
         n_anon = int(rng.poisson(max(1.0, self.n_visitors * 0.01 * weekday)))
         return DayActivity(
-            day=day, start_ms=start_ms, end_ms=end_ms,
-            visitor=visitor, hour_ms=hour_ms, app=app, num_events=num_events,
-            num_minutes=num_minutes, browser=browser,
-            feature_parent=f_parent, feature=f_idx, feature_events=f_events,
+            day=day,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            visitor=visitor,
+            hour_ms=hour_ms,
+            app=app,
+            num_events=num_events,
+            num_minutes=num_minutes,
+            browser=browser,
+            feature_parent=f_parent,
+            feature=f_idx,
+            feature_events=f_events,
             feature_minutes=f_minutes,
-            page_parent=p_parent, page=p_idx, page_events=p_events, page_minutes=p_minutes,
-            track_parent=t_parent, track=t_idx, track_events=t_events,
-            guide_visitor=cat(g_visitor, np.int32), guide=cat(g_guide, np.int16),
-            guide_step=cat(g_step, np.int16), guide_type=cat(g_type, np.int8),
+            page_parent=p_parent,
+            page=p_idx,
+            page_events=p_events,
+            page_minutes=p_minutes,
+            track_parent=t_parent,
+            track=t_idx,
+            track_events=t_events,
+            guide_visitor=cat(g_visitor, np.int32),
+            guide=cat(g_guide, np.int16),
+            guide_step=cat(g_step, np.int16),
+            guide_type=cat(g_type, np.int8),
             guide_time_ms=cat(g_time, np.int64),
             anon_id=rng.integers(0, 10**9, n_anon, dtype=np.int64),
-            anon_hour_ms=start_ms + np.clip(np.round(rng.normal(13, 3, n_anon)), 0,
-                                            n_hours - 1).astype(np.int64) * HOUR_MS,
+            anon_hour_ms=start_ms
+            + np.clip(np.round(rng.normal(13, 3, n_anon)), 0, n_hours - 1).astype(np.int64)
+            * HOUR_MS,
             anon_events=(1 + rng.poisson(3, n_anon)).astype(np.int32),
         )
 

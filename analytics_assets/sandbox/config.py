@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # Pendo serves five regional hosts; the sandbox serves each under its own base URL
 # (``/`` for US, ``/<region>`` for the others) with its own data and keys.
@@ -133,6 +133,6 @@ class SandboxConfig:
     def now_ms(self) -> int:
         """Milliseconds since the epoch, frozen when ``now`` is set."""
         if self.now is not None:
-            moment = self.now if self.now.tzinfo else self.now.replace(tzinfo=timezone.utc)
+            moment = self.now if self.now.tzinfo else self.now.replace(tzinfo=UTC)
             return int(moment.timestamp() * 1000)
         return int(time.time() * 1000)

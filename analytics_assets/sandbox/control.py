@@ -7,7 +7,7 @@ and to see what actually reached the server.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -35,7 +35,7 @@ def _moment_ms(value: Any, default: int) -> int:
     except ValueError as exc:
         raise ControlError(f"cannot parse time {value!r}: use ISO-8601 or epoch ms") from exc
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -64,21 +64,23 @@ def control_routes(state: SandboxState) -> list[BaseRoute]:
 
     async def info(request: Request) -> JSONResponse:
         cfg = state.config
-        return JSONResponse({
-            "seed": cfg.seed,
-            "scale": cfg.scale,
-            "now_ms": state.now_ms(),
-            "pendo_timezone": cfg.pendo_timezone,
-            "amplitude_timezone": cfg.amplitude_timezone,
-            "regions": {
-                region: {
-                    "accounts": world.company.n_accounts,
-                    "visitors": world.company.n_visitors,
-                }
-                for region, world in state.worlds.items()
-            },
-            "halves": sorted(state.halves),
-        })
+        return JSONResponse(
+            {
+                "seed": cfg.seed,
+                "scale": cfg.scale,
+                "now_ms": state.now_ms(),
+                "pendo_timezone": cfg.pendo_timezone,
+                "amplitude_timezone": cfg.amplitude_timezone,
+                "regions": {
+                    region: {
+                        "accounts": world.company.n_accounts,
+                        "visitors": world.company.n_visitors,
+                    }
+                    for region, world in state.worlds.items()
+                },
+                "halves": sorted(state.halves),
+            }
+        )
 
     async def faults(request: Request) -> JSONResponse:
         if request.method == "POST":
@@ -105,8 +107,7 @@ def control_routes(state: SandboxState) -> list[BaseRoute]:
             body = await _json(request)
             now = body.get("now")
             state.config.now = (
-                None if now is None
-                else datetime.fromtimestamp(_moment_ms(now, 0) / 1000, tz=timezone.utc)
+                None if now is None else datetime.fromtimestamp(_moment_ms(now, 0) / 1000, tz=UTC)
             )
         return JSONResponse({"now_ms": state.now_ms(), "frozen": state.config.now is not None})
 
@@ -147,13 +148,15 @@ def control_routes(state: SandboxState) -> list[BaseRoute]:
             num = int(body.get("num_events", 10))
             if num <= 0:
                 raise ControlError("num_events must be positive")
-            world.stage_late_events(LateEvents(
-                visitor=visitor,
-                hour_ms=_moment_ms(body.get("time"), now),
-                num_events=num,
-                arrived_ms=_moment_ms(body.get("arrived"), now),
-                app=int(body.get("app", 0)),
-            ))
+            world.stage_late_events(
+                LateEvents(
+                    visitor=visitor,
+                    hour_ms=_moment_ms(body.get("time"), now),
+                    num_events=num,
+                    arrived_ms=_moment_ms(body.get("arrived"), now),
+                    app=int(body.get("app", 0)),
+                )
+            )
         else:
             raise ControlError(
                 f"unknown action {action!r}; use account_quiet, account_active, "

@@ -11,6 +11,7 @@ faults included, so tests assert on what actually crossed the wire.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -104,7 +105,9 @@ class FaultPlan:
         self._next_id = 1
 
     def add(self, spec: dict[str, Any]) -> FaultRule:
-        allowed = {f for f in FaultRule.__dataclass_fields__ if f not in {"id", "created", "applied"}}
+        allowed = {
+            f for f in FaultRule.__dataclass_fields__ if f not in {"id", "created", "applied"}
+        }
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -175,8 +178,9 @@ class RequestCounters:
                 "faults": dict(self._faults),
             }
 
-    def count(self, *, method: str | None = None, path: str | None = None,
-              status: int | None = None) -> int:
+    def count(
+        self, *, method: str | None = None, path: str | None = None, status: int | None = None
+    ) -> int:
         """Sum of answers matching the given method, path (regex) and status."""
         with self._lock:
             return sum(
@@ -188,13 +192,16 @@ class RequestCounters:
             )
 
 
+def _amplitude_error(status: int, details: str) -> bytes:
+    """Amplitude's error envelope for the Basic-auth APIs (see the contract, section 0)."""
+    error = {"http_code": status, "type": "unspecified", "message": "Unspecified Error",
+             "metadata": {"details": details}}  # fmt: skip
+    return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
 def _fault_body(service: str, status: int) -> tuple[bytes, str]:
     if service == "amplitude":
-        body = (
-            '{"error":{"http_code":%d,"type":"unspecified","message":"Unspecified Error",'
-            '"metadata":{"details":"Injected fault"}}}' % status
-        )
-        return body.encode(), "application/json"
+        return _amplitude_error(status, "Injected fault"), "application/json"
     if status == 503:
         # Pendo sits behind a WAF whose 503s are HTML pages, not JSON.
         return b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html"
@@ -203,11 +210,8 @@ def _fault_body(service: str, status: int) -> tuple[bytes, str]:
 
 def _throttle_body(service: str) -> tuple[bytes, str]:
     if service == "amplitude":
-        return (
-            b'{"error":{"http_code":429,"type":"unspecified","message":"Unspecified Error",'
-            b'"metadata":{"details":"Too Many Requests: Exceeded rate limit with query of cost 1"}}}',
-            "application/json",
-        )
+        details = "Too Many Requests: Exceeded rate limit with query of cost 1"
+        return _amplitude_error(429, details), "application/json"
     return b"Too Many Requests", "text/plain; charset=utf-8"
 
 

@@ -32,7 +32,9 @@ def build_app(config: SandboxConfig | None = None) -> tuple[Starlette, SandboxSt
     regions = sorted({r for half in state.halves.values() for r in half.regions} - {"us"})
     for region in regions:
         region_routes = [
-            route for half in state.halves.values() if region in half.regions
+            route
+            for half in state.halves.values()
+            if region in half.regions
             for route in half.routes(region)
         ]
         routes.append(Mount(f"/{region}", routes=region_routes))
@@ -95,8 +97,12 @@ class SandboxServer:
         self._socket = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level=self._log_level, access_log=False, lifespan="off",
-            timeout_keep_alive=30, backlog=2048,
+            self.app,
+            log_level=self._log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            backlog=2048,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -129,5 +135,6 @@ class SandboxServer:
 def serve_forever(config: SandboxConfig, log_level: str = "info") -> None:
     """Run the sandbox in the foreground until interrupted (the CLI's ``sandbox``)."""
     app, _ = build_app(config)
-    uvicorn.run(app, host=config.host, port=config.port or 8765, log_level=log_level,
-                access_log=False)
+    uvicorn.run(
+        app, host=config.host, port=config.port or 8765, log_level=log_level, access_log=False
+    )

@@ -94,7 +94,8 @@ class World:
             quiet = dict(self._quiet)
             dismissals = dict(self._dismissals)
             late = [
-                e for e in self._late
+                e
+                for e in self._late
                 if act.start_ms <= e.hour_ms < act.end_ms and e.arrived_ms <= as_of
             ]
         if quiet:
@@ -130,14 +131,27 @@ def _select(act: DayActivity, keep: np.ndarray, g_keep: np.ndarray) -> DayActivi
     tp, t, te = child(act.track_parent, act.track, act.track_events)
     return replace(
         act,
-        visitor=act.visitor[keep], hour_ms=act.hour_ms[keep], app=act.app[keep],
-        num_events=act.num_events[keep], num_minutes=act.num_minutes[keep],
+        visitor=act.visitor[keep],
+        hour_ms=act.hour_ms[keep],
+        app=act.app[keep],
+        num_events=act.num_events[keep],
+        num_minutes=act.num_minutes[keep],
         browser=act.browser[keep],
-        feature_parent=fp, feature=f, feature_events=fe, feature_minutes=fm,
-        page_parent=pp, page=p, page_events=pe, page_minutes=pm,
-        track_parent=tp, track=t, track_events=te,
-        guide_visitor=act.guide_visitor[g_keep], guide=act.guide[g_keep],
-        guide_step=act.guide_step[g_keep], guide_type=act.guide_type[g_keep],
+        feature_parent=fp,
+        feature=f,
+        feature_events=fe,
+        feature_minutes=fm,
+        page_parent=pp,
+        page=p,
+        page_events=pe,
+        page_minutes=pm,
+        track_parent=tp,
+        track=t,
+        track_events=te,
+        guide_visitor=act.guide_visitor[g_keep],
+        guide=act.guide[g_keep],
+        guide_step=act.guide_step[g_keep],
+        guide_type=act.guide_type[g_keep],
         guide_time_ms=act.guide_time_ms[g_keep],
     )
 
@@ -165,8 +179,15 @@ def _add_late(act: DayActivity, late: list[LateEvents]) -> DayActivity:
         events = np.concatenate([events, new_events])
         minutes = np.concatenate([minutes, np.minimum(60, 1 + new_events // 3)])
         browser = np.concatenate([browser, np.zeros(len(extra_v), dtype=browser.dtype)])
-    return replace(act, visitor=visitor, hour_ms=hour_ms, app=app, num_events=events,
-                   num_minutes=minutes, browser=browser)
+    return replace(
+        act,
+        visitor=visitor,
+        hour_ms=hour_ms,
+        app=app,
+        num_events=events,
+        num_minutes=minutes,
+        browser=browser,
+    )
 
 
 def _restage_dismissals(act: DayActivity, dismissals: dict[int, tuple[int, float]]) -> DayActivity:
@@ -187,7 +208,8 @@ def _restage_dismissals(act: DayActivity, dismissals: dict[int, tuple[int, float
     n_new = sum(a.size for a in add_v)
     return replace(
         act,
-        guide_visitor=v.astype(act.guide_visitor.dtype), guide=g.astype(act.guide.dtype),
+        guide_visitor=v.astype(act.guide_visitor.dtype),
+        guide=g.astype(act.guide.dtype),
         guide_step=np.concatenate([act.guide_step[keep], np.zeros(n_new, act.guide_step.dtype)]),
         guide_type=np.concatenate([act.guide_type[keep], np.full(n_new, 2, act.guide_type.dtype)]),
         guide_time_ms=np.concatenate([act.guide_time_ms[keep], *add_t]).astype(np.int64),

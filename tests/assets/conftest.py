@@ -27,13 +27,16 @@ def make_resources(sandbox: SandboxServer, database: str) -> dict[str, object]:
     amplitude_keys = sandbox.config.amplitude_keys["us"]
     base = sandbox.urls.base
     return {
-        "pendo": PendoResource(integration_key=pendo_keys.read, base_url=base,
-                               rate_per_second=50),
-        "pendo_write": PendoResource(integration_key=pendo_keys.write, base_url=base,
-                                     rate_per_second=50),
+        "pendo": PendoResource(integration_key=pendo_keys.read, base_url=base, rate_per_second=50),
+        "pendo_write": PendoResource(
+            integration_key=pendo_keys.write, base_url=base, rate_per_second=50
+        ),
         "amplitude": AmplitudeResource(
-            api_key=amplitude_keys.api_key, secret_key=amplitude_keys.secret_key,
-            base_url=base, ingestion_url=base, profile_url=base,
+            api_key=amplitude_keys.api_key,
+            secret_key=amplitude_keys.secret_key,
+            base_url=base,
+            ingestion_url=base,
+            profile_url=base,
         ),
         "warehouse": DuckDBWarehouse(database=database),
     }

@@ -38,14 +38,18 @@ def _query(resources, sql):
     return resources["warehouse"].query(sql)
 
 
-def test_export_loads_every_event_uploaded_in_the_days_utc_hours(sandbox, resources,
-                                                                  materialized) -> None:
+def test_export_loads_every_event_uploaded_in_the_days_utc_hours(
+    sandbox, resources, materialized
+) -> None:
     first, last = day_window(DAY, "America/New_York").utc_hours()
     counts = _tenant(sandbox).events.upload_hour_counts(
         int(first.timestamp() * 1000), int(last.timestamp() * 1000)
     )
-    loaded = _query(resources, f"SELECT count(*) AS n, count(DISTINCT uuid) AS u "
-                               f"FROM amplitude.events WHERE day = DATE '{DAY}'")
+    loaded = _query(
+        resources,
+        f"SELECT count(*) AS n, count(DISTINCT uuid) AS u "
+        f"FROM amplitude.events WHERE day = DATE '{DAY}'",
+    )
     assert int(loaded.n[0]) == int(counts.sum()) > 0
     assert int(loaded.u[0]) == int(loaded.n[0])
 
@@ -53,8 +57,11 @@ def test_export_loads_every_event_uploaded_in_the_days_utc_hours(sandbox, resour
 def test_daily_active_and_new_users_match_the_project(sandbox, resources, materialized) -> None:
     events = _tenant(sandbox).events
     day = date.fromisoformat(DAY)
-    got = _query(resources, f"SELECT active_users, new_users FROM amplitude.daily_active_users "
-                            f"WHERE day = DATE '{DAY}'")
+    got = _query(
+        resources,
+        f"SELECT active_users, new_users FROM amplitude.daily_active_users "
+        f"WHERE day = DATE '{DAY}'",
+    )
     assert int(got.active_users[0]) == len(events.active_users(day))
     assert int(got.new_users[0]) == len(events.new_users(day))
 
@@ -64,27 +71,40 @@ def test_event_type_totals_match_the_project(sandbox, resources, materialized) -
     totals, uniques = tenant.events.type_counts(date.fromisoformat(DAY))
     names = [t.name if hasattr(t, "name") else str(t) for t in tenant.events.catalog.event_types]
     expected = {names[i]: int(totals[i]) for i in np.flatnonzero(totals)}
-    got = _query(resources, "SELECT event_type, totals FROM amplitude.event_type_daily_totals "
-                            f"WHERE day = DATE '{DAY}'")
+    got = _query(
+        resources,
+        "SELECT event_type, totals FROM amplitude.event_type_daily_totals "
+        f"WHERE day = DATE '{DAY}'",
+    )
     assert dict(zip(got.event_type, got.totals.astype(int), strict=True)) == expected
 
 
 def test_cohort_membership_matches_each_cohorts_size(resources, materialized) -> None:
-    sizes = _query(resources, "SELECT cohort_id, size FROM amplitude.cohorts "
-                              "WHERE NOT archived AND size IS NOT NULL")
-    members = _query(resources, "SELECT cohort_id, count(*) AS n FROM amplitude.cohort_membership "
-                                f"WHERE day = DATE '{DAY}' GROUP BY cohort_id")
+    sizes = _query(
+        resources,
+        "SELECT cohort_id, size FROM amplitude.cohorts WHERE NOT archived AND size IS NOT NULL",
+    )
+    members = _query(
+        resources,
+        "SELECT cohort_id, count(*) AS n FROM amplitude.cohort_membership "
+        f"WHERE day = DATE '{DAY}' GROUP BY cohort_id",
+    )
     got = dict(zip(members.cohort_id, members.n.astype(int), strict=True))
     for row in sizes.itertuples():
         assert got.get(row.cohort_id, 0) == row.size
 
 
 def test_account_daily_usage_joins_both_sources(resources, materialized) -> None:
-    pendo = _query(resources, "SELECT sum(events) AS e FROM pendo.account_daily_usage "
-                              f"WHERE day = DATE '{DAY}'")
-    joined = _query(resources, "SELECT sum(pendo_events) AS p, sum(amplitude_events) AS a, "
-                               "count(*) AS n, count(DISTINCT account_id) AS d "
-                               f"FROM analytics.account_daily_usage WHERE day = DATE '{DAY}'")
+    pendo = _query(
+        resources,
+        f"SELECT sum(events) AS e FROM pendo.account_daily_usage WHERE day = DATE '{DAY}'",
+    )
+    joined = _query(
+        resources,
+        "SELECT sum(pendo_events) AS p, sum(amplitude_events) AS a, "
+        "count(*) AS n, count(DISTINCT account_id) AS d "
+        f"FROM analytics.account_daily_usage WHERE day = DATE '{DAY}'",
+    )
     assert int(joined.p[0]) == int(pendo.e[0])
     assert int(joined.a[0]) > 0
     assert int(joined.n[0]) == int(joined.d[0])
@@ -93,15 +113,21 @@ def test_account_daily_usage_joins_both_sources(resources, materialized) -> None
 def test_rerunning_amplitude_partitions_is_exact(resources, materialized) -> None:
     def snapshot():
         return {
-            t: _query(resources, f"SELECT * FROM amplitude.{t} WHERE day = DATE '{DAY}' "
-                                 "ORDER BY ALL")
-            for t in ("events", "daily_active_users", "event_type_daily_totals",
-                      "cohort_membership")
+            t: _query(
+                resources, f"SELECT * FROM amplitude.{t} WHERE day = DATE '{DAY}' ORDER BY ALL"
+            )
+            for t in (
+                "events",
+                "daily_active_users",
+                "event_type_daily_totals",
+                "cohort_membership",
+            )
         }
 
     before = snapshot()
-    again = dg.materialize(ASSETS, selection=AMPLITUDE_DAILY, partition_key=DAY,
-                           resources=resources)
+    again = dg.materialize(
+        ASSETS, selection=AMPLITUDE_DAILY, partition_key=DAY, resources=resources
+    )
     assert again.success
     after = snapshot()
     for table, frame in before.items():
@@ -111,7 +137,8 @@ def test_rerunning_amplitude_partitions_is_exact(resources, materialized) -> Non
 
 def test_materializations_report_amplitude_cost(materialized) -> None:
     events = next(
-        m for m in materialized.get_asset_materialization_events()
+        m
+        for m in materialized.get_asset_materialization_events()
         if m.asset_key == dg.AssetKey(["amplitude", "event_type_daily_totals"])
     )
     assert events.materialization.metadata["amplitude_cost_units"].value > 0

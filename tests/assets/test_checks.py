@@ -22,8 +22,9 @@ def test_keys_unique_detects_duplicates_and_nulls(warehouse) -> None:
     good = pd.DataFrame({"day": [DAY, DAY], "account_id": ["a", "b"]})
     warehouse.replace_table("pendo.t", good)
     assert checks.check_keys_unique(warehouse, "pendo.t", ["day", "account_id"]).passed
-    warehouse.replace_table("pendo.t", pd.DataFrame({"day": [DAY] * 3,
-                                                     "account_id": ["a", "a", None]}))
+    warehouse.replace_table(
+        "pendo.t", pd.DataFrame({"day": [DAY] * 3, "account_id": ["a", "a", None]})
+    )
     result = checks.check_keys_unique(warehouse, "pendo.t", ["day", "account_id"])
     assert not result.passed
     assert result.metadata["null_keys"].value == 1
@@ -44,9 +45,15 @@ def test_empty_partition_fails_only_when_the_source_had_data(warehouse) -> None:
 
 
 def test_account_totals_must_equal_the_sum_of_visitors(warehouse) -> None:
-    visitors = pd.DataFrame({"day": [DAY] * 3, "visitor_id": ["v1", "v2", "v3"],
-                             "account_id": ["a", "a", "b"], "events": [3, 4, 5],
-                             "minutes": [1, 1, 1]})
+    visitors = pd.DataFrame(
+        {
+            "day": [DAY] * 3,
+            "visitor_id": ["v1", "v2", "v3"],
+            "account_id": ["a", "a", "b"],
+            "events": [3, 4, 5],
+            "minutes": [1, 1, 1],
+        }
+    )
     warehouse.replace_table("pendo.v", visitors)
     accounts = pd.DataFrame({"day": [DAY, DAY], "account_id": ["a", "b"], "events": [7, 5]})
     warehouse.replace_table("pendo.a", accounts)
@@ -61,8 +68,9 @@ def test_account_totals_must_equal_the_sum_of_visitors(warehouse) -> None:
 
 
 def test_cohort_sizes_must_match_the_list(warehouse) -> None:
-    members = pd.DataFrame({"day": [DAY] * 3, "cohort_id": ["c1", "c1", "c2"],
-                            "user_id": ["u1", "u2", "u3"]})
+    members = pd.DataFrame(
+        {"day": [DAY] * 3, "cohort_id": ["c1", "c1", "c2"], "user_id": ["u1", "u2", "u3"]}
+    )
     warehouse.replace_table("amplitude.m", members)
     assert checks.check_cohort_sizes(warehouse, "amplitude.m", {"c1": 2, "c2": 1}, DAY).passed
     result = checks.check_cohort_sizes(warehouse, "amplitude.m", {"c1": 3, "c2": 1}, DAY)

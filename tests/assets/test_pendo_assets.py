@@ -41,16 +41,21 @@ def test_visitor_usage_equals_the_sandbox_day(sandbox, resources, materialized) 
     expected: dict[str, int] = defaultdict(int)
     for v, n in zip(act.visitor.tolist(), act.num_events.tolist(), strict=True):
         expected[company.visitor_id(v)] += n
-    got = _table(resources, f"SELECT visitor_id, events FROM pendo.visitor_daily_usage "
-                            f"WHERE day = DATE '{DAY}'")
+    got = _table(
+        resources,
+        f"SELECT visitor_id, events FROM pendo.visitor_daily_usage WHERE day = DATE '{DAY}'",
+    )
     assert dict(zip(got.visitor_id, got.events.astype(int), strict=True)) == dict(expected)
 
 
 def test_account_usage_sums_and_active_visitors(sandbox, resources, materialized) -> None:
     company, act = _activity(sandbox)
     accounts = company.visitor_account[act.visitor]
-    got = _table(resources, "SELECT account_id, events, minutes, active_visitors "
-                            f"FROM pendo.account_daily_usage WHERE day = DATE '{DAY}'")
+    got = _table(
+        resources,
+        "SELECT account_id, events, minutes, active_visitors "
+        f"FROM pendo.account_daily_usage WHERE day = DATE '{DAY}'",
+    )
     assert len(got) == len(np.unique(accounts))
     for row in got.itertuples():
         index = company.account_index(row.account_id)
@@ -65,8 +70,11 @@ def test_feature_usage_per_feature(sandbox, resources, materialized) -> None:
     expected: dict[str, int] = defaultdict(int)
     for f, n in zip(act.feature.tolist(), act.feature_events.tolist(), strict=True):
         expected[company.features[f].id] += n
-    got = _table(resources, "SELECT feature_id, events, unique_visitors FROM "
-                            f"pendo.feature_daily_usage WHERE day = DATE '{DAY}'")
+    got = _table(
+        resources,
+        "SELECT feature_id, events, unique_visitors FROM "
+        f"pendo.feature_daily_usage WHERE day = DATE '{DAY}'",
+    )
     assert dict(zip(got.feature_id, got.events.astype(int), strict=True)) == dict(expected)
     first = got.iloc[0]
     f_index = next(i for i, f in enumerate(company.features) if f.id == first.feature_id)
@@ -79,8 +87,10 @@ def test_guide_activity_counts_each_type(sandbox, resources, materialized) -> No
     expected: dict[tuple[str, str], int] = defaultdict(int)
     for g, t in zip(act.guide.tolist(), act.guide_type.tolist(), strict=True):
         expected[(company.guides[g].id, GUIDE_EVENT_TYPES[t])] += 1
-    got = _table(resources, "SELECT guide_id, type, events FROM pendo.guide_daily_activity "
-                            f"WHERE day = DATE '{DAY}'")
+    got = _table(
+        resources,
+        f"SELECT guide_id, type, events FROM pendo.guide_daily_activity WHERE day = DATE '{DAY}'",
+    )
     rows = {(r.guide_id, r.type): r.events for r in got.itertuples()}
     # Poll responses are answers to the NPS guide, derived by the sandbox from its views.
     polls = {k: v for k, v in rows.items() if k[1] == "pollResponse"}
@@ -103,7 +113,8 @@ def test_checks_pass_and_metadata_reports_cost(materialized) -> None:
     evaluations = materialized.get_asset_check_evaluations()
     assert evaluations and all(e.passed for e in evaluations)
     usage = next(
-        m for m in materialized.get_asset_materialization_events()
+        m
+        for m in materialized.get_asset_materialization_events()
         if m.asset_key == dg.AssetKey(["pendo", "account_daily_usage"])
     )
     metadata = usage.materialization.metadata
@@ -112,8 +123,14 @@ def test_checks_pass_and_metadata_reports_cost(materialized) -> None:
 
 
 def test_rerunning_a_partition_leaves_identical_tables(resources, materialized) -> None:
-    tables = ["visitor_daily_usage", "account_daily_usage", "feature_daily_usage",
-              "page_daily_usage", "guide_daily_activity", "events_hourly"]
+    tables = [
+        "visitor_daily_usage",
+        "account_daily_usage",
+        "feature_daily_usage",
+        "page_daily_usage",
+        "guide_daily_activity",
+        "events_hourly",
+    ]
 
     def snapshot():
         return {
