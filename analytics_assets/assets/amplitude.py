@@ -263,8 +263,11 @@ def amplitude_events(
         warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
         warehouse.execute(events_table_ddl(table))
         if files:
+            # Millions of wide rows under the warehouse's memory_limit: without insertion
+            # order DuckDB reads and inserts on every thread (bench/README.md, Daily sync).
             rows = warehouse.replace_partition(
-                table, export_select_sql(files, window.day), "day", window.day
+                table, export_select_sql(files, window.day), "day", window.day,
+                preserve_insertion_order=False,
             )
         else:
             warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
@@ -432,26 +435,28 @@ def amplitude_cohort_membership(
     day = day_window(context.partition_key).day
     table = "amplitude.cohort_membership"
     expected: dict[str, int | None] = {}
-    with tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp:
-        with amplitude.session(context) as client:
-            start = client.stats.snapshot()
-            chosen = selected_cohorts(client.list_cohorts())
-            files = []
-            for cohort in chosen:
-                dest = Path(tmp) / f"{cohort['id']}.csv"
-                files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
-                expected[cohort["id"]] = cohort.get("size")
+    with (
+        tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp,
+        amplitude.session(context) as client,
+    ):
+        start = client.stats.snapshot()
+        chosen = selected_cohorts(client.list_cohorts())
+        files = []
+        for cohort in chosen:
+            dest = Path(tmp) / f"{cohort['id']}.csv"
+            files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
+            expected[cohort["id"]] = cohort.get("size")
 
-            def rows():
-                for cohort_id, path in files:
-                    for member in client.read_cohort_csv(path):
-                        amp_id = member.get("amplitude_id")
-                        yield {"day": day, "cohort_id": cohort_id,
-                               "user_id": member.get("user_id"),
-                               "amplitude_id": int(amp_id) if amp_id not in (None, "") else None}
+        def rows():
+            for cohort_id, path in files:
+                for member in client.read_cohort_csv(path):
+                    amp_id = member.get("amplitude_id")
+                    yield {"day": day, "cohort_id": cohort_id,
+                           "user_id": member.get("user_id"),
+                           "amplitude_id": int(amp_id) if amp_id not in (None, "") else None}
 
-            load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=("day", day))
-            cost = _cost_metadata(client, start)
+        load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=("day", day))
+        cost = _cost_metadata(client, start)
     partition = ("day", day)
     return _materialize(
         warehouse, table, MEMBERSHIP_COLUMNS, cost,

@@ -1,0 +1,710 @@
+"""Benchmark: one day of the daily sync at scale (issue 5, part 9).
+
+Not a test (nothing here asserts on time). It starts the sandbox in its own process
+(``analytics-assets sandbox``, so the measured process holds only our loader) with
+``--scale`` (100 = 10,000 accounts and ~105,000 Pendo visitors) and
+``--amp-ratio`` Amplitude events per Pendo event (8 gives ~5.4 million Amplitude events
+on the benchmark day; ``--volume 4`` multiplies it by four), freezes its clock three
+days after the benchmark day, then materializes each asset of the day with
+``dagster.materialize`` in a child process of its own, ``--repeat`` times, each repeat
+into a fresh DuckDB file. For each materialization the child reports:
+
+* ``wall``: the whole materialization (API calls, load, checks, metadata);
+* ``peak MB``: the child's peak resident memory (``ru_maxrss``), and ``base MB`` the
+  resident memory after imports, before the asset ran;
+* ``rows``: rows the asset wrote for the day, and rows per second of ``wall``;
+* for ``amplitude/events`` also ``download`` (the Export API: the sandbox generating
+  and zipping the day, the network, our extraction to disk: the server's cost, mostly)
+  and ``load`` (our part: DuckDB reading the gzipped JSON lines into the partition,
+  from the asset's own ``export_download_seconds`` / ``load_seconds`` metadata), the
+  load's CPU seconds and events per second of load wall time.
+
+It prints medians over the repeats, the machine's load average at each run (the machine
+is shared: compare ratios, and read ``load ev/cpu-s`` for a figure that contention moves
+less), and writes every raw figure as JSON (``--out``).
+
+``--compare-loaders`` answers the issue's other question (DuckDB reading the gzipped JSON
+lines with the explicit schema, or parsing in parallel into Arrow batches: which is
+faster?). It downloads the day's export once, then loads the same files (``--compare-files``
+of them, all by default) with each loader, each in a child process, ``--repeat`` times:
+
+* ``duckdb-explicit``: the product's load (``export_select_sql`` through
+  ``DuckDBWarehouse.replace_partition``);
+* ``duckdb-default``: DuckDB's ``read_json`` with its defaults (schema detection), the
+  issue's 70,000 events/s in 1 GB reference, into a table of its own, with a 1GB
+  ``memory_limit`` (it runs out of memory at the product's 192MB);
+* ``orjson-processes``: one worker process per core gunzips (ISA-L) and parses each file
+  with orjson into Arrow record batches (nested objects kept as JSON text, timestamps
+  cast by DuckDB), handed to the parent as Arrow IPC files, which DuckDB inserts into the
+  same table with the same explicit schema, in one transaction.
+
+    /work/venv/bin/python bench/daily_sync_bench.py --only export --volume 1 --repeat 3
+    /work/venv/bin/python bench/daily_sync_bench.py --only export --volume 4 --repeat 3
+    /work/venv/bin/python bench/daily_sync_bench.py --only pendo --repeat 3
+    /work/venv/bin/python bench/daily_sync_bench.py --only all --repeat 3
+    /work/venv/bin/python bench/daily_sync_bench.py --compare-loaders --compare-files 16 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DAY = "2026-11-17"  # a Tuesday
+TIMEZONE = "America/New_York"  # the sync config's time zone (the partitions')
+
+PENDO_ASSETS = [
+    "pendo/visitors",
+    "pendo/accounts",
+    "pendo/visitor_daily_usage",
+    "pendo/account_daily_usage",
+    "pendo/feature_daily_usage",
+    "pendo/page_daily_usage",
+    "pendo/guide_daily_activity",
+    "pendo/events_hourly",
+]
+EXPORT_ASSETS = ["amplitude/events"]
+OTHER_AMPLITUDE_ASSETS = [
+    "amplitude/daily_active_users",
+    "amplitude/event_type_daily_totals",
+]
+ANALYTICS_ASSETS = ["analytics/account_daily_usage"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _loadavg() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ----- the child: one asset, one materialization ---------------------------------------------
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_child(args: argparse.Namespace) -> None:
+    import dagster as dg
+
+    from analytics_assets.assets import amplitude_assets, analytics_assets, pendo_assets
+    from analytics_assets.resources import AmplitudeResource, PendoResource
+    from analytics_assets.warehouse import DuckDBWarehouse
+
+    assets = {
+        a.key.to_user_string(): a
+        for a in [*pendo_assets(), *amplitude_assets(), *analytics_assets()]
+    }
+    asset = assets[args.child]
+    base = args.base_url
+    resources = {
+        "pendo": PendoResource(
+            integration_key="sandbox-pendo-us-read-key", base_url=base, rate_per_second=50
+        ),
+        "amplitude": AmplitudeResource(
+            api_key="sandbox-amplitude-us-api-key",
+            secret_key="sandbox-amplitude-us-secret-key",
+            base_url=base,
+            ingestion_url=base,
+            profile_url=base,
+        ),
+        "warehouse": DuckDBWarehouse(database=args.database),
+    }
+    # CPU time of the load alone (DuckDB's threads included): wrap the one call the
+    # export's load goes through.
+    load_cpu = {"seconds": 0.0}
+    original = DuckDBWarehouse.replace_partition
+
+    def timed(self, *a, **kw):  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        try:
+            return original(self, *a, **kw)
+        finally:
+            load_cpu["seconds"] += time.process_time() - started
+
+    DuckDBWarehouse.replace_partition = timed  # type: ignore[method-assign]
+    base_mb = _rss_mb()
+    instance = dg.DagsterInstance.ephemeral()
+    started, cpu = time.perf_counter(), time.process_time()
+    result = dg.materialize(
+        [asset],
+        partition_key=args.day if asset.partitions_def is not None else None,
+        resources=resources,
+        instance=instance,
+        raise_on_error=True,
+    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    meta: dict[str, Any] = {}
+    for event in result.get_asset_materialization_events():
+        for name, value in event.materialization.metadata.items():
+            raw = getattr(value, "value", value)
+            if isinstance(raw, int | float | str) and len(str(raw)) < 200:
+                meta[name] = raw
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "asset": args.child,
+                "wall": wall,
+                "cpu": cpu,
+                "peak_mb": peak_mb,
+                "base_mb": base_mb,
+                "rows": meta.get("dagster/row_count"),
+                "download_s": meta.get("export_download_seconds"),
+                "load_s": meta.get("load_seconds"),
+                "load_cpu_s": load_cpu["seconds"] if args.child in EXPORT_ASSETS else None,
+                "export_bytes": meta.get("export_bytes"),
+                "checks": checks,
+            }
+        ),
+        flush=True,
+    )
+
+
+# ----- loader comparison: the same downloaded files, three ways -------------------------------
+
+LOADERS = ("duckdb-explicit", "duckdb-default", "orjson-processes")
+ARROW_BATCH = 8192
+
+
+def _parse_to_ipc(path: str, out: str) -> int:
+    """Worker: one export file → Arrow IPC file of string/int/float/bool columns."""
+    import orjson
+    import pyarrow as pa
+    from isal import igzip
+
+    from analytics_assets.assets.amplitude import EXPORT_FIELDS
+
+    arrow_types = {
+        "VARCHAR": pa.string(),
+        "JSON": pa.string(),
+        "TIMESTAMP": pa.string(),
+        "BIGINT": pa.int64(),
+        "DOUBLE": pa.float64(),
+        "BOOLEAN": pa.bool_(),
+    }
+    schema = pa.schema([(src, arrow_types[typ]) for src, _, typ in EXPORT_FIELDS])
+    nested = {src for src, _, typ in EXPORT_FIELDS if typ == "JSON"}
+    text = {src for src, _, typ in EXPORT_FIELDS if typ in ("VARCHAR", "TIMESTAMP")}
+
+    def as_text(v):  # type: ignore[no-untyped-def]
+        return (
+            v
+            if v is None or v.__class__ is str
+            else (orjson.dumps(v).decode() if isinstance(v, dict | list) else str(v))
+        )
+
+    rows_n = 0
+    with (
+        igzip.open(path, "rb") as fh,
+        pa.OSFile(out, "wb") as sink,
+        pa.ipc.new_file(sink, schema) as writer,
+    ):
+        while True:
+            lines = fh.readlines(ARROW_BATCH * 1800)
+            if not lines:
+                break
+            rows = [orjson.loads(line) for line in lines if line.strip()]
+            arrays = []
+            for src, _, _ in EXPORT_FIELDS:
+                values = [r.get(src) for r in rows]
+                if src in nested:
+                    values = [None if v is None else orjson.dumps(v).decode() for v in values]
+                elif src in text:
+                    values = [as_text(v) for v in values]
+                arrays.append(pa.array(values, type=schema.field(src).type))
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            rows_n += len(rows)
+    return rows_n
+
+
+def compare_child(args: argparse.Namespace) -> None:
+    """One loader over the files in ``args.files_dir``, into a fresh warehouse."""
+
+    from analytics_assets.assets.amplitude import (
+        EXPORT_FIELDS,
+        events_table_ddl,
+        export_select_sql,
+    )
+    from analytics_assets.warehouse import DuckDBWarehouse
+
+    files = sorted(Path(args.files_dir).glob("*.json.gz"))
+    if args.compare_files:  # spread over the day: early hours are small, midday ones big
+        files = files[:: max(1, len(files) // args.compare_files)][: args.compare_files]
+    day = date.fromisoformat(args.day)
+    # DuckDB's default read_json needs more than the product's memory_limit (it runs out
+    # of memory at 192MB); it gets 1GB, the issue's reference figure for it.
+    warehouse = DuckDBWarehouse(
+        database=args.database,
+        **({"memory_limit": "1GB"} if args.loader == "duckdb-default" else {}),
+    )
+    warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
+    warehouse.execute(events_table_ddl("amplitude.events"))
+    base_mb = _rss_mb()
+    started, cpu = time.perf_counter(), time.process_time()
+    if args.loader == "duckdb-explicit":
+        rows = warehouse.replace_partition(
+            "amplitude.events",
+            export_select_sql(files, day),
+            "day",
+            day,
+            preserve_insertion_order=False,
+        )
+    elif args.loader == "duckdb-default":
+        paths = ", ".join(f"'{p.as_posix()}'" for p in files)
+        with warehouse.connection() as conn:
+            conn.execute(
+                f"CREATE TABLE amplitude.events_default AS SELECT * FROM read_json([{paths}])"
+            )
+            rows = conn.execute("SELECT count(*) FROM amplitude.events_default").fetchone()[0]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        import pyarrow as pa
+
+        casts = ", ".join(f'CAST("{src}" AS {typ}) AS {dst}' for src, dst, typ in EXPORT_FIELDS)
+        ipc_dir = Path(tempfile.mkdtemp(prefix="ipc-", dir=Path(args.database).parent))
+        rows = 0
+        with (
+            ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool,
+            warehouse.connection() as conn,
+        ):
+            conn.execute("SET preserve_insertion_order = false")  # as the product's load
+            conn.execute("BEGIN TRANSACTION")
+            conn.execute("DELETE FROM amplitude.events WHERE day = ?", [day])
+            outs = [str(ipc_dir / f"{i}.arrow") for i in range(len(files))]
+            for out, n in zip(outs, pool.map(_parse_to_ipc, map(str, files), outs), strict=True):
+                with pa.memory_map(out) as source:
+                    reader = pa.ipc.open_file(source)
+                    for i in range(reader.num_record_batches):
+                        conn.register("_batch", pa.Table.from_batches([reader.get_batch(i)]))
+                        conn.execute(
+                            f"INSERT INTO amplitude.events BY NAME SELECT DATE "
+                            f"'{day.isoformat()}' AS day, {casts} FROM _batch"
+                        )
+                        conn.unregister("_batch")
+                rows += n
+                os.unlink(out)
+            conn.execute("COMMIT")
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "loader": args.loader,
+                "rows": int(rows),
+                "files": len(files),
+                "wall": wall,
+                "cpu": cpu + children.ru_utime + children.ru_stime,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "worker_peak_mb": children.ru_maxrss / 1024
+                if args.loader == "orjson-processes"
+                else 0.0,
+                "workers": (os.cpu_count() or 2) if args.loader == "orjson-processes" else 0,
+                "base_mb": base_mb,
+            }
+        ),
+        flush=True,
+    )
+
+
+def compare_loaders(args: argparse.Namespace) -> None:
+    from analytics_assets.partitions import day_window
+    from analytics_assets.resources import AmplitudeResource
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="export-loaders-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    files_dir = workdir / "export"
+    print(f"{os.cpu_count()} CPUs; load average {_loadavg()}; workdir {workdir}", flush=True)
+    if not any(files_dir.glob("*.json.gz")):
+        sandbox, base = start_sandbox(args, workdir / "sandbox.log")
+        try:
+            first, last = day_window(args.day).utc_hours()
+            amplitude = AmplitudeResource(
+                api_key="sandbox-amplitude-us-api-key",
+                secret_key="sandbox-amplitude-us-secret-key",
+                base_url=base,
+                ingestion_url=base,
+                profile_url=base,
+            )
+            with amplitude.session(None) as client:
+                result = client.export(first, last, files_dir, count_events=True)
+            print(
+                f"downloaded {result.events:,} events in {len(result.files)} files "
+                f"({result.bytes / 1e6:,.0f} MB gzip)",
+                flush=True,
+            )
+        finally:
+            sandbox.terminate()
+            sandbox.wait(timeout=30)
+    runs = []
+    for rep in range(1, args.repeat + 1):
+        for loader in LOADERS:
+            database = workdir / f"{loader}-{rep}.duckdb"
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--compare-child",
+                loader,
+                "--files-dir",
+                str(files_dir),
+                "--database",
+                str(database),
+                "--day",
+                args.day,
+                "--compare-files",
+                str(args.compare_files or 0),
+            ]
+            before = _loadavg()
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+                raise SystemExit(f"{loader}: the child failed ({proc.returncode})")
+            out = json.loads(lines[-1][len("RESULT ") :]) | {
+                "repeat": rep,
+                "load_before": before,
+                "load_after": _loadavg(),
+            }
+            runs.append(out)
+            print(
+                f"[{rep}/{args.repeat}] {loader:<17} {out['rows']:,} rows in "
+                f"{out['wall']:.1f} s = {out['rows'] / out['wall']:,.0f} ev/s, "
+                f"{out['rows'] / out['cpu']:,.0f} ev/cpu-s, peak {out['peak_mb']:.0f} MB"
+                f" (+ workers {out['worker_peak_mb']:.0f} MB each); load "
+                f"{before}→{out['load_after']}",
+                flush=True,
+            )
+            for leftover in workdir.glob(f"{loader}-{rep}.duckdb*"):
+                if leftover.is_file():
+                    leftover.unlink()
+                else:
+                    shutil.rmtree(leftover, ignore_errors=True)
+    print(
+        f"\n{'loader':<18} {'events':>10} {'wall s':>7} {'ev/s':>9} {'ev/cpu-s':>9} "
+        f"{'peak MB':>8} {'workers MB':>11}   walls"
+    )
+    summary = {}
+    for loader in LOADERS:
+        mine = [r for r in runs if r["loader"] == loader]
+        s_ = {
+            "rows": mine[0]["rows"],
+            "wall": statistics.median(r["wall"] for r in mine),
+            "ev_s": statistics.median(r["rows"] / r["wall"] for r in mine),
+            "ev_cpu_s": statistics.median(r["rows"] / r["cpu"] for r in mine),
+            "peak_mb": statistics.median(r["peak_mb"] for r in mine),
+            "worker_peak_mb": statistics.median(r["worker_peak_mb"] for r in mine),
+            "walls": [round(r["wall"], 1) for r in mine],
+        }
+        summary[loader] = s_
+        print(
+            f"{loader:<18} {s_['rows']:>10,} {s_['wall']:>7.1f} {s_['ev_s']:>9,.0f} "
+            f"{s_['ev_cpu_s']:>9,.0f} {s_['peak_mb']:>8,.0f} {s_['worker_peak_mb']:>11,.0f}"
+            f"   {s_['walls']}"
+        )
+    if args.out:
+        args.out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))
+        print(f"raw figures: {args.out}")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ----- the parent: sandbox, children, figures ------------------------------------------------
+
+
+def start_sandbox(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = _free_port()
+    ratio = args.amp_ratio * args.volume
+    cmd = [
+        sys.executable,
+        "-m",
+        "analytics_assets.cli",
+        "sandbox",
+        "--port",
+        str(port),
+        "--seed",
+        str(args.seed),
+        "--scale",
+        str(args.scale),
+        "--timezone",
+        TIMEZONE,
+        "--pendo-rate",
+        "0",
+        "--amplitude-events-per-pendo-event",
+        str(ratio),
+    ]
+    if args.volume > 1:
+        # At 4x the busiest hour alone is estimated above the Export API's 4 GB cap (the
+        # sandbox counts 1,750 bytes an event), which even a one-hour window cannot split.
+        cmd += ["--amplitude-export-max-gb", str(4 * args.volume)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the sandbox exited ({proc.returncode}); see {log}")
+        try:
+            info = httpx.get(f"{base}/_sandbox/info", timeout=5).json()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.terminate()
+                raise SystemExit("the sandbox did not answer within 120 s") from None
+            time.sleep(0.5)
+    # A fixed "now", three days after the benchmark day: the day is complete and every
+    # answer is reproducible.
+    now = datetime.combine(
+        date.fromisoformat(args.day) + timedelta(days=3), datetime.min.time(), tzinfo=UTC
+    ) + timedelta(hours=12)
+    httpx.post(f"{base}/_sandbox/clock", json={"now": now.isoformat()}, timeout=10)
+    us = info["regions"]["us"]
+    print(
+        f"sandbox pid {proc.pid} on {base}: scale {args.scale:g} "
+        f"({us['accounts']:,} accounts, {us['visitors']:,} visitors), "
+        f"{ratio:g} Amplitude events per Pendo event, clock frozen at {now:%Y-%m-%d %H:%M}Z",
+        flush=True,
+    )
+    return proc, base
+
+
+def run_one(asset: str, base: str, database: Path, day: str) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        asset,
+        "--base-url",
+        base,
+        "--database",
+        str(database),
+        "--day",
+        day,
+    ]
+    load_before = _loadavg()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"{asset}: the child failed ({proc.returncode})")
+    out = json.loads(lines[-1][len("RESULT ") :])
+    out["load_before"], out["load_after"] = load_before, _loadavg()
+    return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+def _fmt(value: float | None, spec: str = ",.1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summarize(runs: list[dict[str, Any]], assets: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for asset in assets:
+        mine = [r for r in runs if r["asset"] == asset]
+        if not mine:
+            continue
+        wall = _median([r["wall"] for r in mine])
+        rows_n = _median([r["rows"] for r in mine])
+        row = {
+            "asset": asset,
+            "n": len(mine),
+            "rows": rows_n,
+            "wall": wall,
+            "walls": [round(r["wall"], 1) for r in mine],
+            "peak_mb": _median([r["peak_mb"] for r in mine]),
+            "peaks": [round(r["peak_mb"]) for r in mine],
+            "base_mb": _median([r["base_mb"] for r in mine]),
+            "rows_per_s": _median([r["rows"] / r["wall"] for r in mine if r["rows"]]),
+            "loads": [f"{r['load_before']}→{r['load_after']}" for r in mine],
+        }
+        if asset in EXPORT_ASSETS:
+            row |= {
+                "download_s": _median([r["download_s"] for r in mine]),
+                "load_s": _median([r["load_s"] for r in mine]),
+                "load_s_all": [r["load_s"] for r in mine],
+                "load_ev_s": _median([r["rows"] / r["load_s"] for r in mine if r["load_s"]]),
+                "load_ev_cpu_s": _median(
+                    [r["rows"] / r["load_cpu_s"] for r in mine if r["load_cpu_s"]]
+                ),
+                "end_to_end_ev_s": _median([r["rows"] / r["wall"] for r in mine]),
+                "export_mb": _median([(r["export_bytes"] or 0) / 1e6 for r in mine]),
+            }
+        rows.append(row)
+    return rows
+
+
+def print_table(summary: list[dict[str, Any]]) -> None:
+    print(
+        f"\n{'asset':<34} {'rows':>11} {'wall s':>8} {'rows/s':>10} {'peak MB':>8} "
+        f"{'base MB':>8}   walls (s) / peaks (MB)"
+    )
+    for s in summary:
+        print(
+            f"{s['asset']:<34} {_fmt(s['rows'], ',.0f'):>11} {_fmt(s['wall']):>8} "
+            f"{_fmt(s['rows_per_s'], ',.0f'):>10} {_fmt(s['peak_mb'], ',.0f'):>8} "
+            f"{_fmt(s['base_mb'], ',.0f'):>8}   {s['walls']} / {s['peaks']}"
+        )
+    for s in summary:
+        if "load_s" in s:
+            print(
+                f"\n{s['asset']}: export {s['export_mb']:,.0f} MB gzip; median download "
+                f"{_fmt(s['download_s'])} s, load {_fmt(s['load_s'])} s "
+                f"(all: {s['load_s_all']}) = {_fmt(s['load_ev_s'], ',.0f')} events/s loaded, "
+                f"{_fmt(s['load_ev_cpu_s'], ',.0f')} events per CPU-second of load; "
+                f"end to end {_fmt(s['end_to_end_ev_s'], ',.0f')} events/s"
+            )
+    print("\nload average (1/5/15 min) before→after each run:")
+    for s in summary:
+        print(f"  {s['asset']:<34} {'  '.join(s['loads'])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scale", type=float, default=100.0, help="sandbox scale (100 = ~105,000 Pendo visitors)"
+    )
+    parser.add_argument(
+        "--amp-ratio",
+        type=float,
+        default=8.0,
+        help="Amplitude events per Pendo event at --volume 1 (8 = ~5.4M/day)",
+    )
+    parser.add_argument(
+        "--volume",
+        type=float,
+        default=1.0,
+        choices=(1.0, 4.0),
+        help="multiplies the Amplitude volume (1 or 4)",
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=("export", "pendo", "all"), default="all")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--day", default=DAY, help="the partition (a local day)")
+    parser.add_argument("--out", type=Path, help="write every raw figure here as JSON")
+    parser.add_argument("--workdir", type=Path, help="where warehouses go (default: a temp dir)")
+    parser.add_argument(
+        "--compare-loaders",
+        action="store_true",
+        help="compare loaders of the same downloaded export (see above)",
+    )
+    parser.add_argument(
+        "--compare-files",
+        type=int,
+        default=0,
+        help="with --compare-loaders: load only N files spread over the day (0 = all)",
+    )
+    # internal: one materialization (or one loader) in a child process
+    parser.add_argument("--compare-child", choices=LOADERS, help=argparse.SUPPRESS)
+    parser.add_argument("--files-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args)
+        return
+    if args.compare_child:
+        args.loader = args.compare_child
+        compare_child(args)
+        return
+    if args.compare_loaders:
+        compare_loaders(args)
+        return
+
+    assets = {
+        "export": EXPORT_ASSETS,
+        "pendo": PENDO_ASSETS,
+        "all": [*PENDO_ASSETS, *OTHER_AMPLITUDE_ASSETS, *EXPORT_ASSETS, *ANALYTICS_ASSETS],
+    }[args.only]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="daily-sync-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"{os.cpu_count()} CPUs; load average {_loadavg()}; workdir {workdir}", flush=True)
+    sandbox, base = start_sandbox(args, workdir / "sandbox.log")
+    runs: list[dict[str, Any]] = []
+    try:
+        for rep in range(1, args.repeat + 1):
+            database = workdir / f"warehouse-{rep}.duckdb"
+            for asset in assets:
+                out = run_one(asset, base, database, args.day)
+                out["repeat"] = rep
+                runs.append(out)
+                extra = ""
+                if out.get("load_s"):
+                    extra = (
+                        f" download {out['download_s']:.1f} s, load {out['load_s']:.1f} s "
+                        f"({out['rows'] / out['load_s']:,.0f} ev/s, "
+                        f"{out['rows'] / out['load_cpu_s']:,.0f} ev/cpu-s)"
+                    )
+                print(
+                    f"[{rep}/{args.repeat}] {asset}: {out['rows']} rows, wall "
+                    f"{out['wall']:.1f} s, peak {out['peak_mb']:.0f} MB{extra}; load "
+                    f"{out['load_before']}→{out['load_after']}; checks {out['checks']}",
+                    flush=True,
+                )
+            for leftover in workdir.glob(f"warehouse-{rep}.duckdb*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+    finally:
+        sandbox.terminate()
+        try:
+            sandbox.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sandbox.kill()
+    summary = summarize(runs, assets)
+    print_table(summary)
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {
+                    "args": {
+                        k: (str(v) if isinstance(v, Path) else v)
+                        for k, v in vars(args).items()
+                        if k not in ("child", "base_url", "database")
+                    },
+                    "runs": runs,
+                    "summary": summary,
+                },
+                indent=1,
+            )
+        )
+        print(f"\nraw figures: {args.out}")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
