@@ -91,9 +91,14 @@ def _catalog_row(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _catalog_asset(
-    name: str, noun: str, columns: list[Column], fetch: Callable[[Any], list[dict[str, Any]]]
+def _snapshot_asset(
+    name: str,
+    description: str,
+    columns: list[Column],
+    keys: list[str],
+    rows: Callable[[Any], Iterable[dict[str, Any]]],
 ) -> dg.AssetsDefinition:
+    """An unpartitioned table refreshed whole from what ``rows(client)`` streams."""
     key = dg.AssetKey([GROUP, name])
     table = f"pendo.{name}"
 
@@ -103,25 +108,36 @@ def _catalog_asset(
         kinds=KINDS,
         owners=OWNERS,
         pool=POOL,
-        description=f"Every {noun} of the Pendo subscription, across all its apps.",
+        description=description,
         automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=[checks.keys_spec(key, ["id"])],
+        check_specs=[checks.keys_spec(key, keys)],
     )
-    def _catalog(
+    def _snapshot(
         context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
     ) -> dg.MaterializeResult:
         with pendo.session(context) as client:
             start = client.stats.snapshot()
-            items = fetch(client)
+            load_rows(warehouse, table, columns, rows(client))
             cost = api_metadata(client, start, "pendo")
-        load_rows(warehouse, table, columns, map(_catalog_row, items))
         return dg.MaterializeResult(
             metadata={**table_metadata(warehouse, table, columns), **cost},
-            check_results=[checks.check_keys_unique(warehouse, table, ["id"])],
+            check_results=[checks.check_keys_unique(warehouse, table, keys)],
         )
 
-    _catalog.__name__ = f"pendo_{name}"
-    return _catalog
+    _snapshot.__name__ = f"pendo_{name}"
+    return _snapshot
+
+
+def _catalog_asset(
+    name: str, noun: str, columns: list[Column], fetch: Callable[[Any], list[dict[str, Any]]]
+) -> dg.AssetsDefinition:
+    return _snapshot_asset(
+        name,
+        f"Every {noun} of the Pendo subscription, across all its apps.",
+        columns,
+        ["id"],
+        lambda client: map(_catalog_row, fetch(client)),
+    )
 
 
 SCHEMA_COLUMNS = [
@@ -152,35 +168,13 @@ def _schema_rows(schema: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[
 
 
 def _schema_asset(kind: str) -> dg.AssetsDefinition:
-    name = f"{kind}_metadata_schema"
-    key = dg.AssetKey([GROUP, name])
-    table = f"pendo.{name}"
-
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        description=f"The {kind} metadata fields Pendo knows, with their types.",
-        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=[checks.keys_spec(key, ["group_name", "field"])],
+    return _snapshot_asset(
+        f"{kind}_metadata_schema",
+        f"The {kind} metadata fields Pendo knows, with their types.",
+        SCHEMA_COLUMNS,
+        ["group_name", "field"],
+        lambda client: _schema_rows(_plain_schema(client.get_metadata_schema(kind))),
     )
-    def _schema(
-        context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
-    ) -> dg.MaterializeResult:
-        with pendo.session(context) as client:
-            start = client.stats.snapshot()
-            schema = client.get_metadata_schema(kind)
-            cost = api_metadata(client, start, "pendo")
-        load_rows(warehouse, table, SCHEMA_COLUMNS, _schema_rows(_plain_schema(schema)))
-        return dg.MaterializeResult(
-            metadata={**table_metadata(warehouse, table, SCHEMA_COLUMNS), **cost},
-            check_results=[checks.check_keys_unique(warehouse, table, ["group_name", "field"])],
-        )
-
-    _schema.__name__ = f"pendo_{name}"
-    return _schema
 
 
 def _plain_schema(schema: Any) -> dict[str, dict[str, dict[str, Any]]]:
@@ -256,38 +250,15 @@ def _entity_asset(
     noun: str,
     pipeline_tail: list[dict[str, Any]],
 ) -> dg.AssetsDefinition:
-    key = dg.AssetKey([GROUP, name])
-    table = f"pendo.{name}"
-
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        description=(
-            f"Every {noun} with its metadata (auto, agent, custom), read through the "
-            f"aggregation API since Pendo has no list endpoint."
-        ),
-        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=[checks.keys_spec(key, [key_column])],
+    pipeline = [{"source": {source: None}}, *pipeline_tail]
+    return _snapshot_asset(
+        name,
+        f"Every {noun} with its metadata (auto, agent, custom), read through the "
+        "aggregation API since Pendo has no list endpoint.",
+        columns,
+        [key_column],
+        lambda client: map(to_row, client.aggregate(pipeline)),
     )
-    def _entities(
-        context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
-    ) -> dg.MaterializeResult:
-        pipeline = [{"source": {source: None}}, *pipeline_tail]
-        with pendo.session(context) as client:
-            start = client.stats.snapshot()
-            rows = load_rows(warehouse, table, columns, map(to_row, client.aggregate(pipeline)))
-            cost = api_metadata(client, start, "pendo")
-        context.log.info(f"{table}: {rows} rows")
-        return dg.MaterializeResult(
-            metadata={**table_metadata(warehouse, table, columns), **cost},
-            check_results=[checks.check_keys_unique(warehouse, table, [key_column])],
-        )
-
-    _entities.__name__ = f"pendo_{name}"
-    return _entities
 
 
 # ----- daily usage ---------------------------------------------------------------------------
@@ -557,35 +528,15 @@ REPORT_COLUMNS = [Column("row_number", INT), Column("row", STR, "The report row 
 
 
 def report_asset(report: NamedItem) -> dg.AssetsDefinition:
-    key = dg.AssetKey([GROUP, f"report_{report.name}"])
-    table = f"pendo.report_{report.name}"
-
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        description=f"The saved Pendo report {report.id} ({report.name}), as JSON rows.",
-        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=[checks.keys_spec(key, ["row_number"])],
+    return _snapshot_asset(
+        f"report_{report.name}",
+        f"The saved Pendo report {report.id} ({report.name}), as JSON rows.",
+        REPORT_COLUMNS,
+        ["row_number"],
+        lambda client: (
+            {"row_number": i, "row": row} for i, row in enumerate(client.report_results(report.id))
+        ),
     )
-    def _report(
-        context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
-    ) -> dg.MaterializeResult:
-        with pendo.session(context) as client:
-            start = client.stats.snapshot()
-            results = client.report_results(report.id)
-            cost = api_metadata(client, start, "pendo")
-        rows = ({"row_number": i, "row": r} for i, r in enumerate(results))
-        load_rows(warehouse, table, REPORT_COLUMNS, rows)
-        return dg.MaterializeResult(
-            metadata={**table_metadata(warehouse, table, REPORT_COLUMNS), **cost},
-            check_results=[checks.check_keys_unique(warehouse, table, ["row_number"])],
-        )
-
-    _report.__name__ = f"pendo_report_{report.name}"
-    return _report
 
 
 def pendo_assets() -> list[dg.AssetsDefinition]:
