@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 
 from analytics_assets.warehouse import DuckDBWarehouse
 
-BATCH_ROWS = 10000
+# Rows per Arrow batch (one Parquet row group): 10,000 rather than 50,000 took 50 MB off
+# the peak of a 523,028-row Pendo load at the same CPU time (bench/README.md, Pendo vs dlt).
+BATCH_ROWS = 10_000
 
 _DAGSTER_TYPES = {
     pa.string(): "string",
