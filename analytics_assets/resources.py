@@ -13,6 +13,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -21,23 +22,47 @@ from pydantic import Field
 from analytics_assets.clients.amplitude import AmplitudeClient
 from analytics_assets.clients.limits import Limiter, amplitude_budgets
 from analytics_assets.clients.pendo import PendoClient
+from analytics_assets.settings import amplitude_budget_ledger
 
-_BUDGETS: dict[str, dict[str, Limiter]] = {}
+MEMORY_LEDGER = "memory"
+
+_BUDGETS: dict[tuple[str, str], dict[str, Limiter]] = {}
 _BUDGETS_LOCK = threading.Lock()
 
 
 def _fingerprint(*parts: str) -> str:
-    # Budgets are shared per project within a process; key them by a hash, never the key.
+    # Budgets are shared per project; key them by a hash, never the key.
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def shared_amplitude_budgets(api_key: str, region: str, window_scale: float) -> dict[str, Limiter]:
-    """One set of Amplitude budgets per project and process, shared by every client."""
-    key = _fingerprint(api_key, region, repr(window_scale))
+def resolve_budget_ledger(ledger: str | None) -> str:
+    """The ledger file to use (absolute), or ``"memory"``; ``None`` means the default."""
+    if ledger is None or not ledger.strip():
+        return amplitude_budget_ledger()
+    if ledger.strip().lower() == MEMORY_LEDGER:
+        return MEMORY_LEDGER
+    return str(Path(ledger).expanduser().resolve())
+
+
+def shared_amplitude_budgets(
+    api_key: str, region: str, window_scale: float, ledger: str | None = None
+) -> dict[str, Limiter]:
+    """One set of Amplitude budgets per project, shared by every client of this process and,
+    through the SQLite ``ledger`` (default ``<data dir>/amplitude-budgets.sqlite``), by every
+    process on this host that uses the same file. ``ledger="memory"``: this process only.
+
+    The ledger keys a project by a fingerprint of its key, region and window scale (tests
+    shrink windows; they must not share rows with real budgets)."""
+    where = resolve_budget_ledger(ledger)
+    scope = _fingerprint(api_key, region, repr(window_scale))
     with _BUDGETS_LOCK:
-        if key not in _BUDGETS:
-            _BUDGETS[key] = amplitude_budgets(window_scale)
-        return _BUDGETS[key]
+        if (scope, where) not in _BUDGETS:
+            _BUDGETS[scope, where] = amplitude_budgets(
+                window_scale,
+                ledger_path=None if where == MEMORY_LEDGER else where,
+                ledger_scope=scope,
+            )
+        return _BUDGETS[scope, where]
 
 
 @contextmanager
@@ -126,10 +151,24 @@ class AmplitudeResource(dg.ConfigurableResource):
     budget_window_scale: float = Field(
         default=1.0, description="Shrinks every budget window (tests and benchmarks only)."
     )
+    budget_ledger: str | None = Field(
+        default=None,
+        description=(
+            "SQLite file holding the rate budgets shared by every step and run on this host "
+            "(default: AMPLITUDE_BUDGET_LEDGER, else <data dir>/amplitude-budgets.sqlite); "
+            "'memory' keeps them per process."
+        ),
+    )
     connect_timeout: float = 10.0
     read_timeout: float = Field(default=180.0, description="Exports can take minutes.")
     max_attempts: int = 6
     max_retry_time: float = 300.0
+
+    def budgets(self) -> dict[str, Limiter]:
+        """This project's budgets, shared by every client, step and run using the ledger."""
+        return shared_amplitude_budgets(
+            self.api_key, self.region, self.budget_window_scale, self.budget_ledger
+        )
 
     def get_client(self) -> AmplitudeClient:
         return AmplitudeClient(
@@ -139,7 +178,7 @@ class AmplitudeResource(dg.ConfigurableResource):
             base_url=self.base_url or None,
             ingestion_url=self.ingestion_url or None,
             profile_url=self.profile_url or None,
-            budgets=shared_amplitude_budgets(self.api_key, self.region, self.budget_window_scale),
+            budgets=self.budgets(),
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_attempts=self.max_attempts,

@@ -20,3 +20,13 @@ def warehouse_path() -> Path:
 def dagster_home() -> Path:
     """The Dagster home the demo leaves behind for ``dagster dev``."""
     return data_dir() / "dagster_home"
+
+
+def amplitude_budget_ledger() -> str:
+    """The SQLite file of Amplitude's budgets shared by every process on this host
+    (``AMPLITUDE_BUDGET_LEDGER``, default under the data directory); ``memory`` keeps the
+    budgets in each process instead."""
+    explicit = os.environ.get("AMPLITUDE_BUDGET_LEDGER", "").strip()
+    if explicit.lower() == "memory":
+        return "memory"
+    return str(Path(explicit).resolve() if explicit else data_dir() / "amplitude-budgets.sqlite")

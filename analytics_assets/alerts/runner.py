@@ -44,7 +44,7 @@ from analytics_assets.clients.errors import (
     ApiError,
 )
 from analytics_assets.clients.pendo import PendoClient
-from analytics_assets.resources import AmplitudeResource, PendoResource, shared_amplitude_budgets
+from analytics_assets.resources import AmplitudeResource, PendoResource
 
 # ------------------------------------------------------------------------------ clients
 
@@ -73,9 +73,7 @@ def _amplitude_client(resource: Any, settings: SensorSettings) -> Any:
             base_url=resource.base_url or None,
             ingestion_url=resource.ingestion_url or None,
             profile_url=resource.profile_url or None,
-            budgets=shared_amplitude_budgets(
-                resource.api_key, resource.region, resource.budget_window_scale
-            ),
+            budgets=resource.budgets(),
             connect_timeout=resource.connect_timeout,
             read_timeout=settings.api_timeout_seconds,
             max_attempts=settings.api_attempts,

@@ -35,12 +35,14 @@ from .limits import (
     amplitude_query_cost,
     taxonomy_cost,
 )
+from .shared_budget import BudgetLedger, SharedBudget
 
 __all__ = [
     "AdaptiveTokenBucket",
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetLedger",
     "CompositeLimiter",
     "ConfigurationError",
     "CostBudget",
@@ -51,6 +53,7 @@ __all__ = [
     "Redactor",
     "Secret",
     "ServerError",
+    "SharedBudget",
     "StatsSnapshot",
     "Transport",
     "TransportConfig",

@@ -7,6 +7,10 @@ it for those few milliseconds. :class:`Settlement` closes the gap by keeping a s
 stamped when each response *ends* (never earlier than the server's stamp) and waiting on it
 before the budget proper, so the client's view is never more generous than the server's.
 One settlement per budget object, shared by every client that shares the budgets.
+
+Budgets kept in a shared ledger (:class:`~.shared_budget.SharedBudget`) already stamp each
+cost at release, across processes; they get no settlement here (``settles_at_release``),
+which would only count every cost twice within this process.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ _SETTLEMENTS_LOCK = threading.Lock()
 
 
 def _window_budget(limiter: Limiter) -> CostBudget | None:
+    if getattr(limiter, "settles_at_release", False):
+        return None  # its own ledger stamps costs at release: a settlement would add nothing
     if isinstance(limiter, CostBudget):
         return limiter if limiter.capacity is not None else None
     if isinstance(limiter, CompositeLimiter):

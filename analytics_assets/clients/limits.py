@@ -1,8 +1,9 @@
 """Client-side limits: wait before sending instead of earning a 429.
 
-Limits here are per process. Across processes (a Dagster backfill runs steps in several),
-Dagster concurrency pools cap how many steps call an API at once; these limiters keep each
-step inside its share.
+The limiters here are per process. Amplitude's windowed budgets can instead be kept in a
+SQLite file shared by every process on the host (``amplitude_budgets(ledger_path=...)``, see
+``shared_budget.py``): a Dagster backfill runs each step in a new process, and Dagster's
+concurrency pools cap how many steps run at once but carry no time window between them.
 
 Every limiter takes an injectable ``clock`` (monotonic seconds) and ``sleep`` so tests can run
 hours of simulated time in microseconds.
@@ -16,7 +17,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from .shared_budget import SharedBudget, ledger_at
 
 __all__ = [
     "AdaptiveTokenBucket",
@@ -455,14 +459,21 @@ def amplitude_budgets(
     window_scale: float = 1.0,
     *,
     throttle_pause: float | None = None,
-    clock: Clock = time.monotonic,
+    clock: Clock | None = None,
     sleep: Sleep = time.sleep,
+    ledger_path: str | Path | None = None,
+    ledger_scope: str = "default",
 ) -> dict[str, Limiter]:
     """Fresh limiters for one Amplitude project, one per family of endpoints.
 
     ``window_scale`` multiplies every window and, unless ``throttle_pause`` is given, the
     30 s pause after a 429 without ``Retry-After`` (tests use e.g. 0.001). Create them once
     per process and share them across clients and threads.
+
+    With ``ledger_path`` the budgets are :class:`~.shared_budget.SharedBudget` objects kept in
+    that SQLite file, shared with every other process that opens it with the same
+    ``ledger_scope`` (a fingerprint of the project, never its key); ``clock`` then defaults
+    to wall-clock time. Without it they are in-memory :class:`CostBudget` objects (monotonic).
 
     * ``dashboard``: 108,000 cost/hour, concurrent cost <= 1,000 (read as "in flight at the
       same time"; the docs also say "within five minutes"), and one of the 5 REST slots.
@@ -476,31 +487,38 @@ def amplitude_budgets(
         raise ValueError(f"window_scale must be > 0, got {window_scale}")
     s = window_scale
     pause = 30.0 * s if throttle_pause is None else throttle_pause
-    kw: dict[str, Any] = {"clock": clock, "sleep": sleep, "throttle_pause": pause}
+
+    if ledger_path is None:
+        kw: dict[str, Any] = {
+            "clock": clock or time.monotonic,
+            "sleep": sleep,
+            "throttle_pause": pause,
+        }
+
+        def budget(family: str, *args: Any, **extra: Any) -> Any:
+            return CostBudget(*args, name=f"amplitude.{family}", **kw, **extra)
+
+    else:
+        ledger = ledger_at(ledger_path)
+        kw = {"clock": clock or time.time, "sleep": sleep, "throttle_pause": pause}
+
+        def budget(family: str, *args: Any, **extra: Any) -> Any:
+            return SharedBudget(
+                ledger, family, *args, scope=ledger_scope, name=f"amplitude.{family}", **kw, **extra
+            )
+
     # The 5 concurrent Dashboard REST requests are shared by charts and cohort downloads.
     # A 429 on one family must not pause the others, so the shared slots never pause.
-    rest_slots = CostBudget(
-        None, 3600 * s, max_concurrent=5, pause_on_throttle=False, name="amplitude.rest_slots", **kw
-    )
+    rest_slots = budget("rest_slots", None, 3600 * s, max_concurrent=5, pause_on_throttle=False)
 
-    def with_slots(budget: CostBudget) -> Limiter:
-        return CompositeLimiter([budget, rest_slots], name=budget.name)
+    def with_slots(family_budget: Any) -> Limiter:
+        return CompositeLimiter([family_budget, rest_slots], name=family_budget.name)
 
     return {
-        "dashboard": with_slots(
-            CostBudget(
-                108_000, 3600 * s, max_concurrent_cost=1000, name="amplitude.dashboard", **kw
-            )
-        ),
-        "user_lookup": CostBudget(
-            360, 3600 * s, max_concurrent=10, name="amplitude.user_lookup", **kw
-        ),
-        "cohorts": with_slots(
-            CostBudget(60, 600 * s, max_concurrent=4, name="amplitude.cohorts", **kw)
-        ),
-        "export": with_slots(CostBudget(None, 3600 * s, name="amplitude.export", **kw)),
-        "taxonomy": CostBudget(
-            7200, 3600 * s, max_concurrent_cost=4, name="amplitude.taxonomy", **kw
-        ),
-        "profile": CostBudget(600, 60 * s, name="amplitude.profile", **kw),
+        "dashboard": with_slots(budget("dashboard", 108_000, 3600 * s, max_concurrent_cost=1000)),
+        "user_lookup": budget("user_lookup", 360, 3600 * s, max_concurrent=10),
+        "cohorts": with_slots(budget("cohorts", 60, 600 * s, max_concurrent=4)),
+        "export": with_slots(budget("export", None, 3600 * s)),
+        "taxonomy": budget("taxonomy", 7200, 3600 * s, max_concurrent_cost=4),
+        "profile": budget("profile", 600, 60 * s),
     }

@@ -1,0 +1,23 @@
+"""Session-wide fixtures for every test folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _amplitude_budget_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One fresh Amplitude budget ledger per test session.
+
+    Amplitude's budgets live in a SQLite file shared by every process (default
+    ``<data dir>/amplitude-budgets.sqlite``) and outlive the session that spent them, as the
+    server's windows do. Tests must not inherit the cohort requests of an earlier session
+    (60 per 10 minutes), so each session gets its own file; tests spawning processes pass
+    it on through the environment (the secrets test sets its own data directory instead).
+    """
+    path = tmp_path_factory.mktemp("amplitude-budgets") / "amplitude-budgets.sqlite"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AMPLITUDE_BUDGET_LEDGER", str(path))
+        yield
