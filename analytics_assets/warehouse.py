@@ -110,8 +110,7 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             try:
                 source = self._register(conn, data)
                 self._ensure_table(conn, table, source)
-                conn.execute(f"DELETE FROM {table} WHERE {partition_column} = ?",
-                             [partition_value])
+                conn.execute(f"DELETE FROM {table} WHERE {partition_column} = ?", [partition_value])
                 before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source}")
                 after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

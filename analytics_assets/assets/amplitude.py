@@ -7,13 +7,13 @@ figures are asked for the project-local day of the partition (set the Amplitude
 project's time zone to the Pendo subscription's, as the README says).
 """
 
-
 import tempfile
 import time
-from collections.abc import Iterable
-from datetime import date
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pyarrow as pa
@@ -54,13 +54,21 @@ def _cost_delta(client: Any, before: dict[str, float]) -> float:
     return float(sum(after.values()) - sum(before.values()))
 
 
-def _materialize(warehouse: DuckDBWarehouse, table: str, columns: list[Column] | None,
-                 cost: dict[str, Any], check_results: list[dg.AssetCheckResult],
-                 partition: tuple[str, Any] | None = None,
-                 extra: dict[str, Any] | None = None) -> dg.MaterializeResult:
+def _materialize(
+    warehouse: DuckDBWarehouse,
+    table: str,
+    columns: list[Column] | None,
+    cost: dict[str, Any],
+    check_results: list[dg.AssetCheckResult],
+    partition: tuple[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dg.MaterializeResult:
     return dg.MaterializeResult(
-        metadata={**table_metadata(warehouse, table, columns, partition=partition), **cost,
-                  **(extra or {})},
+        metadata={
+            **table_metadata(warehouse, table, columns, partition=partition),
+            **cost,
+            **(extra or {}),
+        },
         check_results=check_results,
     )
 
@@ -81,7 +89,11 @@ def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
 
 
 @dg.asset(
-    key=USERS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    key=USERS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
     description="Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
     partitions_def=daily_partitions(),
     check_specs=[checks.keys_spec(USERS_KEY, ["day"])],
@@ -96,12 +108,22 @@ def amplitude_daily_active_users(
         active = _single_value(client.active_users(day, day, metric="active"), day)
         new = _single_value(client.active_users(day, day, metric="new"), day)
         cost = _cost_metadata(client, start)
-    load_rows(warehouse, table, USERS_COLUMNS,
-              [{"day": day, "active_users": active, "new_users": new}], partition=("day", day))
+    load_rows(
+        warehouse,
+        table,
+        USERS_COLUMNS,
+        [{"day": day, "active_users": active, "new_users": new}],
+        partition=("day", day),
+    )
     partition = ("day", day)
-    return _materialize(warehouse, table, USERS_COLUMNS, cost,
-                        [checks.check_keys_unique(warehouse, table, ["day"], partition)],
-                        partition)
+    return _materialize(
+        warehouse,
+        table,
+        USERS_COLUMNS,
+        cost,
+        [checks.check_keys_unique(warehouse, table, ["day"], partition)],
+        partition,
+    )
 
 
 TOTALS_COLUMNS = [DAY, Column("event_type", STR), Column("totals", INT), Column("uniques", INT)]
@@ -109,14 +131,20 @@ TOTALS_KEY = dg.AssetKey([GROUP, "event_type_daily_totals"])
 
 
 @dg.asset(
-    key=TOTALS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    key=TOTALS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
     description=(
         "Per event type and day: total events and unique users (event segmentation), for "
         "every event type the project lists."
     ),
     partitions_def=daily_partitions(),
-    check_specs=[checks.keys_spec(TOTALS_KEY, ["day", "event_type"]),
-                 checks.not_empty_spec(TOTALS_KEY)],
+    check_specs=[
+        checks.keys_spec(TOTALS_KEY, ["day", "event_type"]),
+        checks.not_empty_spec(TOTALS_KEY),
+    ],
 )
 def amplitude_event_type_daily_totals(
     context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
@@ -134,17 +162,22 @@ def amplitude_event_type_daily_totals(
             totals = _single_value(client.segmentation(spec, day, day, metric="totals"), day)
             uniques = _single_value(client.segmentation(spec, day, day, metric="uniques"), day)
             if totals or uniques:
-                rows.append({"day": day, "event_type": name, "totals": totals,
-                             "uniques": uniques})
+                rows.append({"day": day, "event_type": name, "totals": totals, "uniques": uniques})
         cost = _cost_metadata(client, start)
     load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
     partition = ("day", day)
     total_events = sum(r["totals"] for r in rows)
     return _materialize(
-        warehouse, table, TOTALS_COLUMNS, cost,
-        [checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
-         checks.check_not_empty(warehouse, table, total_events > 0, partition)],
-        partition, {"amplitude_events_total": dg.MetadataValue.int(total_events)},
+        warehouse,
+        table,
+        TOTALS_COLUMNS,
+        cost,
+        [
+            checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
+            checks.check_not_empty(warehouse, table, total_events > 0, partition),
+        ],
+        partition,
+        {"amplitude_events_total": dg.MetadataValue.int(total_events)},
     )
 
 
@@ -233,7 +266,11 @@ def export_select_sql(files: list[Path], day: date) -> str:
 
 
 @dg.asset(
-    key=EVENTS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    key=EVENTS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
     description=(
         "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
         "local day; streamed to disk and loaded by DuckDB, never held in memory whole. Late "
@@ -266,7 +303,10 @@ def amplitude_events(
             # Millions of wide rows under the warehouse's memory_limit: without insertion
             # order DuckDB reads and inserts on every thread (bench/README.md, Daily sync).
             rows = warehouse.replace_partition(
-                table, export_select_sql(files, window.day), "day", window.day,
+                table,
+                export_select_sql(files, window.day),
+                "day",
+                window.day,
                 preserve_insertion_order=False,
             )
         else:
@@ -279,16 +319,22 @@ def amplitude_events(
         f"({rows / max(load_seconds, 1e-9):,.0f} events/s)"
     )
     return _materialize(
-        warehouse, table, None, cost,
+        warehouse,
+        table,
+        None,
+        cost,
         [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
         partition,
-        {"export_hours": dg.MetadataValue.text(
-            f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"),
-         "export_files": dg.MetadataValue.int(len(files)),
-         "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
-         "amplitude_events_loaded": dg.MetadataValue.int(rows),
-         "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
-         "load_seconds": dg.MetadataValue.float(round(load_seconds, 3))},
+        {
+            "export_hours": dg.MetadataValue.text(
+                f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"
+            ),
+            "export_files": dg.MetadataValue.int(len(files)),
+            "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
+            "amplitude_events_loaded": dg.MetadataValue.int(rows),
+            "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
+            "load_seconds": dg.MetadataValue.float(round(load_seconds, 3)),
+        },
     )
 
 
@@ -307,23 +353,37 @@ def chart_asset(chart: NamedItem) -> dg.AssetsDefinition:
     table = f"amplitude.chart_{chart.name}"
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
         description=f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
         automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
         check_specs=[checks.keys_spec(key, ["row_number"])],
     )
     def _chart(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource,
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
         warehouse: DuckDBWarehouse,
     ) -> dg.MaterializeResult:
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
             results = client.chart_results(chart.id)
             cost = _cost_metadata(client, start)
-        load_rows(warehouse, table, CHART_COLUMNS,
-                  ({"row_number": i, "row": r} for i, r in enumerate(results)))
-        return _materialize(warehouse, table, CHART_COLUMNS, cost,
-                            [checks.check_keys_unique(warehouse, table, ["row_number"])])
+        load_rows(
+            warehouse,
+            table,
+            CHART_COLUMNS,
+            ({"row_number": i, "row": r} for i, r in enumerate(results)),
+        )
+        return _materialize(
+            warehouse,
+            table,
+            CHART_COLUMNS,
+            cost,
+            [checks.check_keys_unique(warehouse, table, ["row_number"])],
+        )
 
     _chart.__name__ = f"amplitude_chart_{chart.name}"
     return _chart
@@ -332,9 +392,14 @@ def chart_asset(chart: NamedItem) -> dg.AssetsDefinition:
 # ----- cohorts --------------------------------------------------------------------------------
 
 COHORT_COLUMNS = [
-    Column("cohort_id", STR), Column("name", STR), Column("size", INT),
-    Column("archived", BOOL), Column("published", BOOL), Column("finished", BOOL),
-    Column("last_computed", TS), Column("details", STR, "The cohort object as JSON"),
+    Column("cohort_id", STR),
+    Column("name", STR),
+    Column("size", INT),
+    Column("archived", BOOL),
+    Column("published", BOOL),
+    Column("finished", BOOL),
+    Column("last_computed", TS),
+    Column("details", STR, "The cohort object as JSON"),
 ]
 COHORTS_KEY = dg.AssetKey([GROUP, "cohorts"])
 
@@ -344,8 +409,11 @@ def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
 
     computed = c.get("lastComputed")
     return {
-        "cohort_id": c.get("id"), "name": c.get("name"), "size": c.get("size"),
-        "archived": c.get("archived"), "published": c.get("published"),
+        "cohort_id": c.get("id"),
+        "name": c.get("name"),
+        "size": c.get("size"),
+        "archived": c.get("archived"),
+        "published": c.get("published"),
         "finished": c.get("finished"),
         # Amplitude gives lastComputed in epoch seconds (not milliseconds).
         "last_computed": datetime.fromtimestamp(computed, tz=UTC) if computed else None,
@@ -354,7 +422,11 @@ def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
 
 
 @dg.asset(
-    key=COHORTS_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    key=COHORTS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
     description="The project's behavioral cohorts (the cohort list), refreshed daily.",
     automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
     check_specs=[checks.keys_spec(COHORTS_KEY, ["cohort_id"])],
@@ -368,12 +440,21 @@ def amplitude_cohorts(
         cohorts = client.list_cohorts()
         cost = _cost_metadata(client, start)
     load_rows(warehouse, table, COHORT_COLUMNS, map(_cohort_row, cohorts))
-    return _materialize(warehouse, table, COHORT_COLUMNS, cost,
-                        [checks.check_keys_unique(warehouse, table, ["cohort_id"])])
+    return _materialize(
+        warehouse,
+        table,
+        COHORT_COLUMNS,
+        cost,
+        [checks.check_keys_unique(warehouse, table, ["cohort_id"])],
+    )
 
 
-MEMBERSHIP_COLUMNS = [DAY, Column("cohort_id", STR), Column("user_id", STR),
-                      Column("amplitude_id", INT)]
+MEMBERSHIP_COLUMNS = [
+    DAY,
+    Column("cohort_id", STR),
+    Column("user_id", STR),
+    Column("amplitude_id", INT),
+]
 MEMBERSHIP_KEY = dg.AssetKey([GROUP, "cohort_membership"])
 
 
@@ -407,8 +488,13 @@ def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cohorts the config names, or every discoverable one (computed, not archived)."""
     wanted = load_sync_config().amplitude_cohorts
     if wanted == "all":
-        return [c for c in cohorts if not c.get("archived") and c.get("finished") is not False
-                and c.get("size") is not None]
+        return [
+            c
+            for c in cohorts
+            if not c.get("archived")
+            and c.get("finished") is not False
+            and c.get("size") is not None
+        ]
     by_id = {c.get("id"): c for c in cohorts}
     missing = [cid for cid in wanted if cid not in by_id]
     if missing:
@@ -419,50 +505,128 @@ def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_id[cid] for cid in wanted]
 
 
+def membership_as_of(
+    cohorts: list[dict[str, Any]], timezone: str, now: datetime | None = None
+) -> tuple[datetime, str]:
+    """When the membership Amplitude serves now was computed, in the sync's time zone: the
+    newest ``lastComputed`` (epoch seconds) of ``cohorts``, read from the server, else the
+    wall clock (``now``) when no cohort has one. Returns the moment and what it came from."""
+    tz = ZoneInfo(timezone)
+    computed = [
+        c["lastComputed"]
+        for c in cohorts
+        if isinstance(c.get("lastComputed"), int | float)
+        and not isinstance(c.get("lastComputed"), bool)
+    ]
+    if computed:
+        return datetime.fromtimestamp(max(computed), tz=tz), "the cohorts' newest lastComputed"
+    return (now or datetime.now(tz)).astimezone(tz), "the wall clock: no cohort has a lastComputed"
+
+
+def snapshot_lag_days(day: date, as_of: datetime) -> int:
+    """How many days ``day`` (a partition) is before the local day of ``as_of``."""
+    return (as_of.date() - day).days
+
+
+def _no_check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
+    """Empty outputs for the asset's checks, when it yields no materialization.
+
+    Dagster 1.13's ``@asset`` builds check outputs as required whatever ``output_required``
+    says (it builds them with ``can_subset=False``: dagster-io/dagster#27399), so a step
+    that yields neither the asset nor its check results fails with
+    DagsterStepOutputNotFoundError. An Output without an AssetCheckResult records no check
+    evaluation; the checks stay planned and the UI shows them skipped once the run ends."""
+    selected = context.selected_asset_check_keys
+    for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.key in selected:
+            yield dg.Output(None, output_name=output_name)
+
+
 @dg.asset(
-    key=MEMBERSHIP_KEY, group_name=GROUP, kinds=KINDS, owners=OWNERS, pool=POOL,
+    key=MEMBERSHIP_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
     description=(
         "A daily snapshot of who is in each selected cohort, fetched through Amplitude's "
-        "asynchronous cohort download (request, poll, file)."
+        "asynchronous cohort download (request, poll, file). Amplitude serves only a "
+        "cohort's current members, so a partition is fetched only if its day is at most "
+        "amplitude.cohort_snapshot_max_lag_days (default 1) before the day of the cohorts' "
+        "newest lastComputed: the morning run of yesterday's partition takes the snapshot. "
+        "Older partitions (backfills, late-data re-runs) download nothing, keep the rows "
+        "stored for their day and record no materialization: a past day's membership "
+        "cannot be fetched again."
     ),
     partitions_def=daily_partitions(),
-    check_specs=[checks.keys_spec(MEMBERSHIP_KEY, ["day", "cohort_id", "user_id"]),
-                 checks.cohort_sizes_spec(MEMBERSHIP_KEY)],
+    output_required=False,
+    check_specs=[
+        checks.keys_spec(MEMBERSHIP_KEY, ["day", "cohort_id", "user_id"]),
+        checks.cohort_sizes_spec(MEMBERSHIP_KEY),
+    ],
 )
 def amplitude_cohort_membership(
     context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.Output]:
     day = day_window(context.partition_key).day
     table = "amplitude.cohort_membership"
+    config = load_sync_config()
     expected: dict[str, int | None] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp,
-        amplitude.session(context) as client,
-    ):
+    with amplitude.session(context) as client:
         start = client.stats.snapshot()
         chosen = selected_cohorts(client.list_cohorts())
-        files = []
-        for cohort in chosen:
-            dest = Path(tmp) / f"{cohort['id']}.csv"
-            files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
-            expected[cohort["id"]] = cohort.get("size")
+        as_of, basis = membership_as_of(chosen, config.timezone)
+        lag = snapshot_lag_days(day, as_of)
+        max_lag = config.amplitude_cohort_snapshot_max_lag_days
+        if lag > max_lag:
+            days = f"{lag} day{'s' if lag != 1 else ''}"
+            context.log.info(
+                f"Amplitude serves only current cohort membership (as of "
+                f"{as_of:%Y-%m-%d %H:%M %Z}, from {basis}); partition {day} is {days} older "
+                f"(amplitude.cohort_snapshot_max_lag_days is {max_lag}), so no cohort was "
+                "downloaded; kept the rows stored for it, if any"
+            )
+            fetched = False
+        else:
+            fetched = True
+            with tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp:
+                files = []
+                for cohort in chosen:
+                    dest = Path(tmp) / f"{cohort['id']}.csv"
+                    files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
+                    expected[cohort["id"]] = cohort.get("size")
 
-        def rows():
-            for cohort_id, path in files:
-                for member in client.read_cohort_csv(path):
-                    amp_id = member.get("amplitude_id")
-                    yield {"day": day, "cohort_id": cohort_id,
-                           "user_id": member.get("user_id"),
-                           "amplitude_id": int(amp_id) if amp_id not in (None, "") else None}
+                def rows():
+                    for cohort_id, path in files:
+                        for member in client.read_cohort_csv(path):
+                            amp_id = member.get("amplitude_id")
+                            yield {
+                                "day": day,
+                                "cohort_id": cohort_id,
+                                "user_id": member.get("user_id"),
+                                "amplitude_id": int(amp_id) if amp_id not in (None, "") else None,
+                            }
 
-        load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=("day", day))
-        cost = _cost_metadata(client, start)
+                load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=("day", day))
+            cost = _cost_metadata(client, start)
+    if not fetched:
+        yield from _no_check_outputs(context)
+        return
     partition = ("day", day)
-    return _materialize(
-        warehouse, table, MEMBERSHIP_COLUMNS, cost,
-        [checks.check_keys_unique(warehouse, table, ["day", "cohort_id", "user_id"], partition),
-         checks.check_cohort_sizes(warehouse, table, expected, day)],
-        partition, {"cohorts": dg.MetadataValue.int(len(expected))},
+    yield _materialize(
+        warehouse,
+        table,
+        MEMBERSHIP_COLUMNS,
+        cost,
+        [
+            checks.check_keys_unique(warehouse, table, ["day", "cohort_id", "user_id"], partition),
+            checks.check_cohort_sizes(warehouse, table, expected, day),
+        ],
+        partition,
+        {
+            "cohorts": dg.MetadataValue.int(len(expected)),
+            "membership_as_of": dg.MetadataValue.text(as_of.isoformat()),
+        },
     )
 
 

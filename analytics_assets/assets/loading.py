@@ -163,9 +163,7 @@ def table_metadata(
     schema = (
         table_schema(columns)
         if columns
-        else dg.TableSchema(
-            columns=[dg.TableColumn(n, t) for n, t in warehouse.columns(table)]
-        )
+        else dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in warehouse.columns(table)])
     )
     return {
         "dagster/row_count": dg.MetadataValue.int(count),

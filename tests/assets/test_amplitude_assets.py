@@ -12,7 +12,7 @@ import pytest
 from conftest import DAY
 
 from analytics_assets.assets.accounts import analytics_assets
-from analytics_assets.assets.amplitude import amplitude_assets
+from analytics_assets.assets.amplitude import amplitude_assets, amplitude_cohort_membership
 from analytics_assets.assets.pendo import pendo_assets
 from analytics_assets.partitions import day_window
 
@@ -92,6 +92,56 @@ def test_cohort_membership_matches_each_cohorts_size(resources, materialized) ->
     got = dict(zip(members.cohort_id, members.n.astype(int), strict=True))
     for row in sizes.itertuples():
         assert got.get(row.cohort_id, 0) == row.size
+
+
+MEMBERSHIP = dg.AssetKey(["amplitude", "cohort_membership"])
+PAST_DAY = "2026-11-10"  # a week before the sandbox's lastComputed: past the 1-day lag
+COHORT_DOWNLOADS = r"^/api/5/cohorts/"  # request, request-status and file
+COHORT_LIST = r"^/api/3/cohorts$"
+
+
+def test_cohort_membership_of_a_past_day_downloads_nothing_and_keeps_its_rows(
+    sandbox, resources, materialized
+) -> None:
+    warehouse = resources["warehouse"]
+    # The snapshot taken on the morning after PAST_DAY, back then.
+    warehouse.execute(
+        "INSERT INTO amplitude.cohort_membership VALUES "
+        f"(DATE '{PAST_DAY}', 'cohort-then', 'user-then', 42), "
+        f"(DATE '{PAST_DAY}', 'cohort-then', 'user-also-then', NULL)"
+    )
+
+    def stored():
+        return _query(resources, "SELECT * FROM amplitude.cohort_membership ORDER BY ALL")
+
+    before = stored()
+    counters = sandbox.state.counters
+    downloads, lists = counters.count(path=COHORT_DOWNLOADS), counters.count(path=COHORT_LIST)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        ASSETS, selection=[MEMBERSHIP], partition_key=PAST_DAY, resources=resources,
+        instance=instance,
+    )  # fmt: skip
+
+    assert result.success
+    assert counters.count(path=COHORT_DOWNLOADS) == downloads
+    assert counters.count(path=COHORT_LIST) == lists + 1  # to learn lastComputed
+    pd.testing.assert_frame_equal(stored(), before, check_exact=True)
+    assert result.get_asset_materialization_events() == []
+    assert instance.get_materialized_partitions(MEMBERSHIP) == set()
+    # The checks did not run (no evaluation, so none failed): they stay planned, and the
+    # UI shows a planned check of a run that succeeded as skipped.
+    assert result.get_asset_check_evaluations() == []
+    for spec in amplitude_cohort_membership.check_specs:
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(spec.key, 5)
+        assert record.status.value == "PLANNED" and record.run_id == result.run_id
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(
+        "Amplitude serves only current cohort membership (as of 2026-11-18 10:00 EST" in m
+        and f"partition {PAST_DAY} is 8 days older" in m
+        and "kept the rows stored for it, if any" in m
+        for m in messages
+    ), messages
 
 
 def test_account_daily_usage_joins_both_sources(resources, materialized) -> None:
