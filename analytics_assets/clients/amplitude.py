@@ -227,7 +227,9 @@ class AmplitudeClient:
     ``region`` is ``"us"`` or ``"eu"``; ``base_url`` (REST, Export, cohorts, taxonomy),
     ``ingestion_url`` and ``profile_url`` override the region's hosts (a proxy, the sandbox).
     ``budgets`` are the limiters from :func:`amplitude_budgets`: share one dict per project
-    and process, so every client and thread draws on the same hourly budget. Thread-safe.
+    (with ``ledger_path``, one SQLite ledger per host, so every process, client and thread
+    draws on the same windows). Without ``budgets`` the client keeps its own, in memory.
+    Thread-safe.
 
     ``throttle_pause_factor`` scales the 30 s (15 s) pause after an ingestion 429 (tests);
     ``sleep``, ``clock`` (monotonic) and ``http_transport`` are injectable for tests.
@@ -415,14 +417,29 @@ class AmplitudeClient:
             )
         try:
             return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            content_type = response.headers.get("content-type", "")
+            if "json" in content_type.lower():
+                # A JSON answer that does not parse was cut short or damaged on the way; the
+                # host is right, so pointing at base_url would mislead.
+                summary = (
+                    f"the JSON answer did not parse ({len(response.content):,} bytes: {exc})"
+                )
+                hint = (
+                    "The answer was truncated or damaged in transit (a dropped connection or "
+                    "a proxy). Re-run; if it keeps happening, check the proxies between this "
+                    "host and Amplitude."
+                )
+            else:
+                summary = f"expected JSON, got {content_type or 'no content type'}"
+                hint = "Check base_url points at Amplitude's API host, not its web UI."
             raise ApiError(
-                f"expected JSON, got {response.headers.get('content-type', 'no content type')}",
+                summary,
                 status=response.status_code,
                 method=response.request.method,
                 url=str(response.request.url.copy_with(query=None)),
                 service="amplitude",
-                hint="Check base_url points at Amplitude's API host, not its web UI.",
+                hint=hint,
             ) from None
 
     def _get(self, path: str, params: Any = None, *, family: str, cost: float = 1) -> Any:

@@ -70,7 +70,8 @@ class ApiError(Exception):
             p for p in (f"[{self.service}]" if self.service else None, self.method, self.url) if p
         )
         text = f"{where}: {self.summary}" if where else self.summary
-        if self.attempts and self.attempts > 1:
+        # Some summaries already say how many attempts were made; say it once.
+        if self.attempts and self.attempts > 1 and f"{self.attempts} attempts" not in text:
             text += f" (after {self.attempts} attempts)"
         text += "."
         if self.body_excerpt:

@@ -497,3 +497,19 @@ def test_api_error_is_raised_for_unexpected_redirect(tmp_path: Path) -> None:
             pytest.raises(ApiError, match="redirect"),
         ):
             client.list_cohorts()
+
+
+def test_truncated_json_answer_says_truncated_not_wrong_host(
+    sandbox: SandboxServer, faults: None
+) -> None:
+    fault = {"kind": "truncate", "count": 50, "path": "/api/3/cohorts$"}
+    control(sandbox, "/faults", "POST", json=fault)
+    with (
+        make_client(sandbox, max_attempts=2, max_retry_time=5.0) as c,
+        pytest.raises(ApiError) as caught,
+    ):
+        c.list_cohorts()
+    text = str(caught.value)
+    assert "base_url" not in text and "web UI" not in text, text
+    assert "truncated" in text or "cut short" in text, text
+    assert text.count("2 attempts") <= 1, text
