@@ -422,9 +422,7 @@ class AmplitudeClient:
             if "json" in content_type.lower():
                 # A JSON answer that does not parse was cut short or damaged on the way; the
                 # host is right, so pointing at base_url would mislead.
-                summary = (
-                    f"the JSON answer did not parse ({len(response.content):,} bytes: {exc})"
-                )
+                summary = f"the JSON answer did not parse ({len(response.content):,} bytes: {exc})"
                 hint = (
                     "The answer was truncated or damaged in transit (a dropped connection or "
                     "a proxy). Re-run; if it keeps happening, check the proxies between this "
