@@ -133,10 +133,15 @@ def cohort_sizes_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
 
 
 def check_cohort_sizes(
-    warehouse: DuckDBWarehouse, membership_table: str, expected: dict[str, int | None], day: Any
+    warehouse: DuckDBWarehouse,
+    membership_table: str,
+    expected: dict[str, int | None],
+    day: Any,
+    *,
+    day_column: str = "day",
 ) -> dg.AssetCheckResult:
     counts = warehouse.query(
-        f"SELECT cohort_id, count(*) AS members FROM {membership_table} WHERE day = ? "
+        f"SELECT cohort_id, count(*) AS members FROM {membership_table} WHERE {day_column} = ? "
         "GROUP BY cohort_id",
         [day],
     )

@@ -38,9 +38,6 @@ class SyncConfig:
     pendo_reports: tuple[NamedItem, ...] = ()
     amplitude_charts: tuple[NamedItem, ...] = ()
     amplitude_cohorts: str | tuple[str, ...] = "all"
-    # Cohort membership is fetched only for partitions at most this many days before the
-    # day Amplitude's membership is as of (Amplitude serves current membership only).
-    amplitude_cohort_snapshot_max_lag_days: int = 1
     source: str = field(default="", compare=False)
 
 
@@ -90,13 +87,6 @@ def parse_sync_config(data: object, source: str = "<memory>") -> SyncConfig:
     cohorts = amplitude.get("cohorts", "all")
     if cohorts != "all" and not isinstance(cohorts, list):
         raise SyncConfigError(f'{source}: amplitude.cohorts must be "all" or a list of ids')
-    max_lag = amplitude.get("cohort_snapshot_max_lag_days", 1)
-    if isinstance(max_lag, bool) or not isinstance(max_lag, int) or max_lag < 0:
-        raise SyncConfigError(
-            f"{source}: amplitude.cohort_snapshot_max_lag_days must be a whole number of days, "
-            f"0 or more (got {max_lag!r}); 1, the default, lets the morning run of yesterday's "
-            "partition take the snapshot"
-        )
     return SyncConfig(
         timezone=tz,
         start_date=start,
@@ -104,7 +94,6 @@ def parse_sync_config(data: object, source: str = "<memory>") -> SyncConfig:
         pendo_reports=_named_items(pendo.get("reports"), "pendo.reports"),
         amplitude_charts=_named_items(amplitude.get("charts"), "amplitude.charts"),
         amplitude_cohorts="all" if cohorts == "all" else tuple(str(c) for c in cohorts),
-        amplitude_cohort_snapshot_max_lag_days=max_lag,
         source=source,
     )
 

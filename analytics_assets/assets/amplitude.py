@@ -450,7 +450,10 @@ def amplitude_cohorts(
 
 
 MEMBERSHIP_COLUMNS = [
-    DAY,
+    Column(
+        "snapshot_day", DATE, "The local day the snapshot was taken (the as_of day, sync time zone)"
+    ),
+    Column("as_of", TS, "When Amplitude computed the membership (the cohorts' lastComputed)"),
     Column("cohort_id", STR),
     Column("user_id", STR),
     Column("amplitude_id", INT),
@@ -523,25 +526,6 @@ def membership_as_of(
     return (now or datetime.now(tz)).astimezone(tz), "the wall clock: no cohort has a lastComputed"
 
 
-def snapshot_lag_days(day: date, as_of: datetime) -> int:
-    """How many days ``day`` (a partition) is before the local day of ``as_of``."""
-    return (as_of.date() - day).days
-
-
-def _no_check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
-    """Empty outputs for the asset's checks, when it yields no materialization.
-
-    Dagster 1.13's ``@asset`` builds check outputs as required whatever ``output_required``
-    says (it builds them with ``can_subset=False``: dagster-io/dagster#27399), so a step
-    that yields neither the asset nor its check results fails with
-    DagsterStepOutputNotFoundError. An Output without an AssetCheckResult records no check
-    evaluation; the checks stay planned and the UI shows them skipped once the run ends."""
-    selected = context.selected_asset_check_keys
-    for output_name, spec in context.assets_def.check_specs_by_output_name.items():
-        if spec.key in selected:
-            yield dg.Output(None, output_name=output_name)
-
-
 @dg.asset(
     key=MEMBERSHIP_KEY,
     group_name=GROUP,
@@ -549,82 +533,74 @@ def _no_check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
     owners=OWNERS,
     pool=POOL,
     description=(
-        "A daily snapshot of who is in each selected cohort, fetched through Amplitude's "
-        "asynchronous cohort download (request, poll, file). Amplitude serves only a "
-        "cohort's current members, so a partition is fetched only if its day is at most "
-        "amplitude.cohort_snapshot_max_lag_days (default 1) before the day of the cohorts' "
-        "newest lastComputed: the morning run of yesterday's partition takes the snapshot. "
-        "Older partitions (backfills, late-data re-runs) download nothing, keep the rows "
-        "stored for their day and record no materialization: a past day's membership "
-        "cannot be fetched again."
+        "Who is in each selected cohort, one snapshot a day kept as history, fetched through "
+        "Amplitude's asynchronous cohort download (request, poll, file). Amplitude serves "
+        "only a cohort's current members, so this is a snapshot refreshed with the catalog, "
+        "not a daily partition: a past day's membership cannot be fetched again, and "
+        "backfills of the daily sync never touch it. A run replaces the rows of its own "
+        "snapshot_day (the local day of the cohorts' newest lastComputed); earlier days stay."
     ),
-    partitions_def=daily_partitions(),
-    output_required=False,
+    automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
     check_specs=[
-        checks.keys_spec(MEMBERSHIP_KEY, ["day", "cohort_id", "user_id"]),
+        checks.keys_spec(MEMBERSHIP_KEY, ["snapshot_day", "cohort_id", "user_id"]),
         checks.cohort_sizes_spec(MEMBERSHIP_KEY),
     ],
 )
 def amplitude_cohort_membership(
     context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> Iterator[dg.MaterializeResult | dg.Output]:
-    day = day_window(context.partition_key).day
+) -> dg.MaterializeResult:
     table = "amplitude.cohort_membership"
-    config = load_sync_config()
     expected: dict[str, int | None] = {}
-    with amplitude.session(context) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp,
+        amplitude.session(context) as client,
+    ):
         start = client.stats.snapshot()
         chosen = selected_cohorts(client.list_cohorts())
-        as_of, basis = membership_as_of(chosen, config.timezone)
-        lag = snapshot_lag_days(day, as_of)
-        max_lag = config.amplitude_cohort_snapshot_max_lag_days
-        if lag > max_lag:
-            days = f"{lag} day{'s' if lag != 1 else ''}"
-            context.log.info(
-                f"Amplitude serves only current cohort membership (as of "
-                f"{as_of:%Y-%m-%d %H:%M %Z}, from {basis}); partition {day} is {days} older "
-                f"(amplitude.cohort_snapshot_max_lag_days is {max_lag}), so no cohort was "
-                "downloaded; kept the rows stored for it, if any"
-            )
-            fetched = False
-        else:
-            fetched = True
-            with tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp:
-                files = []
-                for cohort in chosen:
-                    dest = Path(tmp) / f"{cohort['id']}.csv"
-                    files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
-                    expected[cohort["id"]] = cohort.get("size")
+        as_of, basis = membership_as_of(chosen, load_sync_config().timezone)
+        snapshot_day = as_of.date()
+        files = []
+        for cohort in chosen:
+            dest = Path(tmp) / f"{cohort['id']}.csv"
+            files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
+            expected[cohort["id"]] = cohort.get("size")
 
-                def rows():
-                    for cohort_id, path in files:
-                        for member in client.read_cohort_csv(path):
-                            amp_id = member.get("amplitude_id")
-                            yield {
-                                "day": day,
-                                "cohort_id": cohort_id,
-                                "user_id": member.get("user_id"),
-                                "amplitude_id": int(amp_id) if amp_id not in (None, "") else None,
-                            }
+        def rows() -> Iterator[dict[str, Any]]:
+            for cohort_id, path in files:
+                for member in client.read_cohort_csv(path):
+                    amp_id = member.get("amplitude_id")
+                    yield {
+                        "snapshot_day": snapshot_day,
+                        "as_of": as_of,
+                        "cohort_id": cohort_id,
+                        "user_id": member.get("user_id"),
+                        "amplitude_id": int(amp_id) if amp_id not in (None, "") else None,
+                    }
 
-                load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=("day", day))
-            cost = _cost_metadata(client, start)
-    if not fetched:
-        yield from _no_check_outputs(context)
-        return
-    partition = ("day", day)
-    yield _materialize(
+        partition = ("snapshot_day", snapshot_day)
+        load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=partition)
+        cost = _cost_metadata(client, start)
+    context.log.info(
+        f"{table}: snapshot of {snapshot_day} (as of {as_of:%Y-%m-%d %H:%M %Z}, from {basis}) "
+        f"for {len(expected)} cohorts; earlier snapshots kept"
+    )
+    return _materialize(
         warehouse,
         table,
         MEMBERSHIP_COLUMNS,
         cost,
         [
-            checks.check_keys_unique(warehouse, table, ["day", "cohort_id", "user_id"], partition),
-            checks.check_cohort_sizes(warehouse, table, expected, day),
+            checks.check_keys_unique(
+                warehouse, table, ["snapshot_day", "cohort_id", "user_id"], partition
+            ),
+            checks.check_cohort_sizes(
+                warehouse, table, expected, snapshot_day, day_column="snapshot_day"
+            ),
         ],
         partition,
         {
             "cohorts": dg.MetadataValue.int(len(expected)),
+            "snapshot_day": dg.MetadataValue.text(snapshot_day.isoformat()),
             "membership_as_of": dg.MetadataValue.text(as_of.isoformat()),
         },
     )

@@ -12,12 +12,15 @@ import pytest
 from conftest import DAY
 
 from analytics_assets.assets.accounts import analytics_assets
-from analytics_assets.assets.amplitude import amplitude_assets, amplitude_cohort_membership
+from analytics_assets.assets.amplitude import amplitude_assets
 from analytics_assets.assets.pendo import pendo_assets
 from analytics_assets.partitions import day_window
 
 ASSETS = [*pendo_assets(), *amplitude_assets(), *analytics_assets()]
 AMPLITUDE_DAILY = [a.key for a in amplitude_assets() if a.partitions_def is not None]
+# The local day of the sandbox's frozen clock (2026-11-18 15:00 UTC, 10:00 in New York): the
+# day Amplitude's current membership is of.
+SNAPSHOT_DAY = "2026-11-18"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +90,7 @@ def test_cohort_membership_matches_each_cohorts_size(resources, materialized) ->
     members = _query(
         resources,
         "SELECT cohort_id, count(*) AS n FROM amplitude.cohort_membership "
-        f"WHERE day = DATE '{DAY}' GROUP BY cohort_id",
+        f"WHERE snapshot_day = DATE '{SNAPSHOT_DAY}' GROUP BY cohort_id",
     )
     got = dict(zip(members.cohort_id, members.n.astype(int), strict=True))
     for row in sizes.itertuples():
@@ -95,53 +98,49 @@ def test_cohort_membership_matches_each_cohorts_size(resources, materialized) ->
 
 
 MEMBERSHIP = dg.AssetKey(["amplitude", "cohort_membership"])
-PAST_DAY = "2026-11-10"  # a week before the sandbox's lastComputed: past the 1-day lag
-COHORT_DOWNLOADS = r"^/api/5/cohorts/"  # request, request-status and file
-COHORT_LIST = r"^/api/3/cohorts$"
+EARLIER_DAY = "2026-11-10"
+COHORT_ENDPOINTS = r"^/api/(3|5)/cohorts"  # the list, request, request-status and file
 
 
-def test_cohort_membership_of_a_past_day_downloads_nothing_and_keeps_its_rows(
+def test_cohort_membership_is_a_snapshot_that_keeps_earlier_days(
     sandbox, resources, materialized
 ) -> None:
     warehouse = resources["warehouse"]
-    # The snapshot taken on the morning after PAST_DAY, back then.
+    # A snapshot taken on an earlier day: Amplitude cannot serve it again, so it must stay.
     warehouse.execute(
         "INSERT INTO amplitude.cohort_membership VALUES "
-        f"(DATE '{PAST_DAY}', 'cohort-then', 'user-then', 42), "
-        f"(DATE '{PAST_DAY}', 'cohort-then', 'user-also-then', NULL)"
+        f"(DATE '{EARLIER_DAY}', TIMESTAMPTZ '{EARLIER_DAY} 09:00:00+00', 'c-then', 'u1', 42), "
+        f"(DATE '{EARLIER_DAY}', TIMESTAMPTZ '{EARLIER_DAY} 09:00:00+00', 'c-then', 'u2', NULL)"
     )
 
-    def stored():
-        return _query(resources, "SELECT * FROM amplitude.cohort_membership ORDER BY ALL")
+    def stored(where: str) -> pd.DataFrame:
+        return _query(
+            resources, f"SELECT * FROM amplitude.cohort_membership WHERE {where} ORDER BY ALL"
+        )
 
-    before = stored()
+    earlier = stored(f"snapshot_day = DATE '{EARLIER_DAY}'")
+    current = stored(f"snapshot_day = DATE '{SNAPSHOT_DAY}'")
+    assert len(current) > 0
+    again = dg.materialize(ASSETS, selection=[MEMBERSHIP], resources=resources)
+    assert again.success
+    # Today's snapshot replaced exactly; the earlier one untouched.
+    pd.testing.assert_frame_equal(stored(f"snapshot_day = DATE '{EARLIER_DAY}'"), earlier)
+    pd.testing.assert_frame_equal(stored(f"snapshot_day = DATE '{SNAPSHOT_DAY}'"), current)
+    (event,) = again.get_asset_materialization_events()
+    assert event.materialization.metadata["snapshot_day"].value == SNAPSHOT_DAY
+    assert all(c.passed for c in again.get_asset_check_evaluations())
+
+
+def test_daily_partitions_spend_nothing_on_cohorts(sandbox, resources, materialized) -> None:
+    """Backfilling the daily sync never asks for cohorts: past membership is not served."""
+    assert all(a.partitions_def is None for a in ASSETS if a.key == MEMBERSHIP)
     counters = sandbox.state.counters
-    downloads, lists = counters.count(path=COHORT_DOWNLOADS), counters.count(path=COHORT_LIST)
-    instance = dg.DagsterInstance.ephemeral()
+    before = counters.count(path=COHORT_ENDPOINTS)
     result = dg.materialize(
-        ASSETS, selection=[MEMBERSHIP], partition_key=PAST_DAY, resources=resources,
-        instance=instance,
-    )  # fmt: skip
-
+        ASSETS, selection=AMPLITUDE_DAILY, partition_key=EARLIER_DAY, resources=resources
+    )
     assert result.success
-    assert counters.count(path=COHORT_DOWNLOADS) == downloads
-    assert counters.count(path=COHORT_LIST) == lists + 1  # to learn lastComputed
-    pd.testing.assert_frame_equal(stored(), before, check_exact=True)
-    assert result.get_asset_materialization_events() == []
-    assert instance.get_materialized_partitions(MEMBERSHIP) == set()
-    # The checks did not run (no evaluation, so none failed): they stay planned, and the
-    # UI shows a planned check of a run that succeeded as skipped.
-    assert result.get_asset_check_evaluations() == []
-    for spec in amplitude_cohort_membership.check_specs:
-        (record,) = instance.event_log_storage.get_asset_check_execution_history(spec.key, 5)
-        assert record.status.value == "PLANNED" and record.run_id == result.run_id
-    messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    assert any(
-        "Amplitude serves only current cohort membership (as of 2026-11-18 10:00 EST" in m
-        and f"partition {PAST_DAY} is 8 days older" in m
-        and "kept the rows stored for it, if any" in m
-        for m in messages
-    ), messages
+    assert counters.count(path=COHORT_ENDPOINTS) == before
 
 
 def test_account_daily_usage_joins_both_sources(resources, materialized) -> None:
@@ -166,12 +165,7 @@ def test_rerunning_amplitude_partitions_is_exact(resources, materialized) -> Non
             t: _query(
                 resources, f"SELECT * FROM amplitude.{t} WHERE day = DATE '{DAY}' ORDER BY ALL"
             )
-            for t in (
-                "events",
-                "daily_active_users",
-                "event_type_daily_totals",
-                "cohort_membership",
-            )
+            for t in ("events", "daily_active_users", "event_type_daily_totals")
         }
 
     before = snapshot()

@@ -35,7 +35,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 LOCATION = "analytics_assets"
 REQUIRED_GROUPS = {"pendo", "amplitude", "analytics"}
 PARTITIONED = dg.AssetKey(["pendo", "account_daily_usage"])
-COHORT_MEMBERSHIP = dg.AssetKey(["amplitude", "cohort_membership"])
 PARTITIONED_KEYS = {
     key
     for asset in definitions.all_assets
@@ -208,8 +207,7 @@ def test_graphql_partitions(dagster_ui: UI) -> None:
     }
     ranges = node["assetPartitionStatuses"]["ranges"]
     assert expand_ranges([r for r in ranges if r["status"] == "MATERIALIZED"]) == keys
-    # Every daily asset got the same days, but cohort membership only the newest: Amplitude
-    # serves only current members, so the older day's run downloads nothing for it.
+    # Every daily asset got the same days.
     data = dagster_ui.graphql(
         "{ assetNodes { assetKey { path } partitionStats { numMaterialized numFailed } } }"
     )
@@ -217,8 +215,7 @@ def test_graphql_partitions(dagster_ui: UI) -> None:
     assert partitioned
     for node in partitioned:
         stats = node["partitionStats"]
-        days = 1 if node["assetKey"]["path"] == COHORT_MEMBERSHIP.path else len(keys)
-        assert stats == {"numMaterialized": days, "numFailed": 0}, node["assetKey"]
+        assert stats == {"numMaterialized": len(keys), "numFailed": 0}, node["assetKey"]
 
 
 # ------------------------------------------------------------------------------- checks
