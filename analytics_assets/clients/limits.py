@@ -20,6 +20,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .budget_checks import check_budget_settings, check_cost
 from .shared_budget import SharedBudget, ledger_at
 
 __all__ = [
@@ -212,12 +213,7 @@ class CostBudget:
         sleep: Sleep = time.sleep,
         name: str = "cost-budget",
     ) -> None:
-        if capacity is not None and capacity <= 0:
-            raise ValueError(f"{name}: capacity must be > 0, got {capacity}")
-        if window_seconds <= 0:
-            raise ValueError(f"{name}: window_seconds must be > 0, got {window_seconds}")
-        if max_concurrent is not None and max_concurrent < 1:
-            raise ValueError(f"{name}: max_concurrent must be >= 1, got {max_concurrent}")
+        check_budget_settings(name, capacity, window_seconds, max_concurrent)
         self.name = name
         self.capacity = capacity
         self.window_seconds = window_seconds
@@ -277,14 +273,7 @@ class CostBudget:
         return wait
 
     def acquire(self, cost: float = 1) -> float:
-        if cost < 0:
-            raise ValueError(f"{self.name}: cost must be >= 0, got {cost}")
-        if self.capacity is not None and cost > self.capacity:
-            raise ValueError(
-                f"{self.name}: a request costing {cost:g} can never run within the budget of "
-                f"{self.capacity:g} per {self.window_seconds:g} s; narrow it (fewer days, "
-                "segments or group-bys) and split it into several requests"
-            )
+        check_cost(self.name, cost, self.capacity, self.window_seconds)
         start = self._clock()
         while True:
             with self._cond:

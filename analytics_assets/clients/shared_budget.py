@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .budget_checks import check_budget_settings, check_cost
 from .errors import ConfigurationError
 
 __all__ = ["BudgetLedger", "SharedBudget", "ledger_at"]
@@ -242,12 +243,7 @@ class SharedBudget:
         name: str | None = None,
     ) -> None:
         name = name or f"shared.{family}"
-        if capacity is not None and capacity <= 0:
-            raise ValueError(f"{name}: capacity must be > 0, got {capacity}")
-        if window_seconds <= 0:
-            raise ValueError(f"{name}: window_seconds must be > 0, got {window_seconds}")
-        if max_concurrent is not None and max_concurrent < 1:
-            raise ValueError(f"{name}: max_concurrent must be >= 1, got {max_concurrent}")
+        check_budget_settings(name, capacity, window_seconds, max_concurrent)
         if poll <= 0 or max_lease_age <= 0:
             raise ValueError(f"{name}: poll and max_lease_age must be > 0")
         self.ledger = ledger if isinstance(ledger, BudgetLedger) else ledger_at(ledger)
@@ -380,14 +376,7 @@ class SharedBudget:
     # -- the Limiter protocol
 
     def acquire(self, cost: float = 1) -> float:
-        if cost < 0:
-            raise ValueError(f"{self.name}: cost must be >= 0, got {cost}")
-        if self.capacity is not None and cost > self.capacity:
-            raise ValueError(
-                f"{self.name}: a request costing {cost:g} can never run within the budget of "
-                f"{self.capacity:g} per {self.window_seconds:g} s; narrow it (fewer days, "
-                "segments or group-bys) and split it into several requests"
-            )
+        check_cost(self.name, cost, self.capacity, self.window_seconds)
         start = self._clock()
         while True:
             lease: int | None = None
