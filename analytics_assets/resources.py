@@ -45,16 +45,19 @@ def resolve_budget_ledger(ledger: str | None) -> str:
 
 
 def shared_amplitude_budgets(
-    api_key: str, region: str, window_scale: float, ledger: str | None = None
+    api_key: str, region: str, window_scale: float, ledger: str | None = None, host: str = ""
 ) -> dict[str, Limiter]:
     """One set of Amplitude budgets per project, shared by every client of this process and,
     through the SQLite ``ledger`` (default ``<data dir>/amplitude-budgets.sqlite``), by every
     process on this host that uses the same file. ``ledger="memory"``: this process only.
 
-    The ledger keys a project by a fingerprint of its key, region and window scale (tests
-    shrink windows; they must not share rows with real budgets)."""
+    The ledger keys a project by a fingerprint of its key, region, API host (``host``:
+    the base URL when one is set) and window scale. The host, because a budget is the
+    server's: two servers with the same key (two sandboxes in a test session) each keep
+    their own windows. The scale, because tests shrink windows and must not share rows
+    with real budgets."""
     where = resolve_budget_ledger(ledger)
-    scope = _fingerprint(api_key, region, repr(window_scale))
+    scope = _fingerprint(api_key, region, host.rstrip("/"), repr(window_scale))
     with _BUDGETS_LOCK:
         if (scope, where) not in _BUDGETS:
             _BUDGETS[scope, where] = amplitude_budgets(
@@ -167,7 +170,11 @@ class AmplitudeResource(dg.ConfigurableResource):
     def budgets(self) -> dict[str, Limiter]:
         """This project's budgets, shared by every client, step and run using the ledger."""
         return shared_amplitude_budgets(
-            self.api_key, self.region, self.budget_window_scale, self.budget_ledger
+            self.api_key,
+            self.region,
+            self.budget_window_scale,
+            self.budget_ledger,
+            host=self.base_url or "",
         )
 
     def get_client(self) -> AmplitudeClient:

@@ -1,0 +1,137 @@
+"""DuckDB settings for the raw export load, compared on the same downloaded files.
+
+Each configuration loads the same N export files (the product's ``export_select_sql``)
+into a fresh DuckDB file in a child process of its own, in one transaction, as the
+``amplitude/events`` asset does, without Dagster around it; configurations take turns,
+``--repeat`` rounds. Prints events/s, events per CPU-second, peak memory (``ru_maxrss``)
+and file size, medians over the rounds.
+
+Get the files once (a day at scale 100, ~1.4 GB gzipped)::
+
+    python bench/daily_sync_bench.py --compare-loaders --repeat 0 --workdir /tmp/export-day
+
+then::
+
+    python bench/export_load_configs_bench.py --files-dir /tmp/export-day/export --files 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# name -> settings; every setting not named keeps the product's value.
+PRODUCT = {"memory_limit": "192MB", "threads": 2, "row_group_size": 0, "write_buffer": 0}
+CONFIGS = {
+    "product": {},
+    "1 thread": {"threads": 1},
+    "384MB": {"memory_limit": "384MB"},
+    "ROW_GROUP_SIZE 32768": {"row_group_size": 32768},
+    "write_buffer_row_group_count 1": {"write_buffer": 1},
+}
+
+
+def pick(files_dir: Path, count: int) -> list[Path]:
+    """``count`` files spread over the day (early hours are small, midday ones big)."""
+    files = sorted(files_dir.glob("*.json.gz"))
+    if not files:
+        raise SystemExit(f"no *.json.gz under {files_dir}; see this script's docstring")
+    return files[:: max(1, len(files) // count)][:count] if count else files
+
+
+def child(name: str, files: list[Path], database: Path) -> None:
+    import duckdb
+
+    sys.path.insert(0, str(ROOT))
+    from analytics_assets.assets.amplitude import events_table_ddl, export_select_sql
+
+    cfg = PRODUCT | CONFIGS[name]
+    con = duckdb.connect(config={"memory_limit": cfg["memory_limit"], "threads": cfg["threads"]})
+    option = f" (ROW_GROUP_SIZE {cfg['row_group_size']})" if cfg["row_group_size"] else ""
+    con.execute(f"ATTACH '{database}' AS w{option}")
+    con.execute("USE w")
+    con.execute("SET preserve_insertion_order = false")
+    if cfg["write_buffer"]:
+        con.execute(f"SET write_buffer_row_group_count = {cfg['write_buffer']}")
+    con.execute(events_table_ddl("events"))
+    wall, cpu = time.perf_counter(), time.process_time()
+    con.execute("BEGIN")
+    con.execute(f"INSERT INTO events BY NAME {export_select_sql(files, date(2026, 11, 17))}")
+    con.execute("COMMIT")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rows = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    con.close()
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "rows": rows,
+                "wall": wall,
+                "cpu": cpu,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "file_mb": database.stat().st_size / 1e6,
+                "load1": os.getloadavg()[0],
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files-dir", type=Path, required=True)
+    parser.add_argument("--files", type=int, default=16, help="files to load (0 = all)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append")
+    parser.add_argument("--child", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    files = pick(args.files_dir, args.files)
+    if args.child:
+        child(args.child, files, args.database)
+        return
+    names = args.only or list(CONFIGS)
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; {len(files)} files", flush=True)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="export-load-configs-") as tmp:
+        for rnd in range(1, args.repeat + 1):
+            for name in names:
+                database = Path(tmp) / f"{rnd}.duckdb"
+                out = subprocess.run(
+                    [sys.executable, __file__, "--files-dir", str(args.files_dir),
+                     "--files", str(args.files), "--child", name, "--database", str(database)],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                runs[name].append(run)
+                database.unlink()
+                print(
+                    f"[{rnd}/{args.repeat}] {name:32s} {run['rows'] / run['wall']:9,.0f} ev/s "
+                    f"{run['rows'] / run['cpu']:8,.0f} ev/cpu-s peak {run['peak_mb']:4.0f} MB "
+                    f"file {run['file_mb']:4.0f} MB load {run['load1']:.1f}",
+                    flush=True,
+                )
+    print(f"\n{'configuration':32s} {'events/s':>10s} {'ev/CPU-s':>9s} {'peak MB':>8s} "
+          f"{'file MB':>8s}  events/s per round")  # fmt: skip
+    for name, rs in runs.items():
+        rates = [r["rows"] / r["wall"] for r in rs]
+        print(
+            f"{name:32s} {statistics.median(rates):10,.0f} "
+            f"{statistics.median(r['rows'] / r['cpu'] for r in rs):9,.0f} "
+            f"{statistics.median(r['peak_mb'] for r in rs):8.0f} "
+            f"{statistics.median(r['file_mb'] for r in rs):8.0f}  "
+            + ", ".join(f"{x:,.0f}" for x in rates)
+        )
+
+
+if __name__ == "__main__":
+    main()
