@@ -65,15 +65,18 @@ daily_sync = dg.define_asset_job(
     DAILY_JOB,
     selection=daily_assets,
     description=(
-        "Yesterday's (or a backfilled day's) usage from Pendo and Amplitude, the raw export, "
-        "cohort membership and the per-account daily view."
+        "Yesterday's (or a backfilled day's) usage from Pendo and Amplitude, the raw export "
+        "and the per-account daily view."
     ),
     tags={"team": "data-engineering"},
 )
 catalog_refresh = dg.define_asset_job(
     CATALOG_JOB,
     selection=dg.AssetSelection.all() - daily_assets,
-    description="Catalogs, schemas, visitors, accounts, reports, charts, cohorts and health.",
+    description=(
+        "Catalogs, schemas, visitors, accounts, reports, charts, cohorts, today's cohort "
+        "membership snapshot and health."
+    ),
 )
 
 
