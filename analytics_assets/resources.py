@@ -114,16 +114,24 @@ class PendoResource(dg.ConfigurableResource):
         default="value", description="Bulk write path: 'value' (array body) or 'value/bulk'."
     )
 
-    def get_client(self) -> PendoClient:
+    def get_client(
+        self,
+        *,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
+        max_retry_time: float | None = None,
+    ) -> PendoClient:
+        """A client with this resource's settings; the keyword arguments override its
+        timeout and retry settings (the sensors keep each tick short)."""
         return PendoClient(
             self.integration_key,
             region=self.region,
             base_url=self.base_url or None,
             rate=self.rate_per_second,
             connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_attempts=self.max_attempts,
-            max_retry_time=self.max_retry_time,
+            read_timeout=self.read_timeout if read_timeout is None else read_timeout,
+            max_attempts=self.max_attempts if max_attempts is None else max_attempts,
+            max_retry_time=self.max_retry_time if max_retry_time is None else max_retry_time,
             bulk_path=self.bulk_path,
         )
 
@@ -177,7 +185,15 @@ class AmplitudeResource(dg.ConfigurableResource):
             host=self.base_url or "",
         )
 
-    def get_client(self) -> AmplitudeClient:
+    def get_client(
+        self,
+        *,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
+        max_retry_time: float | None = None,
+    ) -> AmplitudeClient:
+        """A client with this resource's settings; the keyword arguments override its
+        timeout and retry settings (the sensors keep each tick short)."""
         return AmplitudeClient(
             self.api_key,
             self.secret_key,
@@ -187,9 +203,9 @@ class AmplitudeResource(dg.ConfigurableResource):
             profile_url=self.profile_url or None,
             budgets=self.budgets(),
             connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_attempts=self.max_attempts,
-            max_retry_time=self.max_retry_time,
+            read_timeout=self.read_timeout if read_timeout is None else read_timeout,
+            max_attempts=self.max_attempts if max_attempts is None else max_attempts,
+            max_retry_time=self.max_retry_time if max_retry_time is None else max_retry_time,
         )
 
     @contextmanager

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,23 @@ class FaultTable:
 
     def add(self, **values: object) -> None:
         self.rows.append(FaultRow(**values))  # type: ignore[arg-type]
+
+    def record(
+        self, fault: str, job: str, outcome: str, details: str, seen: dict, run: Any
+    ) -> None:
+        """One row from the sandbox's counters of the faulted run (``seen``) and the run's
+        own figures (``run``: retries and wall seconds)."""
+        self.add(
+            fault=fault,
+            job=job,
+            outcome=outcome,
+            details=details,
+            requests=seen["total"],
+            injected=sum(seen["faults"].values()),
+            retries=run.retries,
+            throttled=seen["by_status"].get("429", 0),
+            seconds=run.seconds,
+        )
 
     def markdown(self) -> str:
         head = (

@@ -549,17 +549,7 @@ def test_daily_job_under_fault(
             assert same_tables(dump_tables(database), baseline.reference), "re-run differs"
             details += "; clean re-run identical"
     assert faults_injected(seen) > 0, "the fault never fired"
-    fault_table.add(
-        fault=fault.label,
-        job=definitions.DAILY_JOB,
-        outcome=outcome,
-        details=details,
-        requests=seen["total"],
-        injected=faults_injected(seen),
-        retries=run.retries,
-        throttled=seen["by_status"].get("429", 0),
-        seconds=run.seconds,
-    )
+    fault_table.record(fault.label, definitions.DAILY_JOB, outcome, details, seen, run)
     check_expectation(fault, outcome, run)
 
 
@@ -589,16 +579,13 @@ def test_cohort_snapshot_under_a_cut_short_file(
     assert run.success, run.failures
     # The baseline took the same snapshot fault-free: replacing it changed nothing.
     assert same_tables(dump_tables(database), baseline.before)
-    fault_table.add(
-        fault="a cohort file cut short, its Content-Length matching",
-        job=definitions.CATALOG_JOB,
-        outcome="identical",
-        details="cohort snapshot downloaded again, identical",
-        requests=seen["total"],
-        injected=faults_injected(seen),
-        retries=run.retries,
-        throttled=seen["by_status"].get("429", 0),
-        seconds=run.seconds,
+    fault_table.record(
+        "a cohort file cut short, its Content-Length matching",
+        definitions.CATALOG_JOB,
+        "identical",
+        "cohort snapshot downloaded again, identical",
+        seen,
+        run,
     )
 
 
@@ -729,15 +716,5 @@ def test_writeback_under_fault(
             "stored values identical"
         )
     assert faults_injected(seen) > 0, "the fault never fired"
-    fault_table.add(
-        fault=fault.label,
-        job=crm_account_metadata_push.name,
-        outcome=outcome,
-        details=details,
-        requests=seen["total"],
-        injected=faults_injected(seen),
-        retries=run.retries,
-        throttled=seen["by_status"].get("429", 0),
-        seconds=run.seconds,
-    )
+    fault_table.record(fault.label, crm_account_metadata_push.name, outcome, details, seen, run)
     check_expectation(fault, outcome, run)
