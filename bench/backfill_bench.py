@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from _sandbox_process import freeze_clock, loadavg, start_cli_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEZONE = "America/New_York"  # the sync config's time zone (the partitions')
@@ -59,60 +60,19 @@ telemetry:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _loadavg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def _say(text: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {text}", flush=True)
 
 
 def start_sandbox(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str, dict]:
-    import httpx
-
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "analytics_assets.cli",
-        "sandbox",
-        "--port",
-        str(port),
-        "--seed",
-        str(args.seed),
-        "--scale",
-        str(args.scale),
-        "--timezone",
-        TIMEZONE,
-        "--pendo-rate",
-        str(args.pendo_rate),
-        "--amplitude-events-per-pendo-event",
-        str(args.amp_ratio),
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the sandbox exited ({proc.returncode}); see {log}")
-        try:
-            info = httpx.get(f"{base}/_sandbox/info", timeout=5).json()
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise SystemExit("the sandbox did not answer within 300 s") from None
-            time.sleep(0.5)
+    options = ["--seed", str(args.seed), "--scale", str(args.scale), "--timezone", TIMEZONE,
+               "--pendo-rate", str(args.pendo_rate),
+               "--amplitude-events-per-pendo-event", str(args.amp_ratio)]  # fmt: skip
+    proc, base, info = start_cli_sandbox(options, log, wait_seconds=300)
     # Freeze the clock now: the backfilled days are complete and stay the same for the
     # whole run (a wall clock would move "today" under a long backfill).
     now = datetime.now(UTC).replace(microsecond=0)
-    httpx.post(f"{base}/_sandbox/clock", json={"now": now.isoformat()}, timeout=10)
+    freeze_clock(base, now)
     info["frozen_at"] = now.isoformat()
     return proc, base, info
 
@@ -207,7 +167,7 @@ class Watcher:
                     by_status = "?"
                 _say(
                     f"{label}: {counts}; sandbox answers {by_status}; peak slots "
-                    f"{self.peak_slots}; load {_loadavg()}"
+                    f"{self.peak_slots}; load {loadavg()}"
                 )
             time.sleep(poll)
 
@@ -304,7 +264,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         DAGSTER_YAML.format(max_runs=args.max_runs, slots=args.slots)
     )
     log = workdir / "cli.log"
-    _say(f"{os.cpu_count()} CPUs; load average {_loadavg()}; workdir {workdir}")
+    _say(f"{os.cpu_count()} CPUs; load average {loadavg()}; workdir {workdir}")
 
     started_sandbox = time.monotonic()
     sandbox, base, info = start_sandbox(args, workdir / "sandbox.log")
@@ -352,7 +312,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             "frozen_at": info["frozen_at"],
         },
         "partitions": keys,
-        "load_before": _loadavg(),
+        "load_before": loadavg(),
     }
     try:
         import dagster as dg
@@ -409,7 +369,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         )
         runs = watcher.wait(run_ids, "backfill", max_wait=args.max_wait)
         wall = time.monotonic() - t0
-        figures["load_after"] = _loadavg()
+        figures["load_after"] = loadavg()
 
         records = instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
         durations = sorted(

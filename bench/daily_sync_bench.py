@@ -52,7 +52,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from _sandbox_process import freeze_clock, loadavg, rss_mb, start_cli_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -86,25 +87,7 @@ OTHER_AMPLITUDE_ASSETS = [
 ANALYTICS_ASSETS = ["analytics/account_daily_usage"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _loadavg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # ----- the child: one asset, one materialization ---------------------------------------------
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -146,7 +129,7 @@ def run_child(args: argparse.Namespace) -> None:
             load_cpu["seconds"] += time.process_time() - started
 
     DuckDBWarehouse.replace_partition = timed  # type: ignore[method-assign]
-    base_mb = _rss_mb()
+    base_mb = rss_mb()
     instance = dg.DagsterInstance.ephemeral()
     started, cpu = time.perf_counter(), time.process_time()
     result = dg.materialize(
@@ -265,7 +248,7 @@ def compare_child(args: argparse.Namespace) -> None:
     )
     warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
     warehouse.execute(events_table_ddl("amplitude.events"))
-    base_mb = _rss_mb()
+    base_mb = rss_mb()
     started, cpu = time.perf_counter(), time.process_time()
     if args.loader == "duckdb-explicit":
         rows = warehouse.replace_partition(
@@ -342,7 +325,7 @@ def compare_loaders(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="export-loaders-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     files_dir = workdir / "export"
-    print(f"{os.cpu_count()} CPUs; load average {_loadavg()}; workdir {workdir}", flush=True)
+    print(f"{os.cpu_count()} CPUs; load average {loadavg()}; workdir {workdir}", flush=True)
     if not any(files_dir.glob("*.json.gz")):
         sandbox, base = start_sandbox(args, workdir / "sandbox.log")
         try:
@@ -382,7 +365,7 @@ def compare_loaders(args: argparse.Namespace) -> None:
                 "--compare-files",
                 str(args.compare_files or 0),
             ]
-            before = _loadavg()
+            before = loadavg()
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -391,7 +374,7 @@ def compare_loaders(args: argparse.Namespace) -> None:
             out = json.loads(lines[-1][len("RESULT ") :]) | {
                 "repeat": rep,
                 "load_before": before,
-                "load_after": _loadavg(),
+                "load_after": loadavg(),
             }
             runs.append(out)
             print(
@@ -440,52 +423,20 @@ def compare_loaders(args: argparse.Namespace) -> None:
 
 
 def start_sandbox(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = _free_port()
     ratio = args.amp_ratio * args.volume
-    cmd = [
-        sys.executable,
-        "-m",
-        "analytics_assets.cli",
-        "sandbox",
-        "--port",
-        str(port),
-        "--seed",
-        str(args.seed),
-        "--scale",
-        str(args.scale),
-        "--timezone",
-        TIMEZONE,
-        "--pendo-rate",
-        "0",
-        "--amplitude-events-per-pendo-event",
-        str(ratio),
-    ]
+    options = ["--seed", str(args.seed), "--scale", str(args.scale), "--timezone", TIMEZONE,
+               "--pendo-rate", "0", "--amplitude-events-per-pendo-event", str(ratio)]  # fmt: skip
     if args.volume > 1:
         # At 4x the busiest hour alone is estimated above the Export API's 4 GB cap (the
         # sandbox counts 1,750 bytes an event), which even a one-hour window cannot split.
-        cmd += ["--amplitude-export-max-gb", str(4 * args.volume)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the sandbox exited ({proc.returncode}); see {log}")
-        try:
-            info = httpx.get(f"{base}/_sandbox/info", timeout=5).json()
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise SystemExit("the sandbox did not answer within 120 s") from None
-            time.sleep(0.5)
+        options += ["--amplitude-export-max-gb", str(4 * args.volume)]
+    proc, base, info = start_cli_sandbox(options, log)
     # A fixed "now", three days after the benchmark day: the day is complete and every
     # answer is reproducible.
     now = datetime.combine(
         date.fromisoformat(args.day) + timedelta(days=3), datetime.min.time(), tzinfo=UTC
     ) + timedelta(hours=12)
-    httpx.post(f"{base}/_sandbox/clock", json={"now": now.isoformat()}, timeout=10)
+    freeze_clock(base, now)
     us = info["regions"]["us"]
     print(
         f"sandbox pid {proc.pid} on {base}: scale {args.scale:g} "
@@ -509,14 +460,14 @@ def run_one(asset: str, base: str, database: Path, day: str) -> dict[str, Any]:
         "--day",
         day,
     ]
-    load_before = _loadavg()
+    load_before = loadavg()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"{asset}: the child failed ({proc.returncode})")
     out = json.loads(lines[-1][len("RESULT ") :])
-    out["load_before"], out["load_after"] = load_before, _loadavg()
+    out["load_before"], out["load_after"] = load_before, loadavg()
     return out
 
 
@@ -650,7 +601,7 @@ def main() -> None:
     }[args.only]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="daily-sync-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} CPUs; load average {_loadavg()}; workdir {workdir}", flush=True)
+    print(f"{os.cpu_count()} CPUs; load average {loadavg()}; workdir {workdir}", flush=True)
     sandbox, base = start_sandbox(args, workdir / "sandbox.log")
     runs: list[dict[str, Any]] = []
     try:

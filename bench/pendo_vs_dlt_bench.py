@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,30 +39,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from _sandbox_process import freeze_clock, loadavg, rss_mb, start_cli_sandbox
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 READ_KEY = "sandbox-pendo-us-read-key"
 TIMEZONE = "America/New_York"
 LAST_DAY = "2026-11-17"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _loadavg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def aggregation_body(last_day: str, days: int) -> dict[str, Any]:
@@ -213,7 +196,7 @@ def run_child(args: argparse.Namespace) -> None:
     elif args.child == "dlt":
         import dlt  # noqa: F401
         from dlt.sources.rest_api import rest_api_source  # noqa: F401
-    base_mb = _rss_mb()
+    base_mb = rss_mb()
     started, cpu = time.perf_counter(), time.process_time()
     if args.child == "ours":
         rows, size = load_ours(args.base_url, body, database), None
@@ -243,43 +226,16 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def start_sandbox(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str, int]:
-    import httpx
-
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "analytics_assets.cli",
-        "sandbox",
-        "--port",
-        str(port),
-        "--seed",
-        str(args.seed),
-        "--scale",
-        str(args.scale),
-        "--timezone",
-        TIMEZONE,
-        "--pendo-rate",
-        "0",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the sandbox exited ({proc.returncode}); see {log}")
-        try:
-            info = httpx.get(f"{base}/_sandbox/info", timeout=5).json()
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise SystemExit("the sandbox did not answer within 120 s") from None
-            time.sleep(0.5)
-    now = datetime.combine(
-        date.fromisoformat(LAST_DAY) + timedelta(days=3), datetime.min.time(), tzinfo=UTC
-    ) + timedelta(hours=12)
-    httpx.post(f"{base}/_sandbox/clock", json={"now": now.isoformat()}, timeout=10)
+    options = ["--seed", str(args.seed), "--scale", str(args.scale), "--timezone", TIMEZONE,
+               "--pendo-rate", "0"]  # fmt: skip
+    proc, base, info = start_cli_sandbox(options, log)
+    freeze_clock(
+        base,
+        datetime.combine(
+            date.fromisoformat(LAST_DAY) + timedelta(days=3), datetime.min.time(), tzinfo=UTC
+        )
+        + timedelta(hours=12),
+    )
     us = info["regions"]["us"]
     print(
         f"sandbox pid {proc.pid} on {base}: scale {args.scale:g} ({us['accounts']:,} "
@@ -310,7 +266,7 @@ def run_one(
         "--database",
         str(database),
     ]
-    load_before, sandbox_cpu = _loadavg(), _proc_cpu(sandbox_pid)
+    load_before, sandbox_cpu = loadavg(), _proc_cpu(sandbox_pid)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -318,7 +274,7 @@ def run_one(
         raise SystemExit(f"{loader}: the child failed ({proc.returncode})")
     out = json.loads(lines[-1][len("RESULT ") :])
     out["sandbox_cpu"] = _proc_cpu(sandbox_pid) - sandbox_cpu
-    out["load_before"], out["load_after"] = load_before, _loadavg()
+    out["load_before"], out["load_after"] = load_before, loadavg()
     return out
 
 
@@ -348,7 +304,7 @@ def main() -> None:
     body_path = workdir / "body.json"
     body_path.write_text(json.dumps(aggregation_body(LAST_DAY, args.days)))
     print(
-        f"{os.cpu_count()} CPUs; load average {_loadavg()}; events hourRange over "
+        f"{os.cpu_count()} CPUs; load average {loadavg()}; events hourRange over "
         f"{args.days} days ending {LAST_DAY} ({TIMEZONE})",
         flush=True,
     )
