@@ -50,13 +50,13 @@ def check_keys_unique(
     where, params = _where(partition)
     key_list = ", ".join(keys)
     nulls = " OR ".join(f"{k} IS NULL" for k in keys)
-    stats = warehouse.query(
+    stats = warehouse.records(
         f"SELECT count(*) AS rows, count(*) FILTER (WHERE {nulls}) AS null_keys, "
         f"(SELECT count(*) FROM (SELECT {key_list} FROM {table} WHERE {where} "
         f"GROUP BY {key_list} HAVING count(*) > 1)) AS duplicated_keys "
         f"FROM {table} WHERE {where}",
         params + params,
-    ).iloc[0]
+    )[0]
     null_keys, duplicated = int(stats["null_keys"]), int(stats["duplicated_keys"])
     return dg.AssetCheckResult(
         check_name=KEYS_UNIQUE,
@@ -77,7 +77,8 @@ def check_not_empty(
     partition: tuple[str, Any] | None = None,
 ) -> dg.AssetCheckResult:
     where, params = _where(partition)
-    rows = int(warehouse.query(f"SELECT count(*) AS n FROM {table} WHERE {where}", params)["n"][0])
+    counted = warehouse.records(f"SELECT count(*) AS n FROM {table} WHERE {where}", params)
+    rows = int(counted[0]["n"])
     return dg.AssetCheckResult(
         check_name=NOT_EMPTY,
         passed=rows > 0 or not source_had_data,
@@ -96,7 +97,7 @@ def account_totals_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
 def check_account_totals(
     warehouse: DuckDBWarehouse, account_table: str, visitor_table: str, day: Any
 ) -> dg.AssetCheckResult:
-    mismatched = warehouse.query(
+    mismatched = warehouse.records(
         f"""
         WITH v AS (
             SELECT account_id, sum(events) AS events, sum(minutes) AS minutes
@@ -108,18 +109,20 @@ def check_account_totals(
         """,
         [day, day],
     )
-    bad = mismatched[
-        mismatched["account_events"].isna()
-        | mismatched["visitor_events"].isna()
-        | (mismatched["account_events"] != mismatched["visitor_events"])
+    bad = [
+        r
+        for r in mismatched
+        if r["account_events"] is None
+        or r["visitor_events"] is None
+        or r["account_events"] != r["visitor_events"]
     ]
     return dg.AssetCheckResult(
         check_name=ACCOUNT_TOTALS,
-        passed=bad.empty,
+        passed=not bad,
         metadata={
             "accounts_checked": len(mismatched),
             "accounts_mismatched": len(bad),
-            "examples": ", ".join(bad["account_id"].astype(str).head(5)) or "none",
+            "examples": ", ".join(str(r["account_id"]) for r in bad[:5]) or "none",
         },
     )
 
@@ -140,12 +143,12 @@ def check_cohort_sizes(
     *,
     day_column: str = "day",
 ) -> dg.AssetCheckResult:
-    counts = warehouse.query(
+    counts = warehouse.records(
         f"SELECT cohort_id, count(*) AS members FROM {membership_table} WHERE {day_column} = ? "
         "GROUP BY cohort_id",
         [day],
     )
-    actual = dict(zip(counts["cohort_id"], counts["members"].astype(int), strict=True))
+    actual = {r["cohort_id"]: int(r["members"]) for r in counts}
     bad = {
         cid: (size, actual.get(cid, 0))
         for cid, size in expected.items()

@@ -16,20 +16,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
-import pandas as pd
-import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from analytics_assets.settings import warehouse_path
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+if TYPE_CHECKING:
+    # Only for hints: pandas, pyarrow and numpy cost a step process ~80 MB and half a
+    # second to import, and most steps (the raw export's load among them) never use them.
+    import pandas as pd
+    import pyarrow as pa
 
-Data = pd.DataFrame | pa.Table
+    Data = pd.DataFrame | pa.Table
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 def _check_table(table: str) -> str:
@@ -159,8 +163,16 @@ class DuckDBWarehouse(dg.ConfigurableResource):
     # ----- reads ----------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """The answer as a pandas frame (pandas is imported on first use)."""
         with self.connection() as conn:
             return conn.execute(sql, list(params or [])).df()
+
+    def records(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """A small answer (checks, counts, previews) as dicts, without pandas."""
+        with self.connection() as conn:
+            cursor = conn.execute(sql, list(params or []))
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def table_exists(self, table: str) -> bool:
         _check_table(table)

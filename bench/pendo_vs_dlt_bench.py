@@ -81,8 +81,9 @@ def aggregation_body(last_day: str, days: int) -> dict[str, Any]:
 
 def load_ours(base: str, body: dict[str, Any], database: Path) -> int:
     """The events_hourly asset's path, minus Dagster: stream, map each row, stage, load."""
+    from analytics_assets.arrow_types import DATE, INT, STR, TS
     from analytics_assets.assets.loading import Column, load_rows
-    from analytics_assets.assets.pendo import DATE, INT, STR, TS, _ms
+    from analytics_assets.assets.pendo import _ms
     from analytics_assets.resources import PendoResource
     from analytics_assets.warehouse import DuckDBWarehouse
 

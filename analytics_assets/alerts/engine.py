@@ -28,10 +28,8 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import numpy as np
 
 from analytics_assets.alerts.model import Alert, utc_iso
 from analytics_assets.alerts.rules import (
@@ -43,6 +41,9 @@ from analytics_assets.alerts.rules import (
     ThresholdCondition,
 )
 from analytics_assets.alerts.state import RuleState, entity_key, value_digest
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where computed: most processes never need it
 
 HOUR_MS = 3_600_000
 SUMMARY_SAMPLE = 20
@@ -193,6 +194,8 @@ def _windows(snap: SeriesSnapshot, cond: Any) -> tuple[list[int], list[int]] | s
 
 def _period(num: np.ndarray, den: np.ndarray | None, cols: list[int]):
     """Per-entity value over some buckets: mean per bucket, or pooled rate; and samples."""
+    import numpy as np
+
     if not cols:
         return np.full(num.shape[0], np.nan), None
     n = num[:, cols].sum(axis=1)
@@ -208,6 +211,8 @@ def _samples_label(metric: str) -> str:
 
 
 def _series_verdict(rule: RuleSpec, snap: SeriesSnapshot) -> Verdict:
+    import numpy as np
+
     cond = rule.condition
     metric = rule.metric or ""
     if metric not in snap.metrics:

@@ -19,10 +19,9 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-import pyarrow as pa
 
 from analytics_assets.alerts.model import Alert
 from analytics_assets.alerts.rules import LogSinkSpec, RuleSet, TableSinkSpec, WebhookSinkSpec
@@ -32,6 +31,10 @@ from analytics_assets.alerts.state import (
     SensorState,
     bound_outbox,
 )
+from analytics_assets.arrow_types import STR, TS_US, arrow_schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MAX_ATTEMPTS = 50
 _SEVERITY_ICON = {
@@ -92,23 +95,21 @@ class LogSink:
 
 # ------------------------------------------------------------------------------ table
 
-TABLE_SCHEMA = pa.schema(
-    [
-        ("alert_id", pa.string()),
-        ("rule", pa.string()),
-        ("kind", pa.string()),
-        ("severity", pa.string()),
-        ("entity_type", pa.string()),
-        ("entity_id", pa.string()),
-        ("entity_name", pa.string()),
-        ("condition", pa.string()),
-        ("message", pa.string()),
-        ("values_json", pa.string()),
-        ("source", pa.string()),
-        ("sensor", pa.string()),
-        ("observed_at", pa.timestamp("us", tz="UTC")),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-    ]
+TABLE_COLUMNS = (
+    ("alert_id", STR),
+    ("rule", STR),
+    ("kind", STR),
+    ("severity", STR),
+    ("entity_type", STR),
+    ("entity_id", STR),
+    ("entity_name", STR),
+    ("condition", STR),
+    ("message", STR),
+    ("values_json", STR),
+    ("source", STR),
+    ("sensor", STR),
+    ("observed_at", TS_US),
+    ("recorded_at", TS_US),
 )
 
 
@@ -173,8 +174,11 @@ def _when(text: str) -> datetime | None:
 
 
 def _arrow(alerts: Sequence[Alert]) -> pa.Table:
+    import pyarrow as pa
+
     now = datetime.now(UTC)
-    columns: dict[str, list[Any]] = {name: [] for name in TABLE_SCHEMA.names}
+    names = [name for name, _ in TABLE_COLUMNS]
+    columns: dict[str, list[Any]] = {name: [] for name in names}
     for a in alerts:
         row = {
             "alert_id": a.id, "rule": a.rule, "kind": a.kind, "severity": a.severity,
@@ -183,9 +187,9 @@ def _arrow(alerts: Sequence[Alert]) -> pa.Table:
             "values_json": a.values_json(), "source": a.source, "sensor": a.sensor,
             "observed_at": _when(a.observed_at), "recorded_at": now,
         }  # fmt: skip
-        for name in TABLE_SCHEMA.names:
+        for name in names:
             columns[name].append(row[name])
-    return pa.table(columns, schema=TABLE_SCHEMA)
+    return pa.table(columns, schema=arrow_schema(TABLE_COLUMNS))
 
 
 # ------------------------------------------------------------------------------ webhook

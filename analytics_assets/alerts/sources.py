@@ -28,10 +28,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
-
-import numpy as np
 
 from analytics_assets.alerts.engine import RecordSnapshot, SeriesSnapshot, window_start
 from analytics_assets.alerts.rules import (
@@ -41,6 +39,9 @@ from analytics_assets.alerts.rules import (
     SourceSpec,
 )
 from analytics_assets.clients.pendo_pipeline import Expr
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where computed: most processes never need it
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,8 @@ def series_pipeline(plan: Plan, ctx: FetchContext, starts: list[int]) -> list[di
 
 def fetch_series(client: PendoLike, plan: Plan, ctx: FetchContext) -> SeriesSnapshot:
     """One aggregation -> per-entity, per-bucket matrices (float32, so 100k x 8 is 3 MB)."""
+    import numpy as np
+
     starts, bucket = _buckets(ctx, plan.spec)
     position = {start: i for i, start in enumerate(starts)}
     key = ENTITY_KEYS[plan.key.entity]
@@ -353,6 +356,8 @@ def fetch_cohorts(client: AmplitudeLike, plan: Plan, ctx: FetchContext) -> Recor
 
 
 def fetch_active_users(client: AmplitudeLike, plan: Plan, ctx: FetchContext) -> SeriesSnapshot:
+    import numpy as np
+
     tz = ZoneInfo(ctx.amplitude_timezone)
     today = ctx.now.astimezone(tz).date()
     last = today if plan.spec.include_current else today - timedelta(days=1)

@@ -16,9 +16,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import pyarrow as pa
 
 from analytics_assets import checks
+from analytics_assets.arrow_types import BOOL, DATE, INT, STR, TS
 from analytics_assets.assets.loading import Column, load_rows, table_metadata
 from analytics_assets.clients.errors import TransportError
 from analytics_assets.partitions import daily_partitions, day_window
@@ -32,8 +32,6 @@ OWNERS = ["team:data-engineering"]
 POOL = "amplitude_api"
 DAILY_CRON = "0 4 * * *"
 
-STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
-DATE, TS = pa.date32(), pa.timestamp("ms", tz="UTC")
 DAY = Column("day", DATE, "The local day (the partition)")
 
 

@@ -13,50 +13,40 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from analytics_assets.arrow_types import STR, arrow_type, dagster_type
+from analytics_assets.arrow_types import arrow_schema as schema_of
 from analytics_assets.warehouse import DuckDBWarehouse
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Rows per Arrow batch (one Parquet row group): 10,000 rather than 50,000 took 50 MB off
 # the peak of a 523,028-row Pendo load at the same CPU time (bench/README.md, Pendo vs dlt).
 BATCH_ROWS = 10_000
 
-_DAGSTER_TYPES = {
-    pa.string(): "string",
-    pa.int64(): "int",
-    pa.int32(): "int",
-    pa.float64(): "float",
-    pa.bool_(): "bool",
-    pa.date32(): "date",
-    pa.timestamp("ms", tz="UTC"): "timestamp",
-}
-
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a table the sync writes: name, Arrow type, what it means."""
+    """One column of a table the sync writes: name, type (``STR``, ``INT``, ...), meaning."""
 
     name: str
-    type: pa.DataType
+    type: str
     description: str = ""
 
 
 def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
-    return pa.schema([pa.field(c.name, c.type) for c in columns])
+    return schema_of((c.name, c.type) for c in columns)
 
 
 def table_schema(columns: Sequence[Column]) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(
-                c.name, _DAGSTER_TYPES.get(c.type, str(c.type)), description=c.description
-            )
-            for c in columns
+            dg.TableColumn(c.name, dagster_type(c.type), description=c.description) for c in columns
         ]
     )
 
@@ -74,17 +64,21 @@ def _column(rows: Sequence[Mapping[str, Any]], column: Column) -> pa.Array:
     """One column of a batch, converted once per column rather than once per value: the
     type test runs once, and text that already is text (almost all of it) is passed on
     without a function call."""
+    import pyarrow as pa
+
     name = column.name
     values = [r.get(name) for r in rows]
-    if pa.types.is_string(column.type):
+    if column.type == STR:
         values = [v if v is None or v.__class__ is str else _text(v) for v in values]
-    return pa.array(values, type=column.type)
+    return pa.array(values, type=arrow_type(column.type))
 
 
 class ArrowStage:
     """Accumulates rows into Arrow batches and writes them to one Parquet file."""
 
     def __init__(self, path: Path, columns: Sequence[Column], batch_rows: int = BATCH_ROWS):
+        import pyarrow.parquet as pq
+
         self.path = path
         self.columns = list(columns)
         self.schema = arrow_schema(columns)
@@ -105,6 +99,8 @@ class ArrowStage:
     def _flush(self) -> None:
         if not self._pending:
             return
+        import pyarrow as pa
+
         arrays = [_column(self._pending, c) for c in self.columns]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.rows += len(self._pending)
@@ -158,8 +154,8 @@ def table_metadata(
     where, params = ("", [])
     if partition is not None:
         where, params = (f" WHERE {partition[0]} = ?", [partition[1]])
-    count = int(warehouse.query(f"SELECT count(*) AS n FROM {table}{where}", params)["n"][0])
-    preview = warehouse.query(f"SELECT * FROM {table}{where} LIMIT {preview_rows}", params)
+    count = int(warehouse.records(f"SELECT count(*) AS n FROM {table}{where}", params)[0]["n"])
+    preview = warehouse.records(f"SELECT * FROM {table}{where} LIMIT {preview_rows}", params)
     schema = (
         table_schema(columns)
         if columns
@@ -173,9 +169,9 @@ def table_metadata(
     }
 
 
-def _markdown(frame: Any) -> str:
-    """A small Markdown table (pandas' own needs the optional tabulate package)."""
-    if frame.empty:
+def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A small Markdown table of a few rows."""
+    if not rows:
         return "_no rows_"
 
     def cell(value: Any) -> str:
@@ -183,7 +179,8 @@ def _markdown(frame: Any) -> str:
         text = text.replace("|", "\\|").replace("\n", " ")
         return text if len(text) <= 60 else text[:57] + "..."
 
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    names = list(rows[0])
+    header = "| " + " | ".join(names) + " |"
+    rule = "|" + "---|" * len(names)
+    body = ["| " + " | ".join(cell(row[n]) for n in names) + " |" for row in rows]
     return "\n".join([header, rule, *body])

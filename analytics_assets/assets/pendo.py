@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 
 from analytics_assets import checks
+from analytics_assets.arrow_types import BOOL, DATE, INT, STR, TS
 from analytics_assets.assets.loading import Column, load_rows, table_metadata
 from analytics_assets.partitions import DayWindow, daily_partitions, day_window
 from analytics_assets.resources import PendoResource, api_metadata
@@ -24,9 +24,6 @@ KINDS = {"pendo", "duckdb"}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
 DAILY_CRON = "0 4 * * *"
-
-STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
-DATE, TS = pa.date32(), pa.timestamp("ms", tz="UTC")
 
 
 def _app_param() -> dict[str, Any]:

@@ -6,7 +6,7 @@ checks them against Pendo's schema and sets bad rows aside, ``diff`` keeps what 
 into the ``crm_account_metadata_push`` job and its daily schedule.
 """
 
-from analytics_assets.writeback.data.make_sample import OUT as SAMPLE_CRM_PATH
+from analytics_assets.writeback.data import SAMPLE_CRM_PATH
 from analytics_assets.writeback.job import (
     JOB_NAME,
     CrmPushConfig,

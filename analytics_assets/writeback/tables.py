@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-import pyarrow as pa
-
+from analytics_assets.arrow_types import BOOL, INT, INT32, STR, TS_US, arrow_schema
 from analytics_assets.writeback.crm import RowProblem
 
 __all__ = [
@@ -43,32 +42,27 @@ QUARANTINE_TABLE = "analytics.writeback_quarantine"
 # dry_run: what a real run would have sent.
 OUTCOMES = ("updated", "failed", "missing", "unconfirmed", "not_sent", "dry_run")
 
-LOG_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("batch", pa.int32()),
-        ("account_id", pa.string()),
-        ("values_json", pa.string()),
-        ("previous_json", pa.string()),
-        ("outcome", pa.string()),
-        ("reason", pa.string()),
-        ("dry_run", pa.bool_()),
-        ("written_at", pa.timestamp("us", tz="UTC")),
-    ]
+LOG_COLUMNS = (
+    ("run_id", STR),
+    ("batch", INT32),
+    ("account_id", STR),
+    ("values_json", STR),
+    ("previous_json", STR),
+    ("outcome", STR),
+    ("reason", STR),
+    ("dry_run", BOOL),
+    ("written_at", TS_US),
 )
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("source", pa.string()),
-        ("row_number", pa.int64()),
-        ("line", pa.int64()),
-        ("account_id", pa.string()),
-        ("column_name", pa.string()),
-        ("value", pa.string()),
-        ("reason", pa.string()),
-        ("quarantined_at", pa.timestamp("us", tz="UTC")),
-    ]
+QUARANTINE_COLUMNS = (
+    ("run_id", STR),
+    ("source", STR),
+    ("row_number", INT),
+    ("line", INT),
+    ("account_id", STR),
+    ("column_name", STR),
+    ("value", STR),
+    ("reason", STR),
+    ("quarantined_at", TS_US),
 )
 
 
@@ -105,6 +99,8 @@ class LogRow:
 def append_log(warehouse: Warehouse, run_id: str, rows: Sequence[LogRow], dry_run: bool) -> int:
     if not rows:
         return 0
+    import pyarrow as pa
+
     now = datetime.now(UTC)
     table = pa.table(
         {
@@ -118,7 +114,7 @@ def append_log(warehouse: Warehouse, run_id: str, rows: Sequence[LogRow], dry_ru
             "dry_run": [dry_run] * len(rows),
             "written_at": [now] * len(rows),
         },
-        schema=LOG_SCHEMA,
+        schema=arrow_schema(LOG_COLUMNS),
     )
     return warehouse.append(LOG_TABLE, table)
 
@@ -128,6 +124,8 @@ def append_quarantine(
 ) -> int:
     if not problems:
         return 0
+    import pyarrow as pa
+
     now = datetime.now(UTC)
     table = pa.table(
         {
@@ -141,7 +139,7 @@ def append_quarantine(
             "reason": [p.reason for p in problems],
             "quarantined_at": [now] * len(problems),
         },
-        schema=QUARANTINE_SCHEMA,
+        schema=arrow_schema(QUARANTINE_COLUMNS),
     )
     return warehouse.append(QUARANTINE_TABLE, table)
 

@@ -18,8 +18,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from analytics_assets.sandbox.company import HISTORY_START, PLANS, Company
+from analytics_assets.writeback.data import SAMPLE_CRM_PATH
 
-OUT = Path(__file__).resolve().parent / "sample_crm_accounts.csv"
+OUT = SAMPLE_CRM_PATH
 COLUMNS = (
     "Account ID",
     "Account Name",
