@@ -42,6 +42,7 @@ CONFIGS: dict[str, dict] = {
     "ROW_GROUP_SIZE 32768": {"row_group_size": 32768},
     "write_buffer_row_group_count 1": {"set": {"write_buffer_row_group_count": 1}},
     "optimistic write off": {"set": {"enable_optimistic_write": False}},
+    "write buffer 32MB": {"set": {"write_buffer_row_group_memory_limit": "32MB"}},
     "3 threads": {"threads": 3},
 }
 # Smaller row groups, flushed sooner: less of each thread's insert held in memory.
