@@ -42,8 +42,9 @@ of them, all by default) with each loader, each in a child process, ``--repeat``
 
 With the references among ``--loaders``, it ends with our load's rate over each
 reference's, round by round, against the ratio the target asks (120,000 over the
-reference's figure): measured side by side on the same files, that ratio carries over
-whatever the host gives that hour and whatever the events' size.
+reference's figure): both sides read the same events in the same hour, so the ratio
+does not depend on the events' size or on how fast the host was that day (it still
+varies from round to round, as the rates do).
 
     /work/venv/bin/python bench/daily_sync_bench.py --only export --volume 1 --repeat 3
     /work/venv/bin/python bench/daily_sync_bench.py --only export --volume 4 --repeat 3
@@ -194,8 +195,7 @@ LOADERS = (
 )
 ARROW_BATCH = 8192
 # The issue's reference figures (events of about 1.1 KB, this machine) and the export
-# load's target: measured side by side on the same files, the ratio of our load to each
-# reference carries over whatever the events' size and the host's speed that hour.
+# load's target: our load and each reference read the same events in the same hour.
 TARGET_EVENTS_S = 120_000
 REFERENCE_EVENTS_S = {
     "gunzip": 254_000,
@@ -536,8 +536,7 @@ def print_reference_ratios(runs: list[dict[str, Any]]) -> None:
     """Our load against each reference run in the same round, as the target's ratio.
 
     The target (120,000 events/s) over a reference's figure is the ratio our load must
-    reach against that reference; measured within one round, on the same files, the ratio
-    holds whatever the host gives that round and whatever the events' size.
+    reach against that reference; both are measured within one round, on the same files.
     """
     ours = {r["repeat"]: r for r in runs if r["loader"] == "duckdb-explicit"}
     lines = []
