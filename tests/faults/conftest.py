@@ -79,6 +79,11 @@ class FaultTable:
     def add(self, **values: object) -> None:
         self.rows.append(FaultRow(**values))  # type: ignore[arg-type]
 
+    @staticmethod
+    def injected(seen: dict) -> int:
+        """How many faults the sandbox injected, from its counters."""
+        return sum(seen["faults"].values())
+
     def record(
         self, fault: str, job: str, outcome: str, details: str, seen: dict, run: Any
     ) -> None:
@@ -90,7 +95,7 @@ class FaultTable:
             outcome=outcome,
             details=details,
             requests=seen["total"],
-            injected=sum(seen["faults"].values()),
+            injected=self.injected(seen),
             retries=run.retries,
             throttled=seen["by_status"].get("429", 0),
             seconds=run.seconds,

@@ -379,10 +379,6 @@ def check_expectation(fault: Fault, outcome: str, run: RunOutcome) -> None:
         assert outcome == {"identical": "identical", "failed": "failed cleanly"}[fault.expect]
 
 
-def faults_injected(counters: dict[str, Any]) -> int:
-    return sum(counters["faults"].values())
-
-
 # ----- warehouse snapshots -----------------------------------------------------------------
 
 
@@ -548,7 +544,7 @@ def test_daily_job_under_fault(
             assert rerun.success, rerun.failures
             assert same_tables(dump_tables(database), baseline.reference), "re-run differs"
             details += "; clean re-run identical"
-    assert faults_injected(seen) > 0, "the fault never fired"
+    assert fault_table.injected(seen) > 0, "the fault never fired"
     fault_table.record(fault.label, definitions.DAILY_JOB, outcome, details, seen, run)
     check_expectation(fault, outcome, run)
 
@@ -575,7 +571,7 @@ def test_cohort_snapshot_under_a_cut_short_file(
         run = outcome_of(result, instance, started)
         seen = control(sandbox, "GET", "/counters")
         control(sandbox, "DELETE", "/faults")
-    assert faults_injected(seen) > 0, "the fault never fired"
+    assert fault_table.injected(seen) > 0, "the fault never fired"
     assert run.success, run.failures
     # The baseline took the same snapshot fault-free: replacing it changed nothing.
     assert same_tables(dump_tables(database), baseline.before)
@@ -715,6 +711,6 @@ def test_writeback_under_fault(
             f"{outcomes['not_sent']} not sent; clean re-run sent {again['updated']}, "
             "stored values identical"
         )
-    assert faults_injected(seen) > 0, "the fault never fired"
+    assert fault_table.injected(seen) > 0, "the fault never fired"
     fault_table.record(fault.label, crm_account_metadata_push.name, outcome, details, seen, run)
     check_expectation(fault, outcome, run)
