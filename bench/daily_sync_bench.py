@@ -31,8 +31,8 @@ of them, all by default) with each loader, each in a child process, ``--repeat``
 * ``duckdb-explicit``: the product's load (``export_select_sql`` through
   ``DuckDBWarehouse.replace_partition``);
 * ``duckdb-default``: DuckDB's ``read_json`` with its defaults (schema detection, and
-  DuckDB's own memory_limit: it runs out of memory at the product's 192MB, and at 1GB on
-  the full day), the issue's 70,000 events/s in 1 GB reference, into a table of its own;
+  DuckDB's own memory_limit and row group size: it runs out of memory at 192MB, and at
+  1GB on the full day), the issue's 70,000 events/s in 1 GB reference, into a table of its own;
 * ``orjson-processes``: one worker process per core gunzips (ISA-L) and parses each file
   with orjson into Arrow record batches (nested objects kept as JSON text, timestamps
   cast by DuckDB), handed to the parent as Arrow IPC files, which DuckDB inserts into the
@@ -68,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def run_child(args: argparse.Namespace) -> None:
         ),
         "warehouse": DuckDBWarehouse(
             database=args.database,
-            **({"memory_limit": args.memory_limit} if args.memory_limit else {}),
+            **parse_warehouse((args.warehouse or [""])[0]),
         ),
     }
     # CPU time of the load alone (DuckDB's threads included): wrap the one call the
@@ -337,16 +338,16 @@ def compare_child(args: argparse.Namespace) -> None:
             flush=True,
         )
         return
-    # DuckDB's default read_json runs with DuckDB's defaults, memory_limit included (80 %
-    # of the machine's memory): it runs out of memory at the product's 192MB, and at 1GB
-    # on the full day. Its peak is what it takes.
-    limit = {}
+    # DuckDB's default read_json runs with DuckDB's defaults, memory_limit (80 % of the
+    # machine's memory) and row group size included: it runs out of memory at the
+    # product's 192MB, and at 1GB on the full day. Its peak is what it takes.
+    limit: dict[str, Any] = {}
     if args.loader == "duckdb-default":
         import duckdb
 
         with duckdb.connect() as probe:
             default = probe.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-        limit = {"memory_limit": default}
+        limit = {"memory_limit": default, "row_group_size": 122_880}
     warehouse = DuckDBWarehouse(database=args.database, **limit)
     warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
     warehouse.execute(events_table_ddl("amplitude.events"))
@@ -586,8 +587,20 @@ def start_sandbox(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen
     return proc, base
 
 
+def parse_warehouse(variant: str | None) -> dict[str, Any]:
+    """``memory_limit=320MB,row_group_size=61440`` -> DuckDBWarehouse settings ("" = the
+    product's own)."""
+    settings: dict[str, Any] = {}
+    for item in filter(None, (variant or "").split(",")):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--warehouse {variant!r}: write NAME=VALUE[,NAME=VALUE]")
+        settings[name.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    return settings
+
+
 def run_one(
-    asset: str, base: str, database: Path, day: str, memory_limit: str | None = None
+    asset: str, base: str, database: Path, day: str, warehouse: str | None = None
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -600,7 +613,7 @@ def run_one(
         str(database),
         "--day",
         day,
-        *(["--memory-limit", memory_limit] if memory_limit else []),
+        *(["--warehouse", warehouse] if warehouse else []),
     ]
     load_before = loadavg()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -622,16 +635,36 @@ def _fmt(value: float | None, spec: str = ",.1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def summarize(runs: list[dict[str, Any]], assets: list[str]) -> list[dict[str, Any]]:
+def print_run(out: dict[str, Any], rep: int, repeat: int) -> None:
+    extra = ""
+    if out.get("load_s"):
+        extra = (
+            f" download {out['download_s']:.1f} s, load {out['load_s']:.1f} s "
+            f"({out['rows'] / out['load_s']:,.0f} ev/s, "
+            f"{out['rows'] / out['load_cpu_s']:,.0f} ev/cpu-s)"
+        )
+    variant = f" [{out['variant']}]" if out["variant"] else ""
+    print(
+        f"[{rep}/{repeat}] {out['asset']}{variant}: {out['rows']} rows, wall "
+        f"{out['wall']:.1f} s, peak {out['peak_mb']:.0f} MB{extra}; load "
+        f"{out['load_before']}→{out['load_after']}; checks {out['checks']}",
+        flush=True,
+    )
+
+
+def summarize(
+    runs: list[dict[str, Any]], assets: list[str], variants: Sequence[str] = ("",)
+) -> list[dict[str, Any]]:
     rows = []
-    for asset in assets:
-        mine = [r for r in runs if r["asset"] == asset]
+    for variant, asset in ((v, a) for v in variants for a in assets):
+        mine = [r for r in runs if r["asset"] == asset and r.get("variant", "") == variant]
         if not mine:
             continue
         wall = _median([r["wall"] for r in mine])
         rows_n = _median([r["rows"] for r in mine])
         row = {
-            "asset": asset,
+            "asset": f"{asset} [{variant}]" if variant else asset,
+            "variant": variant,
             "n": len(mine),
             "rows": rows_n,
             "wall": wall,
@@ -708,7 +741,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write every raw figure here as JSON")
     parser.add_argument("--workdir", type=Path, help="where warehouses go (default: a temp dir)")
     parser.add_argument(
-        "--memory-limit", help="the warehouse's DuckDB memory_limit (default: the product's)"
+        "--warehouse",
+        action="append",
+        metavar="NAME=VALUE[,NAME=VALUE]",
+        help=(
+            "DuckDBWarehouse settings, e.g. memory_limit=192MB,row_group_size=122880; repeat "
+            "it to compare variants in turns, '' being the product's defaults"
+        ),
     )
     parser.add_argument(
         "--compare-loaders",
@@ -755,27 +794,18 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; load average {loadavg()}; workdir {workdir}", flush=True)
     sandbox, base = start_sandbox(args, workdir / "sandbox.log")
     runs: list[dict[str, Any]] = []
+    variants = args.warehouse or [""]
     try:
         for rep in range(1, args.repeat + 1):
-            database = workdir / f"warehouse-{rep}.duckdb"
-            for asset in assets:
-                out = run_one(asset, base, database, args.day, args.memory_limit)
-                out["repeat"] = rep
-                runs.append(out)
-                extra = ""
-                if out.get("load_s"):
-                    extra = (
-                        f" download {out['download_s']:.1f} s, load {out['load_s']:.1f} s "
-                        f"({out['rows'] / out['load_s']:,.0f} ev/s, "
-                        f"{out['rows'] / out['load_cpu_s']:,.0f} ev/cpu-s)"
-                    )
-                print(
-                    f"[{rep}/{args.repeat}] {asset}: {out['rows']} rows, wall "
-                    f"{out['wall']:.1f} s, peak {out['peak_mb']:.0f} MB{extra}; load "
-                    f"{out['load_before']}→{out['load_after']}; checks {out['checks']}",
-                    flush=True,
-                )
-            for leftover in workdir.glob(f"warehouse-{rep}.duckdb*"):
+            # Variants take turns within a round, each in a warehouse file of its own.
+            for number, variant in enumerate(variants):
+                database = workdir / f"warehouse-{rep}-{number}.duckdb"
+                for asset in assets:
+                    out = run_one(asset, base, database, args.day, variant)
+                    out["variant"], out["repeat"] = variant, rep
+                    runs.append(out)
+                    print_run(out, rep, args.repeat)
+            for leftover in workdir.glob(f"warehouse-{rep}-*.duckdb*"):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
@@ -786,7 +816,7 @@ def main() -> None:
             sandbox.wait(timeout=30)
         except subprocess.TimeoutExpired:
             sandbox.kill()
-    summary = summarize(runs, assets)
+    summary = summarize(runs, assets, variants)
     print_table(summary)
     if args.out:
         args.out.write_text(

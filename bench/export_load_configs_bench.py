@@ -44,6 +44,10 @@ CONFIGS: dict[str, dict] = {
     "optimistic write off": {"set": {"enable_optimistic_write": False}},
     "write buffer 32MB": {"set": {"write_buffer_row_group_memory_limit": "32MB"}},
     "3 threads": {"threads": 3},
+    "320MB, RG 61440": {"memory_limit": "320MB", "row_group_size": 61440},
+    "352MB, RG 61440": {"memory_limit": "352MB", "row_group_size": 61440},
+    "288MB, RG 61440": {"memory_limit": "288MB", "row_group_size": 61440},
+    "3GB (no spill, for scale)": {"memory_limit": "3GB"},
 }
 # Smaller row groups, flushed sooner: less of each thread's insert held in memory.
 CONFIGS |= {
