@@ -339,8 +339,8 @@ def compare_child(args: argparse.Namespace) -> None:
         )
         return
     # DuckDB's default read_json runs with DuckDB's defaults, memory_limit (80 % of the
-    # machine's memory) and row group size included: it runs out of memory at the
-    # product's 192MB, and at 1GB on the full day. Its peak is what it takes.
+    # machine's memory) and row group size included: it runs out of memory at 192MB,
+    # and at 1GB on the full day. Its peak is what it takes.
     limit: dict[str, Any] = {}
     if args.loader == "duckdb-default":
         import duckdb

@@ -30,11 +30,19 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# name -> settings; every setting not named keeps the product's value. "set" holds extra
-# DuckDB settings (name -> value) applied after the connection opens.
-PRODUCT: dict = {"memory_limit": "192MB", "threads": 2, "row_group_size": 0, "set": {}}
+sys.path.insert(0, str(ROOT))
+from analytics_assets.warehouse import DuckDBWarehouse  # noqa: E402
+
+# name -> settings; every setting not named keeps the product's value (the warehouse
+# resource's defaults). "set" holds extra DuckDB settings (name -> value) applied after
+# the connection opens.
+PRODUCT: dict = {
+    name: DuckDBWarehouse.model_fields[name].default
+    for name in ("memory_limit", "threads", "row_group_size")
+} | {"set": {}}
 CONFIGS: dict[str, dict] = {
     "product": {},
+    "before: 192MB, RG 122880": {"memory_limit": "192MB", "row_group_size": 122880},
     "1 thread": {"threads": 1},
     "256MB": {"memory_limit": "256MB"},
     "320MB": {"memory_limit": "320MB"},
@@ -44,10 +52,8 @@ CONFIGS: dict[str, dict] = {
     "optimistic write off": {"set": {"enable_optimistic_write": False}},
     "write buffer 32MB": {"set": {"write_buffer_row_group_memory_limit": "32MB"}},
     "3 threads": {"threads": 3},
-    "320MB, RG 61440": {"memory_limit": "320MB", "row_group_size": 61440},
-    "352MB, RG 61440": {"memory_limit": "352MB", "row_group_size": 61440},
-    "288MB, RG 61440": {"memory_limit": "288MB", "row_group_size": 61440},
-    "3GB (no spill, for scale)": {"memory_limit": "3GB"},
+    "352MB": {"memory_limit": "352MB"},
+    "3GB, RG 122880 (nothing spills)": {"memory_limit": "3GB", "row_group_size": 122880},
 }
 # Smaller row groups, flushed sooner: less of each thread's insert held in memory.
 CONFIGS |= {
@@ -70,13 +76,11 @@ def pick(files_dir: Path, count: int) -> list[Path]:
 def child(name: str, files: list[Path], database: Path) -> None:
     import duckdb
 
-    sys.path.insert(0, str(ROOT))
     from analytics_assets.assets.amplitude import events_table_ddl, export_select_sql
 
     cfg = PRODUCT | CONFIGS[name]
     con = duckdb.connect(config={"memory_limit": cfg["memory_limit"], "threads": cfg["threads"]})
-    option = f" (ROW_GROUP_SIZE {cfg['row_group_size']})" if cfg["row_group_size"] else ""
-    con.execute(f"ATTACH '{database}' AS w{option}")
+    con.execute(f"ATTACH '{database}' AS w (ROW_GROUP_SIZE {cfg['row_group_size']})")
     con.execute("USE w")
     con.execute("SET preserve_insertion_order = false")
     for setting, value in cfg["set"].items():
