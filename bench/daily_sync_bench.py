@@ -48,6 +48,8 @@ varies from round to round, as the rates do).
 
     /work/venv/bin/python bench/daily_sync_bench.py --only export --volume 1 --repeat 3
     /work/venv/bin/python bench/daily_sync_bench.py --only export --volume 4 --repeat 3
+    /work/venv/bin/python bench/daily_sync_bench.py --only export --repeat 3 --warehouse '' \\
+        --warehouse memory_limit=192MB,row_group_size=122880
     /work/venv/bin/python bench/daily_sync_bench.py --only pendo --repeat 3
     /work/venv/bin/python bench/daily_sync_bench.py --only all --repeat 3
     /work/venv/bin/python bench/daily_sync_bench.py --compare-loaders --compare-files 16 --repeat 3

@@ -49,7 +49,9 @@ def test_settings_reach_duckdb(tmp_path: Path) -> None:
             "SELECT current_setting('memory_limit'), current_setting('threads'), "
             "current_setting('temp_directory'), current_database()"
         ).fetchone()
-    assert (memory, threads, database) == ("286.1 MiB", 1, "warehouse")
+    with duckdb.connect(config={"memory_limit": "300MB"}) as plain:  # DuckDB's own rendering
+        expected = plain.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert (memory, threads, database) == (expected, 1, "warehouse")
     assert temp == f"{path}.tmp"  # spills beside the file, not in the working directory
 
 
