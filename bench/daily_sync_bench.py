@@ -117,6 +117,16 @@ def run_child(args: argparse.Namespace) -> None:
     }
     asset = assets[args.child]
     base = args.base_url
+    settings = parse_warehouse((args.warehouse or [""])[0])
+    # Not a warehouse setting: inflate=duckdb has DuckDB inflate every export file itself,
+    # as the product does for files too big for ISA-L's reader (the load before it).
+    inflate = settings.pop("inflate", "isal")
+    if inflate not in ("isal", "duckdb"):
+        raise SystemExit(f"--warehouse inflate={inflate}: use isal or duckdb")
+    if inflate == "duckdb":
+        from analytics_assets import isal_gzip
+
+        isal_gzip.MAX_COMPRESSED_BYTES = 0
     resources = {
         "pendo": PendoResource(
             integration_key="sandbox-pendo-us-read-key", base_url=base, rate_per_second=50
@@ -128,10 +138,7 @@ def run_child(args: argparse.Namespace) -> None:
             ingestion_url=base,
             profile_url=base,
         ),
-        "warehouse": DuckDBWarehouse(
-            database=args.database,
-            **parse_warehouse((args.warehouse or [""])[0]),
-        ),
+        "warehouse": DuckDBWarehouse(database=args.database, **settings),
     }
     # CPU time of the load alone (DuckDB's threads included): wrap the one call the
     # export's load goes through.
@@ -748,7 +755,8 @@ def main() -> None:
         metavar="NAME=VALUE[,NAME=VALUE]",
         help=(
             "DuckDBWarehouse settings, e.g. memory_limit=192MB,row_group_size=122880; repeat "
-            "it to compare variants in turns, '' being the product's defaults"
+            "it to compare variants in turns, '' being the product's defaults; "
+            "inflate=duckdb has DuckDB inflate the export instead of ISA-L"
         ),
     )
     parser.add_argument(

@@ -2,8 +2,10 @@
 
 Each configuration loads the same N export files (the product's ``export_select_sql``)
 into a fresh DuckDB file in a child process of its own, in one transaction, as the
-``amplitude/events`` asset does, without Dagster around it; configurations take turns,
-``--repeat`` rounds. Prints events/s, events per CPU-second, peak memory (``ru_maxrss``)
+``amplitude/events`` asset does (files inflated by ISA-L through ``isal_gzip``, unless
+a configuration says ``"isal": False``), in one INSERT (the asset batches 24 files an
+INSERT), without Dagster around it; configurations take turns, ``--repeat`` rounds.
+Prints events/s, events per CPU-second, peak memory (``ru_maxrss``)
 and file size, medians over the rounds.
 
 Get the files once (a day at scale 100, ~1.4 GB gzipped)::
@@ -39,11 +41,13 @@ from analytics_assets.warehouse import DuckDBWarehouse  # noqa: E402
 PRODUCT: dict = {
     name: DuckDBWarehouse.model_fields[name].default
     for name in ("memory_limit", "threads", "row_group_size")
-} | {"set": {}}
+} | {"set": {}, "isal": True}
 CONFIGS: dict[str, dict] = {
     "product": {},
+    "DuckDB's own gzip (before)": {"isal": False},
     "before: 192MB, RG 122880": {"memory_limit": "192MB", "row_group_size": 122880},
     "1 thread": {"threads": 1},
+    "224MB": {"memory_limit": "224MB"},
     "256MB": {"memory_limit": "256MB"},
     "320MB": {"memory_limit": "320MB"},
     "384MB": {"memory_limit": "384MB"},
@@ -52,6 +56,12 @@ CONFIGS: dict[str, dict] = {
     "optimistic write off": {"set": {"enable_optimistic_write": False}},
     "write buffer 32MB": {"set": {"write_buffer_row_group_memory_limit": "32MB"}},
     "3 threads": {"threads": 3},
+    "allocator flush 8MB": {"set": {"allocator_flush_threshold": "8MB"}},
+    "allocator flush 8MB, own gzip": {
+        "isal": False,
+        "set": {"allocator_flush_threshold": "8MB"},
+    },
+    "allocator background threads": {"set": {"allocator_background_threads": True}},
     "352MB": {"memory_limit": "352MB"},
     "3GB, RG 122880 (nothing spills)": {"memory_limit": "3GB", "row_group_size": 122880},
 }
@@ -76,6 +86,7 @@ def pick(files_dir: Path, count: int) -> list[Path]:
 def child(name: str, files: list[Path], database: Path) -> None:
     import duckdb
 
+    from analytics_assets import isal_gzip
     from analytics_assets.assets.amplitude import events_table_ddl, export_select_sql
 
     cfg = PRODUCT | CONFIGS[name]
@@ -83,14 +94,18 @@ def child(name: str, files: list[Path], database: Path) -> None:
     con.execute(f"ATTACH '{database}' AS w (ROW_GROUP_SIZE {cfg['row_group_size']})")
     con.execute("USE w")
     con.execute("SET preserve_insertion_order = false")
+    isal_gzip.register(con)
     for setting, value in cfg["set"].items():
         con.execute(f"SET {setting} = {value!r}")
     con.execute(events_table_ddl("events"))
     wall, cpu = time.perf_counter(), time.process_time()
     con.execute("BEGIN")
-    con.execute(f"INSERT INTO events BY NAME {export_select_sql(files, date(2026, 11, 17))}")
+    sql = export_select_sql(files, date(2026, 11, 17), isal=cfg["isal"])
+    con.execute(f"INSERT INTO events BY NAME {sql}")
     con.execute("COMMIT")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    isal_gzip.unregister(con)
     rows = con.execute("SELECT count(*) FROM events").fetchone()[0]
     con.close()
     print(
@@ -100,7 +115,7 @@ def child(name: str, files: list[Path], database: Path) -> None:
                 "rows": rows,
                 "wall": wall,
                 "cpu": cpu,
-                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_mb": peak_mb,
                 "file_mb": database.stat().st_size / 1e6,
                 "load1": os.getloadavg()[0],
             }

@@ -60,3 +60,25 @@ def test_invalid_row_group_size_says_what_to_use(tmp_path: Path, size: int) -> N
     wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"), row_group_size=size)
     with pytest.raises(ValueError, match="positive multiple of 2048"):
         wh.execute("SELECT 1")
+
+
+def test_a_failed_write_leaves_the_file_free_for_the_next_connection(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    try:
+        wh.replace_partition("s.t", "SELECT * FROM no_such_table", "day", "2026-11-01")
+    except duckdb.Error:
+        # A retry while the error (and the frames that hold the failed connection) is
+        # alive: the file must not be still attached ("Unique file handle conflict").
+        assert wh.replace_partition("s.t", _rows(2, "2026-11-01"), "day", "2026-11-01") == 2
+    else:
+        pytest.fail("reading a missing table should have failed")
+
+
+def test_a_list_of_selects_replaces_the_partition_in_one_transaction(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    day = "2026-11-01"
+    assert wh.replace_partition("s.t", [_rows(3, day), _rows(4, day)], "day", day) == 7
+    # A failing batch rolls back the whole replacement: the day keeps its 7 rows.
+    with pytest.raises(duckdb.Error):
+        wh.replace_partition("s.t", [_rows(5, day), "SELECT * FROM no_such_table"], "day", day)
+    assert wh.records("SELECT count(*) AS n FROM s.t") == [{"n": 7}]
