@@ -164,8 +164,12 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                 conn.execute("SET preserve_insertion_order = false")
             conn.execute("BEGIN TRANSACTION")
             try:
-                batches = [f"({sql})" for sql in data] if isinstance(data, list) else []
-                sources = batches or [self._register(conn, data)]  # type: ignore[arg-type]
+                if isinstance(data, list):
+                    if not data:
+                        raise ValueError(f"nothing to write to {table}: no SELECT in the list")
+                    sources = [f"({sql})" for sql in data]
+                else:
+                    sources = [self._register(conn, data)]
                 self._ensure_table(conn, table, sources[0])
                 conn.execute(f"DELETE FROM {table} WHERE {partition_column} = ?", [partition_value])
                 before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

@@ -152,9 +152,7 @@ def test_files_too_big_for_the_trailer_are_left_to_duckdbs_reader(tmp_path, monk
     assert isal_gzip.url(files[0]) in sql and f"'{files[1].as_posix()}'" in sql
 
 
-def test_the_export_load_falls_back_to_duckdbs_reader_for_a_misstated_size(
-    tmp_path, monkeypatch
-):
+def test_the_export_load_falls_back_to_duckdbs_reader_for_a_misstated_size(tmp_path, monkeypatch):
     # One file a batch: the bad file is in the second batch, after the first was inserted.
     monkeypatch.setattr(amplitude, "EXPORT_BATCH_FILES", 1)
     warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))

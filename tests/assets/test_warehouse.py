@@ -82,3 +82,11 @@ def test_a_list_of_selects_replaces_the_partition_in_one_transaction(tmp_path: P
     with pytest.raises(duckdb.Error):
         wh.replace_partition("s.t", [_rows(5, day), "SELECT * FROM no_such_table"], "day", day)
     assert wh.records("SELECT count(*) AS n FROM s.t") == [{"n": 7}]
+
+
+def test_an_empty_list_of_selects_is_refused_and_leaves_the_partition(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    wh.replace_partition("s.t", _rows(3, "2026-11-01"), "day", "2026-11-01")
+    with pytest.raises(ValueError, match="nothing to write to s.t: no SELECT in the list"):
+        wh.replace_partition("s.t", [], "day", "2026-11-01")
+    assert wh.records("SELECT count(*) AS n FROM s.t") == [{"n": 3}]
