@@ -14,8 +14,9 @@ in order, so that is one buffer at most); a read behind it starts the file again
 
 DuckDB must be told each file's size up front. Gzip's trailer holds it modulo 2**32, and
 only for the last member, so the size is checked when the file is read to its end: a
-file that inflates to more or fewer bytes than its trailer says raises ``GzipSizeError``
-(the caller loads such files with DuckDB's own reader, see ``url``), never a silent loss.
+file that inflates to more or fewer bytes than its trailer says raises ``GzipSizeError``,
+never a silent loss (the export's load then reads the day with DuckDB's own reader:
+``assets.amplitude._load_export``).
 """
 
 from __future__ import annotations
@@ -239,7 +240,10 @@ class IsalGzipFileSystem(AbstractFileSystem):
         local = self._strip_protocol(path)
         if not os.path.isfile(local):
             raise FileNotFoundError(local)
-        return {"name": local, "size": inflated_size(local), "type": "file"}
+        # DuckDB asks a file's size on every handle; an open file's is already known.
+        inflater = self._inflaters.get(local)
+        size = inflater.size if inflater else inflated_size(local)
+        return {"name": local, "size": size, "type": "file"}
 
     # Whether a file is there is not whether it can be read: a file that is not gzip
     # exists, and fails with its reason when DuckDB asks its size, not as "no files found".

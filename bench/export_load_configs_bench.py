@@ -45,7 +45,11 @@ PRODUCT: dict = {
 CONFIGS: dict[str, dict] = {
     "product": {},
     "DuckDB's own gzip (before)": {"isal": False},
-    "before: 192MB, RG 122880": {"memory_limit": "192MB", "row_group_size": 122880},
+    "before: 192MB, RG 122880": {
+        "memory_limit": "192MB",
+        "row_group_size": 122880,
+        "isal": False,
+    },
     "1 thread": {"threads": 1},
     "224MB": {"memory_limit": "224MB"},
     "256MB": {"memory_limit": "256MB"},
