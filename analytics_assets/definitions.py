@@ -12,15 +12,18 @@ import os
 
 import dagster as dg
 
-from analytics_assets.assets import amplitude_assets, analytics_assets, pendo_assets
-from analytics_assets.resources import AmplitudeResource, PendoResource
-from analytics_assets.sensors import build_sensors
-from analytics_assets.sync_config import load_sync_config
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback import (
+from analytics_assets.alerts.sensors import build_sensors
+from analytics_assets.amplitude.assets import amplitude_assets
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.analytics.assets import analytics_assets
+from analytics_assets.crm_writeback import (
     crm_account_metadata_push,
     crm_account_metadata_push_schedule,
 )
+from analytics_assets.pendo.assets import pendo_assets
+from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.sync_config import load_sync_config
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 DAILY_JOB = "daily_sync"
 CATALOG_JOB = "catalog_refresh"

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from analytics_assets.crm_writeback import SAMPLE_CRM_PATH
 from analytics_assets.sandbox.config import SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer, SandboxUrls
 from analytics_assets.settings import dagster_home, data_dir
-from analytics_assets.writeback import SAMPLE_CRM_PATH
 
 dg_home = dagster_home
 
@@ -116,8 +116,8 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
 
 def _writeback(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
     """Push the sample CRM export into Pendo and print what changed and what was set aside."""
-    from analytics_assets.warehouse import DuckDBWarehouse
-    from analytics_assets.writeback import run_report
+    from analytics_assets.crm_writeback import run_report
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     print(f"\nCRM write-back from {SAMPLE_CRM_PATH.name}:")
     job = defs.resolve_job_def("crm_account_metadata_push")
@@ -152,8 +152,8 @@ def _stage_changes(timezone: str) -> list[str]:
     real services change on their own; the sandbox is told to)."""
     import httpx
 
-    from analytics_assets.clients.amplitude import AmplitudeClient
-    from analytics_assets.clients.pendo import MetadataRecord, PendoClient
+    from analytics_assets.amplitude.client import AmplitudeClient
+    from analytics_assets.pendo.client import MetadataRecord, PendoClient
 
     base = os.environ["PENDO_BASE_URL"]
     control = f"{base}/_sandbox"
@@ -251,7 +251,7 @@ def _stage_changes(timezone: str) -> list[str]:
 
 def _alerts(resources: dict, instance: dg.DagsterInstance, timezone: str) -> bool:
     """One tick of every sensor, the staged changes, a second tick: print what alerted."""
-    from analytics_assets.sensors import evaluate_once
+    from analytics_assets.alerts.sensors import evaluate_once
 
     print("\nPolling sensors (one tick each, in place of webhooks):")
     first = evaluate_once(resources, instance=instance, pendo_timezone=timezone)
@@ -278,7 +278,7 @@ def _alerts(resources: dict, instance: dg.DagsterInstance, timezone: str) -> boo
 def _run_steps(days: int) -> int:
     """Materialize snapshots, the last ``days`` daily partitions, then the health view."""
     from analytics_assets import definitions
-    from analytics_assets.assets.accounts import HEALTH_KEY
+    from analytics_assets.analytics.assets import HEALTH_KEY
     from analytics_assets.settings import warehouse_path
     from analytics_assets.sync_config import load_sync_config
 

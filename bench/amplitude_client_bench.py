@@ -30,8 +30,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analytics_assets.clients.amplitude import AmplitudeClient  # noqa: E402
-from analytics_assets.clients.limits import amplitude_budgets, amplitude_query_cost  # noqa: E402
+from analytics_assets.amplitude.client import AmplitudeClient  # noqa: E402
+from analytics_assets.amplitude.costs import amplitude_budgets, amplitude_query_cost  # noqa: E402
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig  # noqa: E402
 from analytics_assets.sandbox.server import SandboxServer  # noqa: E402
 

@@ -107,9 +107,12 @@ ANALYTICS_ASSETS = ["analytics/account_daily_usage"]
 def run_child(args: argparse.Namespace) -> None:
     import dagster as dg
 
-    from analytics_assets.assets import amplitude_assets, analytics_assets, pendo_assets
-    from analytics_assets.resources import AmplitudeResource, PendoResource
-    from analytics_assets.warehouse import DuckDBWarehouse
+    from analytics_assets.amplitude.assets import amplitude_assets
+    from analytics_assets.amplitude.resource import AmplitudeResource
+    from analytics_assets.analytics.assets import analytics_assets
+    from analytics_assets.pendo.assets import pendo_assets
+    from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     assets = {
         a.key.to_user_string(): a
@@ -124,7 +127,7 @@ def run_child(args: argparse.Namespace) -> None:
     if inflate not in ("isal", "duckdb"):
         raise SystemExit(f"--warehouse inflate={inflate}: use isal or duckdb")
     if inflate == "duckdb":
-        from analytics_assets import isal_gzip
+        from analytics_assets.warehouse import isal_gzip
 
         isal_gzip.MAX_COMPRESSED_BYTES = 0
     resources = {
@@ -268,7 +271,7 @@ def _parse_to_ipc(path: str, out: str) -> int:
     import pyarrow as pa
     from isal import igzip
 
-    from analytics_assets.assets.amplitude import EXPORT_FIELDS
+    from analytics_assets.amplitude.assets import EXPORT_FIELDS
 
     arrow_types = {
         "VARCHAR": pa.string(),
@@ -316,12 +319,12 @@ def _parse_to_ipc(path: str, out: str) -> int:
 def compare_child(args: argparse.Namespace) -> None:
     """One loader over the files in ``args.files_dir``, into a fresh warehouse."""
 
-    from analytics_assets.assets.amplitude import (
+    from analytics_assets.amplitude.assets import (
         EXPORT_FIELDS,
         events_table_ddl,
         export_select_sql,
     )
-    from analytics_assets.warehouse import DuckDBWarehouse
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     files = sorted(Path(args.files_dir).glob("*.json.gz"))
     if args.compare_files:  # spread over the day: early hours are small, midday ones big
@@ -431,8 +434,8 @@ def compare_child(args: argparse.Namespace) -> None:
 
 
 def compare_loaders(args: argparse.Namespace) -> None:
+    from analytics_assets.amplitude.resource import AmplitudeResource
     from analytics_assets.partitions import day_window
-    from analytics_assets.resources import AmplitudeResource
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="export-loaders-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

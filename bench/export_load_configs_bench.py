@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from analytics_assets.warehouse import DuckDBWarehouse  # noqa: E402
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
 
 # name -> settings; every setting not named keeps the product's value (the warehouse
 # resource's defaults). "set" holds extra DuckDB settings (name -> value) applied after
@@ -90,8 +90,8 @@ def pick(files_dir: Path, count: int) -> list[Path]:
 def child(name: str, files: list[Path], database: Path) -> None:
     import duckdb
 
-    from analytics_assets import isal_gzip
-    from analytics_assets.assets.amplitude import events_table_ddl, export_select_sql
+    from analytics_assets.amplitude.assets import events_table_ddl, export_select_sql
+    from analytics_assets.warehouse import isal_gzip
 
     cfg = PRODUCT | CONFIGS[name]
     con = duckdb.connect(config={"memory_limit": cfg["memory_limit"], "threads": cfg["threads"]})

@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analytics_assets.clients import AdaptiveTokenBucket, PendoClient  # noqa: E402
+from analytics_assets.http import AdaptiveTokenBucket
+from analytics_assets.pendo.client import PendoClient
 
 ROOT = Path(__file__).resolve().parents[1]
 

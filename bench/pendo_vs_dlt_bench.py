@@ -81,11 +81,11 @@ def aggregation_body(last_day: str, days: int) -> dict[str, Any]:
 
 def load_ours(base: str, body: dict[str, Any], database: Path) -> int:
     """The events_hourly asset's path, minus Dagster: stream, map each row, stage, load."""
-    from analytics_assets.arrow_types import DATE, INT, STR, TS
-    from analytics_assets.assets.loading import Column, load_rows
-    from analytics_assets.assets.pendo import _ms
-    from analytics_assets.resources import PendoResource
-    from analytics_assets.warehouse import DuckDBWarehouse
+    from analytics_assets.pendo.assets import _ms
+    from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+    from analytics_assets.warehouse.loading import Column, load_rows
+    from analytics_assets.warehouse.types import DATE, INT, STR, TS
 
     columns = [
         Column("day", DATE),
@@ -106,7 +106,7 @@ def load_ours(base: str, body: dict[str, Any], database: Path) -> int:
     with resource_.session(None) as client:
 
         def rows():
-            # The same mapping as pendo.events_hourly's (analytics_assets/assets/pendo.py).
+            # The same mapping as pendo.events_hourly's (analytics_assets/pendo/assets.py).
             for r in client.aggregate(body):
                 yield {
                     "day": day,
@@ -193,7 +193,7 @@ def run_child(args: argparse.Namespace) -> None:
     database, workdir = Path(args.database), Path(args.database).parent
     # Import what each loader needs before the clock starts and the baseline is read.
     if args.child == "ours":
-        import analytics_assets.assets.pendo  # noqa: F401
+        import analytics_assets.pendo.assets  # noqa: F401
     elif args.child == "dlt":
         import dlt  # noqa: F401
         from dlt.sources.rest_api import rest_api_source  # noqa: F401

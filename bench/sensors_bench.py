@@ -134,9 +134,9 @@ def measure(sensor: Any, cursor: str | None, resources: dict, instance: Any, bas
 
 def write_back(base: str, written: int, warehouse: Any) -> float:
     """Give ``written`` accounts the write-back's fields in Pendo and in the log."""
-    from analytics_assets.clients.pendo import MetadataRecord, PendoClient
+    from analytics_assets.crm_writeback.tables import LogRow, append_log
+    from analytics_assets.pendo.client import MetadataRecord, PendoClient
     from analytics_assets.sandbox.company import Company
-    from analytics_assets.writeback.tables import LogRow, append_log
 
     started = time.perf_counter()
     plans = ("free", "starter", "pro", "enterprise")
@@ -171,9 +171,10 @@ def write_back(base: str, written: int, warehouse: Any) -> float:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from analytics_assets.resources import AmplitudeResource, PendoResource
-    from analytics_assets.sensors import RunFailureRunner, build_alert_runners, make_settings
-    from analytics_assets.warehouse import DuckDBWarehouse
+    from analytics_assets.alerts.sensors import RunFailureRunner, build_alert_runners, make_settings
+    from analytics_assets.amplitude.resource import AmplitudeResource
+    from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     child, base = start_sandbox(args)
     try:

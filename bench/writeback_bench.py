@@ -39,10 +39,10 @@ WRITE_KEY = "sandbox-pendo-us-write-key"
 
 def serve(args: argparse.Namespace) -> int:
     """Child mode: write the CRM exports, start the sandbox, print its URL, wait for EOF."""
+    from analytics_assets.crm_writeback.data.make_sample import COLUMNS, crm_rows
     from analytics_assets.sandbox.company import Company
     from analytics_assets.sandbox.config import PendoLimits, SandboxConfig
     from analytics_assets.sandbox.server import SandboxServer
-    from analytics_assets.writeback.data.make_sample import COLUMNS, crm_rows
 
     company = Company(seed=args.seed, scale=args.scale, region="us")
     every = max(1, round(1 / args.changed)) if args.changed > 0 else 0
@@ -113,18 +113,18 @@ def rss_mb() -> float:
 
 def run_once(url: str, crm: Path, database: str, args: argparse.Namespace, run_id: str) -> dict:
     """The job's steps, timed one by one; returns the figures of one run."""
-    from analytics_assets.clients.pendo import PendoClient
-    from analytics_assets.warehouse import DuckDBWarehouse
-    from analytics_assets.writeback.crm import read_crm
-    from analytics_assets.writeback.diff import (
+    from analytics_assets.crm_writeback.crm import read_crm
+    from analytics_assets.crm_writeback.diff import (
         current_values_pipeline,
         diff_records,
         read_current_values,
     )
-    from analytics_assets.writeback.mapping import load_mapping
-    from analytics_assets.writeback.push import push_changes
-    from analytics_assets.writeback.tables import append_log, append_quarantine
-    from analytics_assets.writeback.validate import check_schema, validate_rows
+    from analytics_assets.crm_writeback.mapping import load_mapping
+    from analytics_assets.crm_writeback.push import push_changes
+    from analytics_assets.crm_writeback.tables import append_log, append_quarantine
+    from analytics_assets.crm_writeback.validate import check_schema, validate_rows
+    from analytics_assets.pendo.client import PendoClient
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     warehouse = DuckDBWarehouse(database=database)
     times: dict[str, float] = {}
@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         return serve(args)
 
-    import analytics_assets.warehouse  # noqa: F401
-    import analytics_assets.writeback.push  # noqa: F401  (imports before the baseline)
+    import analytics_assets.crm_writeback.push  # noqa: F401  (imports before the baseline)
+    import analytics_assets.warehouse.duckdb  # noqa: F401
 
     with tempfile.TemporaryDirectory(prefix="writeback-bench-") as tmp:
         t0 = time.perf_counter()

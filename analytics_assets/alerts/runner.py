@@ -39,10 +39,11 @@ from analytics_assets.alerts.sources import (
     plan_for,
 )
 from analytics_assets.alerts.state import SensorState, bound_outbox, dump_state, load_state
-from analytics_assets.clients.errors import (
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.http.errors import (
     ApiError,
 )
-from analytics_assets.resources import AmplitudeResource, PendoResource
+from analytics_assets.pendo.resource import PendoResource
 
 # ------------------------------------------------------------------------------ clients
 

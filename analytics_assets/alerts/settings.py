@@ -14,13 +14,13 @@ import dagster as dg
 
 from analytics_assets.alerts.model import Alert
 from analytics_assets.alerts.rules import RuleSet, RuleSpec
-from analytics_assets.clients.errors import (
+from analytics_assets.http.errors import (
     ApiError,
     RateLimitedError,
     ServerError,
     TransportError,
 )
-from analytics_assets.clients.pendo import AggregationLimitError
+from analytics_assets.pendo.client import AggregationLimitError
 
 MAX_CURSOR_BYTES = 256 * 1024
 # The sensors poll rate-limited APIs all day: every 5 minutes is "within minutes" for a CS

@@ -31,7 +31,7 @@ from analytics_assets.alerts.state import (
     SensorState,
     bound_outbox,
 )
-from analytics_assets.arrow_types import STR, TS_US, arrow_schema
+from analytics_assets.warehouse.types import STR, TS_US, arrow_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa

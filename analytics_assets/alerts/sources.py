@@ -38,7 +38,7 @@ from analytics_assets.alerts.rules import (
     RuleSpec,
     SourceSpec,
 )
-from analytics_assets.clients.pendo_pipeline import Expr
+from analytics_assets.pendo.pipeline import Expr
 
 if TYPE_CHECKING:
     import numpy as np  # imported where computed: most processes never need it

@@ -18,14 +18,15 @@ import httpx
 import numpy as np
 import pytest
 
-from analytics_assets.clients.amplitude import AmplitudeClient
-from analytics_assets.clients.pendo import MetadataRecord, PendoClient
-from analytics_assets.resources import AmplitudeResource, PendoResource
+from analytics_assets.alerts.sensors import build_sensors
+from analytics_assets.amplitude.client import AmplitudeClient
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.crm_writeback.tables import LogRow, append_log
+from analytics_assets.pendo.client import MetadataRecord, PendoClient
+from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox import SandboxConfig, SandboxServer
 from analytics_assets.sandbox.company import Company
-from analytics_assets.sensors import build_sensors
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback.tables import LogRow, append_log
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 NY = "America/New_York"
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday 10:00 in New York
@@ -337,7 +338,7 @@ def test_a_failing_webhook_delays_the_alert_and_the_next_tick_delivers_it(
 
 
 def test_late_events_re_run_the_day_they_changed(sandbox, company, tmp_path) -> None:
-    from analytics_assets.assets.pendo import account_daily_usage, visitor_daily_usage
+    from analytics_assets.pendo.assets import account_daily_usage, visitor_daily_usage
 
     harness = Harness(sandbox, str(tmp_path / "w.duckdb"), late_data_job="daily_sync")
     day = "2026-11-17"
@@ -363,7 +364,7 @@ def test_late_events_re_run_the_day_they_changed(sandbox, company, tmp_path) -> 
 
 
 def test_evaluate_once_runs_every_sensor_for_the_demo(sandbox, company, tmp_path) -> None:
-    from analytics_assets.sensors import evaluate_once
+    from analytics_assets.alerts.sensors import evaluate_once
 
     harness = Harness(sandbox, str(tmp_path / "w.duckdb"))
     options = {"clock": lambda: NOW, "pendo_timezone": NY, "environ": {}}

@@ -11,8 +11,7 @@ import dagster as dg
 import pytest
 
 from analytics_assets.alerts.rules import parse_rules
-from analytics_assets.clients.errors import AuthenticationError, RateLimitedError, ServerError
-from analytics_assets.sensors import (
+from analytics_assets.alerts.sensors import (
     FAMILIES,
     AlertSensorRunner,
     RunFailureRunner,
@@ -20,6 +19,7 @@ from analytics_assets.sensors import (
     build_sensors,
     make_settings,
 )
+from analytics_assets.http.errors import AuthenticationError, RateLimitedError, ServerError
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from analytics_assets.alerts.sinks import (
     slack_payload,
 )
 from analytics_assets.alerts.state import SensorState, dump_state, load_state
-from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 
 def make_alert(entity: str = "account-000001", rule: str = "drop", **extra) -> Alert:

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from analytics_assets.resources import AmplitudeResource, PendoResource
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox import SandboxConfig, SandboxServer
-from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
 DAY = "2026-11-17"  # a Tuesday, complete at NOW in New York

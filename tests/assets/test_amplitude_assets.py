@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from conftest import DAY
 
-from analytics_assets.assets.accounts import analytics_assets
-from analytics_assets.assets.amplitude import amplitude_assets
-from analytics_assets.assets.pendo import pendo_assets
+from analytics_assets.amplitude.assets import amplitude_assets
+from analytics_assets.analytics.assets import analytics_assets
 from analytics_assets.partitions import day_window
+from analytics_assets.pendo.assets import pendo_assets
 
 ASSETS = [*pendo_assets(), *amplitude_assets(), *analytics_assets()]
 AMPLITUDE_DAILY = [a.key for a in amplitude_assets() if a.partitions_def is not None]

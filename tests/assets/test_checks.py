@@ -7,8 +7,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from analytics_assets import checks
-from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 DAY = date(2026, 11, 17)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from analytics_assets.assets.amplitude import membership_as_of
+from analytics_assets.amplitude.assets import membership_as_of
 
 NY = "America/New_York"
 # 2026-11-18 03:30 UTC is still 2026-11-17 (22:30) in New York.

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from isal import igzip
 
-from analytics_assets import isal_gzip
-from analytics_assets.assets import amplitude
-from analytics_assets.assets.amplitude import _load_export, events_table_ddl, export_select_sql
-from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.amplitude import assets as amplitude
+from analytics_assets.amplitude.assets import _load_export, events_table_ddl, export_select_sql
+from analytics_assets.warehouse import isal_gzip
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 DAY = date(2026, 11, 17)
 COLUMNS = "columns={'uuid': 'VARCHAR', 'n': 'BIGINT', 'event_properties': 'JSON'}"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import DAY
 
-from analytics_assets.assets.pendo import pendo_assets
+from analytics_assets.pendo.assets import pendo_assets
 from analytics_assets.sandbox.company import GUIDE_EVENT_TYPES
 
 ASSETS = pendo_assets()

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analytics_assets.warehouse import DuckDBWarehouse
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 
 def _rows(n: int, day: str) -> str:

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from analytics_assets.clients.shared_budget import SharedBudget
+from analytics_assets.http.shared_budget import SharedBudget
 
 
 def spend(ledger: str, out: str, settings: dict, acquires: int, hold: float) -> None:

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from analytics_assets.clients.amplitude import AmplitudeClient
-from analytics_assets.clients.limits import CompositeLimiter, CostBudget, amplitude_budgets
+from analytics_assets.amplitude.client import AmplitudeClient
+from analytics_assets.amplitude.costs import amplitude_budgets
+from analytics_assets.http.limits import CompositeLimiter, CostBudget
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
 

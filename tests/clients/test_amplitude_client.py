@@ -16,8 +16,9 @@ import httpx
 import pytest
 from scripted_server import Reply, ScriptedServer
 
-from analytics_assets.clients.amplitude import AmplitudeClient, AmplitudeTimeoutError
-from analytics_assets.clients.errors import (
+from analytics_assets.amplitude.client import AmplitudeClient, AmplitudeTimeoutError
+from analytics_assets.amplitude.costs import amplitude_budgets
+from analytics_assets.http.errors import (
     ApiError,
     AuthenticationError,
     BadRequestError,
@@ -25,7 +26,6 @@ from analytics_assets.clients.errors import (
     NotFoundError,
     ServerError,
 )
-from analytics_assets.clients.limits import amplitude_budgets
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
 
@@ -179,7 +179,7 @@ def test_revenue_ltv(client: AmplitudeClient) -> None:
 
 
 def test_saved_chart_results_and_csv(client: AmplitudeClient) -> None:
-    from analytics_assets.clients.amplitude_tidy import parse_chart_csv
+    from analytics_assets.amplitude.tidy import parse_chart_csv
 
     rows = client.chart_results("dau30dq")
     assert len(rows) == 30 and all(isinstance(r["x"], date) for r in rows)

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from analytics_assets.clients.amplitude import AmplitudeClient, ExportTooLargeError
-from analytics_assets.clients.errors import TransportError
+from analytics_assets.amplitude.client import AmplitudeClient, ExportTooLargeError
+from analytics_assets.http.errors import TransportError
 from analytics_assets.sandbox.amplitude.events import AVG_RECORD_BYTES, EXPORT_EVENTS_PER_SECOND
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer

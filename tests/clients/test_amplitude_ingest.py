@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from analytics_assets.clients.amplitude import AmplitudeClient
-from analytics_assets.clients.errors import AuthenticationError
+from analytics_assets.amplitude.client import AmplitudeClient
+from analytics_assets.http.errors import AuthenticationError
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
 

@@ -14,15 +14,15 @@ import httpx
 import orjson
 import pytest
 
-from analytics_assets.clients.amplitude import AmplitudeClient, _segment_counts
-from analytics_assets.clients.amplitude_export import (
+from analytics_assets.amplitude.client import AmplitudeClient, _segment_counts
+from analytics_assets.amplitude.export import (
     CorruptArchiveError,
     export_file_name,
     extract_archive,
     hour_param,
 )
-from analytics_assets.clients.amplitude_ingest import insert_id_for
-from analytics_assets.clients.amplitude_tidy import (
+from analytics_assets.amplitude.ingest import insert_id_for
+from analytics_assets.amplitude.tidy import (
     ALL_USERS,
     chart_rows,
     funnel_rows,
@@ -31,7 +31,7 @@ from analytics_assets.clients.amplitude_tidy import (
     retention_rows,
     series_rows,
 )
-from analytics_assets.clients.errors import ConfigurationError
+from analytics_assets.http.errors import ConfigurationError
 
 API_KEY = "unit-amplitude-api-key-0001"
 SECRET = "unit-amplitude-secret-key-0001"
@@ -396,7 +396,7 @@ def test_membership_changes_are_chunked_at_100000_ids() -> None:
 
 
 def test_resource_builds_the_client_with_its_signature() -> None:
-    from analytics_assets.resources import AmplitudeResource
+    from analytics_assets.amplitude.resource import AmplitudeResource
 
     resource = AmplitudeResource(api_key=API_KEY, secret_key=SECRET, region="eu")
     with resource.get_client() as client:

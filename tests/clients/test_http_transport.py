@@ -18,7 +18,7 @@ import httpx
 import pytest
 from scripted_server import Drop, Reply, ScriptedServer
 
-from analytics_assets.clients import (
+from analytics_assets.http import (
     AdaptiveTokenBucket,
     ApiError,
     AuthenticationError,
@@ -589,10 +589,10 @@ def test_stats_snapshot_delta_and_reset(server, fake_clock):
 
 def test_one_debug_line_per_attempt(server, fake_clock, caplog):
     server.script((500, {}, ""), (200, {}, "ok"))
-    caplog.set_level(logging.DEBUG, logger="analytics_assets.clients")
+    caplog.set_level(logging.DEBUG, logger="analytics_assets.http")
     with make(server, fake_clock) as t:
         t.get("/x")
-    ours = [r for r in caplog.records if r.name == "analytics_assets.clients"]
+    ours = [r for r in caplog.records if r.name == "analytics_assets.http"]
     debug = [r.getMessage() for r in ours if r.levelno == logging.DEBUG]
     assert len(debug) == 2
     assert "GET" in debug[0] and "-> 500" in debug[0] and "(attempt 1/6)" in debug[0]

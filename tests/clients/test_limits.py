@@ -8,16 +8,13 @@ from datetime import date
 
 import pytest
 
-from analytics_assets.clients import (
-    AdaptiveTokenBucket,
-    CompositeLimiter,
-    CostBudget,
-    Limiter,
+from analytics_assets.amplitude.costs import (
     amplitude_budgets,
     amplitude_days,
     amplitude_query_cost,
     taxonomy_cost,
 )
+from analytics_assets.http import AdaptiveTokenBucket, CompositeLimiter, CostBudget, Limiter
 
 # --- token bucket ------------------------------------------------------------------------------
 

@@ -24,27 +24,25 @@ import httpx
 import pytest
 from scripted_server import Drop
 
-from analytics_assets.clients import (
-    PENDO_HOSTS,
-    Agg,
-    AggregationLimitError,
-    AggregationStreamError,
+from analytics_assets.http import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
-    Expr,
-    MetadataRecord,
     NotFoundError,
-    PendoClient,
     PermissionDeniedError,
-    Pipeline,
-    Source,
-    TimeSeries,
+)
+from analytics_assets.pendo.client import (
+    PENDO_HOSTS,
+    AggregationLimitError,
+    AggregationStreamError,
+    MetadataRecord,
+    PendoClient,
     TokenInfo,
     field_type_of,
     resolve_region,
     split_windows,
 )
+from analytics_assets.pendo.pipeline import Agg, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.sandbox.config import PendoLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
 

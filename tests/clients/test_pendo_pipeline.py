@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from analytics_assets.clients.pendo_pipeline import (
+from analytics_assets.pendo.pipeline import (
     Agg,
     Expr,
     Pipeline,

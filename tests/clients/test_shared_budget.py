@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 from budget_workers import die_holding, spend
 
-from analytics_assets.clients import (
-    CompositeLimiter,
-    ConfigurationError,
-    CostBudget,
-    Limiter,
-    amplitude_budgets,
-)
-from analytics_assets.clients.amplitude_budget import MeteredLimiter, settlement_for
-from analytics_assets.clients.shared_budget import SharedBudget
+from analytics_assets.amplitude.costs import amplitude_budgets
+from analytics_assets.amplitude.metering import MeteredLimiter, settlement_for
+from analytics_assets.http import CompositeLimiter, ConfigurationError, CostBudget, Limiter
+from analytics_assets.http.shared_budget import SharedBudget
 
 WINDOW = 10.0
 
@@ -339,7 +334,7 @@ API_KEY, SECRET = "ledger-test-api-key-0123456789ab", "ledger-test-secret-012345
 
 
 def _resource(**kwargs):
-    from analytics_assets.resources import AmplitudeResource
+    from analytics_assets.amplitude.resource import AmplitudeResource
 
     return AmplitudeResource(api_key=API_KEY, secret_key=SECRET, **kwargs)
 

@@ -40,12 +40,13 @@ import httpx
 import pytest
 
 from analytics_assets import definitions
-from analytics_assets.assets.accounts import HEALTH_KEY
-from analytics_assets.resources import AmplitudeResource, PendoResource
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.analytics.assets import HEALTH_KEY
+from analytics_assets.crm_writeback import SAMPLE_CRM_PATH, crm_account_metadata_push
+from analytics_assets.crm_writeback.tables import LOG_TABLE, QUARANTINE_TABLE
+from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox import SandboxServer
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback import SAMPLE_CRM_PATH, crm_account_metadata_push
-from analytics_assets.writeback.tables import LOG_TABLE, QUARANTINE_TABLE
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 if TYPE_CHECKING:
     from conftest import FaultTable

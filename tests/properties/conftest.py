@@ -33,9 +33,9 @@ for _path in (_HERE.parent / "clients", _ROOT):
 
 from scripted_server import ScriptedServer  # noqa: E402
 
-from analytics_assets.clients.amplitude import FAMILIES, AmplitudeClient  # noqa: E402
-from analytics_assets.clients.http import Transport, TransportConfig  # noqa: E402
-from analytics_assets.clients.pendo import PendoClient  # noqa: E402
+from analytics_assets.amplitude.client import FAMILIES, AmplitudeClient  # noqa: E402
+from analytics_assets.http.transport import Transport, TransportConfig  # noqa: E402
+from analytics_assets.pendo.client import PendoClient  # noqa: E402
 
 PACKAGE_DIR = str(_ROOT / "analytics_assets")
 

@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scripted_server import Reply, ScriptedServer
 
-from analytics_assets.clients.amplitude import AmplitudeClient
-from analytics_assets.clients.amplitude_export import (
+from analytics_assets.amplitude.client import AmplitudeClient
+from analytics_assets.amplitude.export import (
     CorruptArchiveError,
     extract_archive,
 )
-from analytics_assets.clients.amplitude_tidy import (
+from analytics_assets.amplitude.tidy import (
     chart_rows,
     funnel_rows,
     ltv_rows,
@@ -42,16 +42,16 @@ from analytics_assets.clients.amplitude_tidy import (
     retention_rows,
     series_rows,
 )
-from analytics_assets.clients.errors import ApiError
-from analytics_assets.clients.http import parse_retry_after, server_message
-from analytics_assets.clients.pendo import (
+from analytics_assets.http.errors import ApiError
+from analytics_assets.http.transport import parse_retry_after, server_message
+from analytics_assets.pendo.client import (
     BatchOutcome,
     FieldSchema,
     MetadataRecord,
     PendoClient,
     TokenInfo,
 )
-from analytics_assets.clients.pendo_pipeline import Pipeline, Source
+from analytics_assets.pendo.pipeline import Pipeline, Source
 
 PROPS = settings(
     max_examples=50,
@@ -509,7 +509,7 @@ def test_a_bulk_write_answer_that_is_not_json_is_an_error(
 def test_the_push_never_counts_a_record_written_that_the_answer_did_not_confirm(
     pendo_client: PendoClient, network: Any, data: Any, sent: list[str], clear_error: ClearError
 ) -> None:
-    from analytics_assets.writeback.push import read_outcome
+    from analytics_assets.crm_writeback.push import read_outcome
 
     if data is None:  # Pendo's counts disagree with what it names: trust neither
         answer: Any = {"total": 3, "updated": 1, "failed": 0, "missing": [], "errors": []}

@@ -26,9 +26,9 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from analytics_assets.writeback.convert import ValueProblem, make_converter
-from analytics_assets.writeback.crm import CrmExport, CrmReadError, CrmRow, RowProblem, read_crm
-from analytics_assets.writeback.mapping import (
+from analytics_assets.crm_writeback.convert import ValueProblem, make_converter
+from analytics_assets.crm_writeback.crm import CrmExport, CrmReadError, CrmRow, RowProblem, read_crm
+from analytics_assets.crm_writeback.mapping import (
     FIELD_TYPES,
     FieldMapping,
     MappingError,
@@ -36,7 +36,7 @@ from analytics_assets.writeback.mapping import (
     load_mapping,
     parse_mapping,
 )
-from analytics_assets.writeback.validate import (
+from analytics_assets.crm_writeback.validate import (
     ColumnsMissingError,
     SchemaMismatchError,
     check_schema,
@@ -510,7 +510,7 @@ def test_any_mapping_text_is_a_mapping_or_a_mapping_error(
 
 
 def test_the_shipped_mapping_survives_every_single_line_deletion(clear_error: ClearError) -> None:
-    from analytics_assets.writeback.mapping import DEFAULT_MAPPING_PATH
+    from analytics_assets.crm_writeback.mapping import DEFAULT_MAPPING_PATH
 
     lines = DEFAULT_MAPPING_PATH.read_text(encoding="utf-8").splitlines()
     for i in range(len(lines)):

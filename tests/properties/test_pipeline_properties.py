@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from analytics_assets.clients.pendo_pipeline import (
+from analytics_assets.pendo.pipeline import (
     Agg,
     AggSpec,
     Expr,

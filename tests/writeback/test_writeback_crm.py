@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback.crm import CrmReadError, read_crm
-from analytics_assets.writeback.data.make_sample import OUT as SAMPLE
+from analytics_assets.crm_writeback.crm import CrmReadError, read_crm
+from analytics_assets.crm_writeback.data.make_sample import OUT as SAMPLE
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 
 def _csv(tmp_path: Path, text: str, name: str = "crm.csv", bom: bool = False) -> Path:
@@ -118,8 +118,8 @@ def test_warehouse_table(tmp_path: Path) -> None:
 
 
 def test_sample_export_is_shipped_and_current() -> None:
+    from analytics_assets.crm_writeback.data.make_sample import sample_rows
     from analytics_assets.sandbox.company import Company
-    from analytics_assets.writeback.data.make_sample import sample_rows
 
     export = read_crm(SAMPLE)
     expected = sample_rows(Company(seed=42, scale=1))

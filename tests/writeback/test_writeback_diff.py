@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from analytics_assets.writeback.diff import (
+from analytics_assets.crm_writeback.diff import (
     current_values_pipeline,
     diff_records,
     normalize,
@@ -14,7 +14,7 @@ from analytics_assets.writeback.diff import (
     same,
     to_wire,
 )
-from analytics_assets.writeback.validate import Record
+from analytics_assets.crm_writeback.validate import Record
 
 TYPES = {
     "plan": "string",

@@ -7,10 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from analytics_assets.resources import PendoResource
-from analytics_assets.sync_config import load_sync_config
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback import (
+from analytics_assets.crm_writeback import (
     JOB_NAME,
     CrmPushConfig,
     crm_account_metadata_push,
@@ -22,6 +19,9 @@ from analytics_assets.writeback import (
     read_pendo_account_values,
     validate_crm_rows,
 )
+from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.sync_config import load_sync_config
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 
 def test_definitions_load_with_the_write_key_resource(tmp_path: Path) -> None:

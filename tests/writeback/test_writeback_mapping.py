@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analytics_assets.writeback.convert import (
+from analytics_assets.crm_writeback.convert import (
     ValueProblem,
     convert,
     currency_to_number,
     parse_date,
 )
-from analytics_assets.writeback.mapping import (
+from analytics_assets.crm_writeback.mapping import (
     DEFAULT_MAPPING_PATH,
     FieldMapping,
     MappingError,

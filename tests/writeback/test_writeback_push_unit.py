@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from analytics_assets.clients.errors import ServerError
-from analytics_assets.clients.pendo import BatchOutcome, MetadataRecord
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback.diff import Change
-from analytics_assets.writeback.push import check_batch_size, push_changes, read_outcome
-from analytics_assets.writeback.tables import (
+from analytics_assets.crm_writeback.diff import Change
+from analytics_assets.crm_writeback.push import check_batch_size, push_changes, read_outcome
+from analytics_assets.crm_writeback.tables import (
     LOG_TABLE,
     LogRow,
     append_log,
     previous_incomplete_run,
 )
+from analytics_assets.http.errors import ServerError
+from analytics_assets.pendo.client import BatchOutcome, MetadataRecord
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 TYPES = {"plan": "string", "renewal": "time"}
 

@@ -16,17 +16,17 @@ import dagster as dg
 import httpx
 import pytest
 
-from analytics_assets.clients.pendo import PendoClient
-from analytics_assets.resources import PendoResource
+from analytics_assets.crm_writeback import crm_account_metadata_push
+from analytics_assets.crm_writeback.data.make_sample import OUT as SAMPLE
+from analytics_assets.crm_writeback.data.make_sample import crm_rows, write_csv
+from analytics_assets.crm_writeback.report import run_report
+from analytics_assets.crm_writeback.tables import LOG_TABLE, QUARANTINE_TABLE
+from analytics_assets.pendo.client import PendoClient
+from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox.company import PLANS, Company
 from analytics_assets.sandbox.config import SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
-from analytics_assets.warehouse import DuckDBWarehouse
-from analytics_assets.writeback import crm_account_metadata_push
-from analytics_assets.writeback.data.make_sample import OUT as SAMPLE
-from analytics_assets.writeback.data.make_sample import crm_rows, write_csv
-from analytics_assets.writeback.report import run_report
-from analytics_assets.writeback.tables import LOG_TABLE, QUARANTINE_TABLE
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 SEED, SCALE = 42, 25
 WRITE_KEY, READ_KEY = "sandbox-pendo-us-write-key", "sandbox-pendo-us-read-key"
@@ -129,7 +129,7 @@ def log_rows(warehouse: DuckDBWarehouse, run_id: str) -> list[dict[str, Any]]:
 
 def expected(company: Company, index: int) -> dict[str, Any]:
     """What the CRM row of make_sample says, computed from the company, not the mapping."""
-    from analytics_assets.writeback.data.make_sample import crm_row
+    from analytics_assets.crm_writeback.data.make_sample import crm_row
 
     row = crm_row(company, index)
     month, day, year = (None, None, None)

@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics_assets.clients.pendo import FieldSchema
-from analytics_assets.writeback.crm import CrmExport, CrmRow, RowProblem, read_crm
-from analytics_assets.writeback.data.make_sample import OUT as SAMPLE
-from analytics_assets.writeback.mapping import load_mapping, parse_mapping
-from analytics_assets.writeback.validate import (
+from analytics_assets.crm_writeback.crm import CrmExport, CrmRow, RowProblem, read_crm
+from analytics_assets.crm_writeback.data.make_sample import OUT as SAMPLE
+from analytics_assets.crm_writeback.mapping import load_mapping, parse_mapping
+from analytics_assets.crm_writeback.validate import (
     ColumnsMissingError,
     SchemaMismatchError,
     check_columns,
     check_schema,
     validate_rows,
 )
+from analytics_assets.pendo.client import FieldSchema
 
 SCHEMA: dict[str, Any] = {
     "agent": {"plan": {"Type": "string"}},

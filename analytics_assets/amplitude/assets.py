@@ -1,0 +1,652 @@
+"""Amplitude assets: daily users and event totals, the raw export, charts and cohorts.
+
+The raw export is never held in a frame: the client streams the zip to disk and
+extracts its gzipped JSON-lines members, and DuckDB reads those files itself with an
+explicit schema, inside the one transaction that replaces the partition. Dashboard
+figures are asked for the project-local day of the partition (set the Amplitude
+project's time zone to the Pendo subscription's, as the README says).
+"""
+
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import duckdb
+
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.api_session import api_metadata
+from analytics_assets.http.errors import TransportError
+from analytics_assets.partitions import daily_partitions, day_window
+from analytics_assets.sync_config import NamedItem, load_sync_config
+from analytics_assets.warehouse import checks, isal_gzip
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
+from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
+
+GROUP = "amplitude"
+KINDS = {"amplitude", "duckdb"}
+OWNERS = ["team:data-engineering"]
+POOL = "amplitude_api"
+DAILY_CRON = "0 4 * * *"
+
+DAY = Column("day", DATE, "The local day (the partition)")
+
+
+def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
+    meta = api_metadata(client, since, "amplitude")
+    spent = getattr(client, "cost_spent", None)
+    if isinstance(spent, dict):
+        meta["amplitude_cost_units"] = dg.MetadataValue.float(float(sum(spent.values())))
+    return meta
+
+
+def _cost_snapshot(client: Any) -> dict[str, float]:
+    return dict(getattr(client, "cost_spent", {}) or {})
+
+
+def _cost_delta(client: Any, before: dict[str, float]) -> float:
+    after = _cost_snapshot(client)
+    return float(sum(after.values()) - sum(before.values()))
+
+
+def _materialize(
+    warehouse: DuckDBWarehouse,
+    table: str,
+    columns: list[Column] | None,
+    cost: dict[str, Any],
+    check_results: list[dg.AssetCheckResult],
+    partition: tuple[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(warehouse, table, columns, partition=partition),
+            **cost,
+            **(extra or {}),
+        },
+        check_results=check_results,
+    )
+
+
+# ----- daily users and event totals -------------------------------------------------------------
+
+USERS_COLUMNS = [DAY, Column("active_users", INT), Column("new_users", INT)]
+USERS_KEY = dg.AssetKey([GROUP, "daily_active_users"])
+
+
+def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
+    """The one value a one-day query returns (0 when Amplitude has no point for the day)."""
+    total = 0
+    for row in rows:
+        if str(row.get("date", ""))[:10] in (day.isoformat(), ""):
+            total += int(row.get("value") or 0)
+    return total
+
+
+@dg.asset(
+    key=USERS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
+    description="Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
+    partitions_def=daily_partitions(),
+    check_specs=[checks.keys_spec(USERS_KEY, ["day"])],
+)
+def amplitude_daily_active_users(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    day = day_window(context.partition_key).day
+    table = "amplitude.daily_active_users"
+    with amplitude.session(context) as client:
+        start = client.stats.snapshot()
+        active = _single_value(client.active_users(day, day, metric="active"), day)
+        new = _single_value(client.active_users(day, day, metric="new"), day)
+        cost = _cost_metadata(client, start)
+    load_rows(
+        warehouse,
+        table,
+        USERS_COLUMNS,
+        [{"day": day, "active_users": active, "new_users": new}],
+        partition=("day", day),
+    )
+    partition = ("day", day)
+    return _materialize(
+        warehouse,
+        table,
+        USERS_COLUMNS,
+        cost,
+        [checks.check_keys_unique(warehouse, table, ["day"], partition)],
+        partition,
+    )
+
+
+TOTALS_COLUMNS = [DAY, Column("event_type", STR), Column("totals", INT), Column("uniques", INT)]
+TOTALS_KEY = dg.AssetKey([GROUP, "event_type_daily_totals"])
+
+
+@dg.asset(
+    key=TOTALS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
+    description=(
+        "Per event type and day: total events and unique users (event segmentation), for "
+        "every event type the project lists."
+    ),
+    partitions_def=daily_partitions(),
+    check_specs=[
+        checks.keys_spec(TOTALS_KEY, ["day", "event_type"]),
+        checks.not_empty_spec(TOTALS_KEY),
+    ],
+)
+def amplitude_event_type_daily_totals(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    day = day_window(context.partition_key).day
+    table = "amplitude.event_type_daily_totals"
+    rows = []
+    with amplitude.session(context) as client:
+        start = client.stats.snapshot()
+        for event in client.events_list():
+            name = event.get("value") or event.get("name")
+            if not name or event.get("deleted") or event.get("hidden"):
+                continue
+            spec = {"event_type": name}
+            totals = _single_value(client.segmentation(spec, day, day, metric="totals"), day)
+            uniques = _single_value(client.segmentation(spec, day, day, metric="uniques"), day)
+            if totals or uniques:
+                rows.append({"day": day, "event_type": name, "totals": totals, "uniques": uniques})
+        cost = _cost_metadata(client, start)
+    load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
+    partition = ("day", day)
+    total_events = sum(r["totals"] for r in rows)
+    return _materialize(
+        warehouse,
+        table,
+        TOTALS_COLUMNS,
+        cost,
+        [
+            checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
+            checks.check_not_empty(warehouse, table, total_events > 0, partition),
+        ],
+        partition,
+        {"amplitude_events_total": dg.MetadataValue.int(total_events)},
+    )
+
+
+# ----- the raw event export -------------------------------------------------------------------
+
+# (column in the export, column in the table, DuckDB type). An explicit schema makes
+# DuckDB skip type inference (the slow, memory-hungry part of read_json) and makes a
+# record with an unexpected shape fail loudly instead of being coerced or dropped.
+EXPORT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("$insert_id", "insert_id", "VARCHAR"),
+    ("uuid", "uuid", "VARCHAR"),
+    ("event_id", "event_id", "BIGINT"),
+    ("event_type", "event_type", "VARCHAR"),
+    ("amplitude_event_type", "amplitude_event_type", "VARCHAR"),
+    ("user_id", "user_id", "VARCHAR"),
+    ("device_id", "device_id", "VARCHAR"),
+    ("amplitude_id", "amplitude_id", "BIGINT"),
+    ("session_id", "session_id", "BIGINT"),
+    ("app", "app", "BIGINT"),
+    ("event_time", "event_time", "TIMESTAMP"),
+    ("client_event_time", "client_event_time", "TIMESTAMP"),
+    ("client_upload_time", "client_upload_time", "TIMESTAMP"),
+    ("server_received_time", "server_received_time", "TIMESTAMP"),
+    ("server_upload_time", "server_upload_time", "TIMESTAMP"),
+    ("processed_time", "processed_time", "TIMESTAMP"),
+    ("user_creation_time", "user_creation_time", "TIMESTAMP"),
+    ("event_properties", "event_properties", "JSON"),
+    ("user_properties", "user_properties", "JSON"),
+    ("global_user_properties", "global_user_properties", "JSON"),
+    ("group_properties", "group_properties", "JSON"),
+    ("groups", "groups", "JSON"),
+    ("data", "data", "JSON"),
+    ("plan", "plan", "JSON"),
+    ("platform", "platform", "VARCHAR"),
+    ("os_name", "os_name", "VARCHAR"),
+    ("os_version", "os_version", "VARCHAR"),
+    ("device_brand", "device_brand", "VARCHAR"),
+    ("device_carrier", "device_carrier", "VARCHAR"),
+    ("device_family", "device_family", "VARCHAR"),
+    ("device_manufacturer", "device_manufacturer", "VARCHAR"),
+    ("device_model", "device_model", "VARCHAR"),
+    ("device_type", "device_type", "VARCHAR"),
+    ("country", "country", "VARCHAR"),
+    ("region", "region", "VARCHAR"),
+    ("city", "city", "VARCHAR"),
+    ("dma", "dma", "VARCHAR"),
+    ("language", "language", "VARCHAR"),
+    ("ip_address", "ip_address", "VARCHAR"),
+    ("location_lat", "location_lat", "DOUBLE"),
+    ("location_lng", "location_lng", "DOUBLE"),
+    ("library", "library", "VARCHAR"),
+    ("version_name", "version_name", "VARCHAR"),
+    ("start_version", "start_version", "VARCHAR"),
+    ("paying", "paying", "VARCHAR"),
+    ("revenue", "revenue", "DOUBLE"),
+    ("price", "price", "DOUBLE"),
+    ("quantity", "quantity", "BIGINT"),
+    ("productId", "product_id", "VARCHAR"),
+    ("revenueType", "revenue_type", "VARCHAR"),
+    ("sample_rate", "sample_rate", "VARCHAR"),
+    ("is_attribution_event", "is_attribution_event", "BOOLEAN"),
+    ("idfa", "idfa", "VARCHAR"),
+    ("adid", "adid", "VARCHAR"),
+    ("partner_id", "partner_id", "VARCHAR"),
+    ("source_id", "source_id", "VARCHAR"),
+    ("data_type", "data_type", "VARCHAR"),
+)
+EVENTS_KEY = dg.AssetKey([GROUP, "events"])
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def export_select_sql(files: list[Path], day: date, *, isal: bool = True) -> str:
+    """A SELECT that makes DuckDB read the export's gzipped JSON lines into table columns.
+
+    With ``isal`` the files are inflated by ISA-L (``analytics_assets.warehouse.isal_gzip``, read
+    through a warehouse connection), about twice as fast as DuckDB's own inflate; a file
+    too big for that (its gzip trailer's size could have wrapped) is read by DuckDB's."""
+    columns = ", ".join(f"{_sql_string(src)}: '{typ}'" for src, _, typ in EXPORT_FIELDS)
+    select = ", ".join(f'"{src}" AS {dst}' for src, dst, _ in EXPORT_FIELDS)
+    fast = [f for f in files if isal and isal_gzip.can_read(f)]
+    sources = [([isal_gzip.url(f) for f in fast], "none")] if fast else []
+    if rest := [f.as_posix() for f in files if f not in fast]:
+        sources.append((rest, "gzip"))
+    return " UNION ALL ".join(
+        f"SELECT DATE {_sql_string(day.isoformat())} AS day, {select} "
+        f"FROM read_json([{', '.join(map(_sql_string, paths))}], format='newline_delimited', "
+        f"compression='{compression}', columns={{{columns}}}, "
+        f"timestampformat='%Y-%m-%d %H:%M:%S.%f', maximum_object_size=16777216)"
+        for paths, compression in sources
+    )
+
+
+# DuckDB keeps every file of a scan open until the query ends (~0.5 MB each through
+# isal_gzip), so a day is inserted in batches of files, in one transaction: the step's
+# memory does not grow with the number of files a day's volume brings.
+EXPORT_BATCH_FILES = 24
+
+
+def _load_export(
+    context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, files: list[Path], day: date
+) -> int:
+    batches = [files[i : i + EXPORT_BATCH_FILES] for i in range(0, len(files), EXPORT_BATCH_FILES)]
+
+    def load(isal: bool) -> int:
+        # Millions of wide rows under the warehouse's memory_limit: without insertion
+        # order DuckDB reads and inserts on every thread (bench/README.md, Daily sync).
+        return warehouse.replace_partition(
+            "amplitude.events",
+            [export_select_sql(batch, day, isal=isal) for batch in batches],
+            "day",
+            day,
+            preserve_insertion_order=False,
+        )
+
+    try:
+        return load(isal=True)
+    except duckdb.Error as exc:
+        # A file whose gzip trailer misstates its size (several members): nothing was
+        # written (the partition's transaction rolled back); DuckDB's own reader needs no size.
+        if isal_gzip.GzipSizeError.__name__ not in str(exc):
+            raise
+        reason = next(line for line in str(exc).splitlines() if "GzipSizeError" in line)
+        context.log.warning(f"{reason}; loading {day} with DuckDB's own gzip reader instead")
+        return load(isal=False)
+
+
+@dg.asset(
+    key=EVENTS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
+    description=(
+        "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
+        "local day; streamed to disk and loaded by DuckDB, never held in memory whole. Late "
+        "uploads land in the partition of the day they were uploaded."
+    ),
+    partitions_def=daily_partitions(),
+    check_specs=[checks.keys_spec(EVENTS_KEY, ["uuid"])],
+)
+def amplitude_events(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    window = day_window(context.partition_key)
+    first_hour, last_hour = window.utc_hours()
+    table = "amplitude.events"
+    partition = ("day", window.day)
+    with tempfile.TemporaryDirectory(prefix="amplitude-export-") as tmp:
+        downloading = time.perf_counter()
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            result = client.export(first_hour, last_hour, Path(tmp))
+            cost = _cost_metadata(client, start)
+        download_seconds = time.perf_counter() - downloading
+        files = list(result.files)
+        loading = time.perf_counter()
+        # The table exists (with its explicit schema) even before the first events arrive,
+        # so an empty day (Amplitude's 404) still replaces its partition, with nothing.
+        warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
+        warehouse.execute(events_table_ddl(table))
+        if files:
+            rows = _load_export(context, warehouse, files, window.day)
+        else:
+            warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
+            rows = 0
+        load_seconds = time.perf_counter() - loading
+    context.log.info(
+        f"{table}: {rows} events for {window.day} from {len(files)} files; download "
+        f"{download_seconds:.1f} s, load {load_seconds:.1f} s "
+        f"({rows / max(load_seconds, 1e-9):,.0f} events/s)"
+    )
+    return _materialize(
+        warehouse,
+        table,
+        None,
+        cost,
+        [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
+        partition,
+        {
+            "export_hours": dg.MetadataValue.text(
+                f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"
+            ),
+            "export_files": dg.MetadataValue.int(len(files)),
+            "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
+            "amplitude_events_loaded": dg.MetadataValue.int(rows),
+            "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
+            "load_seconds": dg.MetadataValue.float(round(load_seconds, 3)),
+        },
+    )
+
+
+def events_table_ddl(table: str) -> str:
+    columns = ", ".join(f"{dst} {typ}" for _, dst, typ in EXPORT_FIELDS)
+    return f"CREATE TABLE IF NOT EXISTS {table} (day DATE, {columns})"
+
+
+# ----- saved charts ---------------------------------------------------------------------------
+
+CHART_COLUMNS = [Column("row_number", INT), Column("row", STR, "The chart row as JSON")]
+
+
+def chart_asset(chart: NamedItem) -> dg.AssetsDefinition:
+    key = dg.AssetKey([GROUP, f"chart_{chart.name}"])
+    table = f"amplitude.chart_{chart.name}"
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
+        description=f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
+        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
+        check_specs=[checks.keys_spec(key, ["row_number"])],
+    )
+    def _chart(
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: DuckDBWarehouse,
+    ) -> dg.MaterializeResult:
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            results = client.chart_results(chart.id)
+            cost = _cost_metadata(client, start)
+        load_rows(
+            warehouse,
+            table,
+            CHART_COLUMNS,
+            ({"row_number": i, "row": r} for i, r in enumerate(results)),
+        )
+        return _materialize(
+            warehouse,
+            table,
+            CHART_COLUMNS,
+            cost,
+            [checks.check_keys_unique(warehouse, table, ["row_number"])],
+        )
+
+    _chart.__name__ = f"amplitude_chart_{chart.name}"
+    return _chart
+
+
+# ----- cohorts --------------------------------------------------------------------------------
+
+COHORT_COLUMNS = [
+    Column("cohort_id", STR),
+    Column("name", STR),
+    Column("size", INT),
+    Column("archived", BOOL),
+    Column("published", BOOL),
+    Column("finished", BOOL),
+    Column("last_computed", TS),
+    Column("details", STR, "The cohort object as JSON"),
+]
+COHORTS_KEY = dg.AssetKey([GROUP, "cohorts"])
+
+
+def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    computed = c.get("lastComputed")
+    return {
+        "cohort_id": c.get("id"),
+        "name": c.get("name"),
+        "size": c.get("size"),
+        "archived": c.get("archived"),
+        "published": c.get("published"),
+        "finished": c.get("finished"),
+        # Amplitude gives lastComputed in epoch seconds (not milliseconds).
+        "last_computed": datetime.fromtimestamp(computed, tz=UTC) if computed else None,
+        "details": c,
+    }
+
+
+@dg.asset(
+    key=COHORTS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
+    description="The project's behavioral cohorts (the cohort list), refreshed daily.",
+    automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
+    check_specs=[checks.keys_spec(COHORTS_KEY, ["cohort_id"])],
+)
+def amplitude_cohorts(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    table = "amplitude.cohorts"
+    with amplitude.session(context) as client:
+        start = client.stats.snapshot()
+        cohorts = client.list_cohorts()
+        cost = _cost_metadata(client, start)
+    load_rows(warehouse, table, COHORT_COLUMNS, map(_cohort_row, cohorts))
+    return _materialize(
+        warehouse,
+        table,
+        COHORT_COLUMNS,
+        cost,
+        [checks.check_keys_unique(warehouse, table, ["cohort_id"])],
+    )
+
+
+MEMBERSHIP_COLUMNS = [
+    Column(
+        "snapshot_day", DATE, "The local day the snapshot was taken (the as_of day, sync time zone)"
+    ),
+    Column("as_of", TS, "When Amplitude computed the membership (the cohorts' lastComputed)"),
+    Column("cohort_id", STR),
+    Column("user_id", STR),
+    Column("amplitude_id", INT),
+]
+MEMBERSHIP_KEY = dg.AssetKey([GROUP, "cohort_membership"])
+
+
+COHORT_DOWNLOAD_ATTEMPTS = 3
+
+
+def download_whole_cohort(client: Any, cohort: dict[str, Any], dest: Path) -> Path:
+    """Download a cohort's members; a file with fewer than the cohort list's ``size`` was
+    cut short on the way (its length can still match its Content-Length, so the transport
+    cannot tell), so it is downloaded again, and the step fails before anything is written
+    if it stays short. (A cut inside the last line keeps the count and is not caught.)"""
+    size = cohort.get("size")
+    members = 0
+    for _ in range(COHORT_DOWNLOAD_ATTEMPTS):
+        path = client.download_cohort(cohort["id"], dest)
+        members = sum(1 for _ in client.read_cohort_csv(path))
+        if not isinstance(size, int) or members >= size:
+            return path
+    raise TransportError(
+        f"the file of cohort {cohort['id']} holds {members} members but the cohort list says "
+        f"{size}: the download was cut short, or the cohort was recomputed meanwhile",
+        service="amplitude",
+        method="GET",
+        url=f"/api/5/cohorts/request/{cohort['id']}",
+        attempts=COHORT_DOWNLOAD_ATTEMPTS,
+        hint="Nothing was written; re-run the partition.",
+    )
+
+
+def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cohorts the config names, or every discoverable one (computed, not archived)."""
+    wanted = load_sync_config().amplitude_cohorts
+    if wanted == "all":
+        return [
+            c
+            for c in cohorts
+            if not c.get("archived")
+            and c.get("finished") is not False
+            and c.get("size") is not None
+        ]
+    by_id = {c.get("id"): c for c in cohorts}
+    missing = [cid for cid in wanted if cid not in by_id]
+    if missing:
+        raise dg.Failure(
+            f"cohorts named in the sync config are not in the cohort list: {missing}; "
+            "fix amplitude.cohorts in the sync config"
+        )
+    return [by_id[cid] for cid in wanted]
+
+
+def membership_as_of(
+    cohorts: list[dict[str, Any]], timezone: str, now: datetime | None = None
+) -> tuple[datetime, str]:
+    """When the membership Amplitude serves now was computed, in the sync's time zone: the
+    newest ``lastComputed`` (epoch seconds) of ``cohorts``, read from the server, else the
+    wall clock (``now``) when no cohort has one. Returns the moment and what it came from."""
+    tz = ZoneInfo(timezone)
+    computed = [
+        c["lastComputed"]
+        for c in cohorts
+        if isinstance(c.get("lastComputed"), int | float)
+        and not isinstance(c.get("lastComputed"), bool)
+    ]
+    if computed:
+        return datetime.fromtimestamp(max(computed), tz=tz), "the cohorts' newest lastComputed"
+    return (now or datetime.now(tz)).astimezone(tz), "the wall clock: no cohort has a lastComputed"
+
+
+@dg.asset(
+    key=MEMBERSHIP_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    pool=POOL,
+    description=(
+        "Who is in each selected cohort, one snapshot a day kept as history, fetched through "
+        "Amplitude's asynchronous cohort download (request, poll, file). Amplitude serves "
+        "only a cohort's current members, so this is a snapshot refreshed with the catalog, "
+        "not a daily partition: a past day's membership cannot be fetched again, and "
+        "backfills of the daily sync never touch it. A run replaces the rows of its own "
+        "snapshot_day (the local day of the cohorts' newest lastComputed); earlier days stay."
+    ),
+    automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
+    check_specs=[
+        checks.keys_spec(MEMBERSHIP_KEY, ["snapshot_day", "cohort_id", "user_id"]),
+        checks.cohort_sizes_spec(MEMBERSHIP_KEY),
+    ],
+)
+def amplitude_cohort_membership(
+    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+) -> dg.MaterializeResult:
+    table = "amplitude.cohort_membership"
+    expected: dict[str, int | None] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp,
+        amplitude.session(context) as client,
+    ):
+        start = client.stats.snapshot()
+        chosen = selected_cohorts(client.list_cohorts())
+        as_of, basis = membership_as_of(chosen, load_sync_config().timezone)
+        snapshot_day = as_of.date()
+        files = []
+        for cohort in chosen:
+            dest = Path(tmp) / f"{cohort['id']}.csv"
+            files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
+            expected[cohort["id"]] = cohort.get("size")
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for cohort_id, path in files:
+                for member in client.read_cohort_csv(path):
+                    amp_id = member.get("amplitude_id")
+                    yield {
+                        "snapshot_day": snapshot_day,
+                        "as_of": as_of,
+                        "cohort_id": cohort_id,
+                        "user_id": member.get("user_id"),
+                        "amplitude_id": int(amp_id) if amp_id not in (None, "") else None,
+                    }
+
+        partition = ("snapshot_day", snapshot_day)
+        load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=partition)
+        cost = _cost_metadata(client, start)
+    context.log.info(
+        f"{table}: snapshot of {snapshot_day} (as of {as_of:%Y-%m-%d %H:%M %Z}, from {basis}) "
+        f"for {len(expected)} cohorts; earlier snapshots kept"
+    )
+    return _materialize(
+        warehouse,
+        table,
+        MEMBERSHIP_COLUMNS,
+        cost,
+        [
+            checks.check_keys_unique(
+                warehouse, table, ["snapshot_day", "cohort_id", "user_id"], partition
+            ),
+            checks.check_cohort_sizes(
+                warehouse, table, expected, snapshot_day, day_column="snapshot_day"
+            ),
+        ],
+        partition,
+        {
+            "cohorts": dg.MetadataValue.int(len(expected)),
+            "snapshot_day": dg.MetadataValue.text(snapshot_day.isoformat()),
+            "membership_as_of": dg.MetadataValue.text(as_of.isoformat()),
+        },
+    )
+
+
+def amplitude_assets() -> list[dg.AssetsDefinition]:
+    """Every Amplitude asset, including one per saved chart named in the sync config."""
+    return [
+        amplitude_daily_active_users,
+        amplitude_event_type_daily_totals,
+        amplitude_events,
+        amplitude_cohorts,
+        amplitude_cohort_membership,
+        *(chart_asset(c) for c in load_sync_config().amplitude_charts),
+    ]

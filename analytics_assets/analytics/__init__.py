@@ -1,0 +1,1 @@
+"""Cross-source assets: Pendo and Amplitude activity per account and day, and health."""

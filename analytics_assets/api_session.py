@@ -1,0 +1,42 @@
+"""What a step spent on an API: the one-line log summary and the materialization metadata.
+
+Each step that talks to an API opens a ``session`` on its resource: when the step ends it
+logs one line (requests, retries, seconds waited for budget, 429s met), and
+``api_metadata`` returns the same figures as materialization metadata, so the UI shows
+what each materialization cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+
+
+@contextmanager
+def api_session(
+    client: Any, context: dg.AssetExecutionContext | dg.OpExecutionContext | None, service: str
+) -> Iterator[Any]:
+    start = client.stats.snapshot()
+    try:
+        yield client
+    finally:
+        spent = client.stats.delta(start)
+        if context is not None:
+            context.log.info(f"{service} API: {spent.summary()}")
+
+
+def api_metadata(client: Any, since: Any, service: str) -> dict[str, dg.MetadataValue]:
+    """Materialization metadata describing what a step spent on an API."""
+    spent = client.stats.delta(since)
+    return {
+        f"{service}_requests": dg.MetadataValue.int(spent.requests_sent),
+        f"{service}_retries": dg.MetadataValue.int(spent.retries),
+        f"{service}_throttled_429": dg.MetadataValue.int(spent.throttled),
+        f"{service}_limit_wait_seconds": dg.MetadataValue.float(
+            round(spent.limiter_wait_seconds, 3)
+        ),
+        f"{service}_mb_received": dg.MetadataValue.float(round(spent.bytes_received / 1e6, 3)),
+    }

@@ -1,0 +1,39 @@
+"""CRM -> Pendo write-back: push CRM-derived account metadata into Pendo's custom fields.
+
+``crm`` reads the export, ``mapping`` declares and converts the fields, ``validate``
+checks them against Pendo's schema and sets bad rows aside, ``diff`` keeps what changed,
+``push`` sends it in batches of at most 1,000 and logs each outcome, ``job`` wires them
+into the ``crm_account_metadata_push`` job and its daily schedule.
+"""
+
+from analytics_assets.crm_writeback.data import SAMPLE_CRM_PATH
+from analytics_assets.crm_writeback.job import (
+    JOB_NAME,
+    CrmPushConfig,
+    crm_account_metadata_push,
+    crm_account_metadata_push_schedule,
+    crm_writeback_preflight,
+    diff_crm_against_pendo,
+    push_crm_changes,
+    read_crm_export,
+    read_pendo_account_values,
+    validate_crm_rows,
+)
+from analytics_assets.crm_writeback.mapping import DEFAULT_MAPPING_PATH
+from analytics_assets.crm_writeback.report import run_report
+
+__all__ = [
+    "DEFAULT_MAPPING_PATH",
+    "JOB_NAME",
+    "SAMPLE_CRM_PATH",
+    "CrmPushConfig",
+    "crm_account_metadata_push",
+    "crm_account_metadata_push_schedule",
+    "crm_writeback_preflight",
+    "diff_crm_against_pendo",
+    "push_crm_changes",
+    "read_crm_export",
+    "read_pendo_account_values",
+    "run_report",
+    "validate_crm_rows",
+]

@@ -1,0 +1,515 @@
+"""The ``crm_account_metadata_push`` job: CRM export -> Pendo custom account metadata.
+
+    preflight ─────┬─> read Pendo values ─┐
+    (key, mapping, │                      ├─> diff ─> push (batches, log)
+     schema)       └─> validate ──────────┘
+    read CRM ─────────────┘   (quarantine)
+
+Every check that can stop the job runs before the first write request: a read-only or
+invalid key, a mapping field Pendo lacks or types differently, a mapped column the export
+lacks, a batch size above 1,000. Ops that call Pendo declare ``pool="pendo_api"``, so the
+write-back shares the API's concurrency budget with the syncs.
+
+Its Pendo key is the write key (resource ``pendo_write``, from
+``PENDO_WRITE_INTEGRATION_KEY``); the syncs and sensors keep the read-only key.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the ops' annotations
+# (config class, resources) at decoration time and cannot resolve them from strings.
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from analytics_assets.crm_writeback.crm import CrmExport, CrmReadError, read_crm
+from analytics_assets.crm_writeback.diff import (
+    DiffResult,
+    current_values_pipeline,
+    diff_records,
+    read_current_values,
+)
+from analytics_assets.crm_writeback.mapping import Mapping, MappingError, load_mapping
+from analytics_assets.crm_writeback.push import (
+    MAX_BATCH_SIZE,
+    BatchResult,
+    PushSummary,
+    check_batch_size,
+    push_changes,
+)
+from analytics_assets.crm_writeback.tables import (
+    LOG_TABLE,
+    QUARANTINE_TABLE,
+    append_log,
+    append_quarantine,
+    previous_incomplete_run,
+)
+from analytics_assets.crm_writeback.validate import (
+    ColumnsMissingError,
+    SchemaMismatchError,
+    ValidationResult,
+    check_schema,
+    validate_rows,
+)
+from analytics_assets.http.errors import ApiError
+from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+
+__all__ = [
+    "JOB_NAME",
+    "CrmPushConfig",
+    "Preflight",
+    "crm_account_metadata_push",
+    "crm_account_metadata_push_schedule",
+    "crm_writeback_preflight",
+    "diff_crm_against_pendo",
+    "push_crm_changes",
+    "read_crm_export",
+    "read_pendo_account_values",
+    "validate_crm_rows",
+]
+
+JOB_NAME = "crm_account_metadata_push"
+POOL = "pendo_api"
+CRM_EXPORT_ENV = "ANALYTICS_ASSETS_CRM_EXPORT"
+CRM_TABLE_ENV = "ANALYTICS_ASSETS_CRM_TABLE"
+MAPPING_ENV = "ANALYTICS_ASSETS_CRM_MAPPING"
+WRITE_KEY_ENV = "PENDO_WRITE_INTEGRATION_KEY"
+# How many field-by-field changes a run shows in its logs and metadata (all are logged
+# in analytics.writeback_log).
+SHOWN_CHANGES = 50
+
+
+class CrmPushConfig(dg.Config):
+    """The whole job's settings, shown as one form in the launchpad."""
+
+    crm_path: str = Field(
+        default="",
+        description=f"CRM export (.csv or .parquet). Empty: ${CRM_EXPORT_ENV}, else crm_table.",
+    )
+    crm_table: str = Field(
+        default="",
+        description=f"Or a warehouse table (schema.table) holding the export; or ${CRM_TABLE_ENV}.",
+    )
+    mapping_path: str = Field(
+        default="",
+        description=f"Mapping YAML. Empty: ${MAPPING_ENV}, else the packaged mapping.yaml.",
+    )
+    batch_size: int = Field(
+        default=MAX_BATCH_SIZE, description="Records per bulk request: 1 to 1,000."
+    )
+    create: bool = Field(
+        default=False, description="Create accounts Pendo does not have (?create=true)."
+    )
+    force: bool = Field(default=False, description="Send every record, changed or not.")
+    dry_run: bool = Field(
+        default=False, description="Do everything but the write; report what would change."
+    )
+
+    def source(self) -> tuple[str | None, str | None]:
+        """(path, table) to read; raises dg.Failure when neither is set."""
+        path = self.crm_path or ("" if self.crm_table else os.environ.get(CRM_EXPORT_ENV, ""))
+        table = self.crm_table or ("" if path else os.environ.get(CRM_TABLE_ENV, ""))
+        if path and table:
+            raise dg.Failure(description="set crm_path or crm_table, not both")
+        if not path and not table:
+            raise dg.Failure(
+                description=(
+                    "no CRM export configured: set crm_path (a .csv or .parquet file) or "
+                    f"crm_table in the run config, or ${CRM_EXPORT_ENV} / ${CRM_TABLE_ENV}"
+                )
+            )
+        return path or None, table or None
+
+    def mapping_file(self) -> str | None:
+        return self.mapping_path or os.environ.get(MAPPING_ENV) or None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before any write established: the mapping and Pendo's field types."""
+
+    mapping: Mapping
+    types: dict[str, str]
+    write_access: bool
+
+
+def _fail(message: str, **metadata: Any) -> dg.Failure:
+    return dg.Failure(description=message, metadata=metadata or None)
+
+
+# ----- ops --------------------------------------------------------------------------------
+
+
+@dg.op(pool=POOL, tags={"service": "pendo"})
+def crm_writeback_preflight(
+    context: dg.OpExecutionContext, config: CrmPushConfig, pendo_write: PendoResource
+) -> Preflight:
+    """Check the key, the mapping and Pendo's schema; nothing is written here."""
+    try:
+        check_batch_size(config.batch_size)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        mapping = load_mapping(config.mapping_file())
+    except MappingError as exc:
+        raise _fail(str(exc)) from None
+    with pendo_write.session(context) as client:
+        token = client.verify_token()
+        if not token.valid:
+            raise _fail(
+                f"the Pendo key of the write-back (${WRITE_KEY_ENV}) is not valid for this "
+                "host (token/verify refused it); check the key and its region. Nothing was sent."
+            )
+        if not token.write_access:
+            message = (
+                f"the Pendo key of the write-back (${WRITE_KEY_ENV}) is read-only "
+                "(token/verify: writeAccess=false). Use a read-write integration key: in Pendo, "
+                "Settings > Integrations > Integration Keys, create one with 'Allow Write "
+                f"Access' and set ${WRITE_KEY_ENV} to it (the syncs keep their read-only key)."
+            )
+            if not config.dry_run:
+                raise _fail(message + " Nothing was sent.")
+            context.log.warning(f"dry run goes on, but a real run would stop: {message}")
+        try:
+            schema = client.get_metadata_schema("account")
+        except ApiError as exc:
+            raise _fail(f"cannot read Pendo's account metadata schema: {exc}") from None
+    try:
+        types, warnings = check_schema(mapping, schema)
+    except SchemaMismatchError as exc:
+        raise _fail(str(exc), fields=", ".join(p.split(":")[0] for p in exc.problems)) from None
+    for warning in warnings:
+        context.log.warning(warning)
+    context.add_output_metadata(
+        {
+            "mapping": mapping.source,
+            "fields": ", ".join(
+                f"{f.field} ({f.type} -> {types[f.field]})" for f in mapping.fields
+            ),
+            "write_access": token.write_access,
+        }
+    )
+    return Preflight(mapping, types, token.write_access)
+
+
+@dg.op(tags={"service": "warehouse"})
+def read_crm_export(
+    context: dg.OpExecutionContext, config: CrmPushConfig, warehouse: DuckDBWarehouse
+) -> CrmExport:
+    """Read the CRM export; rows the reader cannot split are kept for the quarantine."""
+    path, table = config.source()
+    try:
+        export = read_crm(path, table=table, warehouse=warehouse)
+    except CrmReadError as exc:
+        raise _fail(str(exc)) from None
+    context.log.info(
+        f"read {export.rows_read} rows from {export.source}"
+        + (f" ({export.blank_rows} blank rows skipped)" if export.blank_rows else "")
+    )
+    context.add_output_metadata(
+        {
+            "source": export.source,
+            "rows_read": export.rows_read,
+            "blank_rows": export.blank_rows,
+            "columns": ", ".join(export.columns),
+        }
+    )
+    return export
+
+
+@dg.op(tags={"service": "warehouse"})
+def validate_crm_rows(
+    context: dg.OpExecutionContext,
+    preflight: Preflight,
+    export: CrmExport,
+    warehouse: DuckDBWarehouse,
+) -> ValidationResult:
+    """Convert every row; set bad rows aside in analytics.writeback_quarantine."""
+    try:
+        result = validate_rows(export, preflight.mapping, preflight.types)
+    except ColumnsMissingError as exc:
+        raise _fail(str(exc)) from None
+    append_quarantine(warehouse, context.run_id, export.source, result.quarantine)
+    reasons = Counter(_reason_kind(p.reason) for p in result.quarantine)
+    if result.quarantine:
+        context.log.warning(
+            f"set aside {result.quarantined_rows} of {result.rows_read} rows "
+            f"({', '.join(f'{n} {k}' for k, n in reasons.most_common())}); "
+            f"see {QUARANTINE_TABLE} where run_id = '{context.run_id}'"
+        )
+        for problem in result.quarantine[:SHOWN_CHANGES]:
+            where = f"row {problem.row}" + (f" (line {problem.line})" if problem.line else "")
+            context.log.info(
+                f"quarantined {where} {problem.account_id or '(no id)'}: {problem.reason}"
+            )
+    context.add_output_metadata(
+        {
+            "rows_read": result.rows_read,
+            "records": len(result.records),
+            "quarantined_rows": result.quarantined_rows,
+            "duplicates_collapsed": result.duplicates_collapsed,
+            "quarantine_reasons": dict(reasons),
+            "quarantine_table": QUARANTINE_TABLE,
+        }
+    )
+    return result
+
+
+def _reason_kind(reason: str) -> str:
+    for marker in (
+        "missing account id",
+        "conflicting values",
+        "failed validation",
+        "unparsable date",
+        "not a number",
+        "not a whole number",
+        "not a boolean",
+        "fields but the header",
+        "empty but required",
+    ):
+        if marker in reason:
+            return marker
+    return "other"
+
+
+@dg.op(pool=POOL, tags={"service": "pendo"})
+def read_pendo_account_values(
+    context: dg.OpExecutionContext, preflight: Preflight, pendo_write: PendoResource
+) -> dict[str, dict[str, Any]]:
+    """Pendo's current values of the mapped fields, per account (one aggregation).
+
+    Its own op, so it runs while the CRM export is read and validated, and the API pool
+    slot is held only while Pendo is being read.
+    """
+    fields = list(preflight.types)
+    with pendo_write.session(context) as client:
+        try:
+            rows = client.aggregate(current_values_pipeline(fields))
+            current = read_current_values(rows, fields)
+        except ApiError as exc:
+            raise _fail(f"cannot read Pendo's current account values: {exc}") from None
+    context.add_output_metadata({"accounts_in_pendo": len(current)})
+    return current
+
+
+@dg.op
+def diff_crm_against_pendo(
+    context: dg.OpExecutionContext,
+    config: CrmPushConfig,
+    preflight: Preflight,
+    validated: ValidationResult,
+    current: dict[str, dict[str, Any]],
+    warehouse: DuckDBWarehouse,
+) -> DiffResult:
+    """Keep only the records whose values differ from Pendo's (all with ``force``)."""
+    diff = diff_records(
+        validated.records, current, preflight.types, force=config.force, create=config.create
+    )
+    resume = _report_resume(context, warehouse, diff)
+    context.log.info(
+        f"{diff.to_send} of {len(validated.records)} accounts differ from Pendo"
+        + (" (force: sending all)" if config.force else "")
+        + f"; {diff.unchanged} unchanged; {len(diff.missing)} not in Pendo"
+        + ("" if config.create or not diff.missing else " (set create: true to create them)")
+    )
+    context.add_output_metadata(
+        {
+            "accounts_in_pendo": diff.accounts_in_pendo,
+            "changed": diff.to_send,
+            "unchanged": diff.unchanged,
+            "missing": len(diff.missing),
+            "to_create": sum(1 for c in diff.changes if c.action == "create"),
+            "field_changes": diff.field_changes,
+            **resume,
+        }
+    )
+    return diff
+
+
+def _report_resume(
+    context: dg.OpExecutionContext, warehouse: DuckDBWarehouse, diff: DiffResult
+) -> dict[str, Any]:
+    """Say what this run skips or resends of an earlier run that stopped midway."""
+    previous = previous_incomplete_run(warehouse, context.run_id)
+    if previous is None:
+        return {}
+    pending = {c.account_id for c in diff.changes}
+    confirmed_now_equal = len(previous.updated - pending)
+    confirmed_differ = len(previous.updated & pending)
+    left = previous.unconfirmed | previous.not_sent
+    resent = len(left & pending)
+    landed = len(previous.unconfirmed - pending)
+    context.log.info(
+        f"resuming after run {previous.run_id}, which stopped midway: {confirmed_now_equal} "
+        f"records it confirmed are equal in Pendo and skipped; {resent} it left unconfirmed or "
+        f"unsent still differ and are sent now; {landed} of its unconfirmed records had landed"
+    )
+    if confirmed_differ:
+        context.log.warning(
+            f"{confirmed_differ} records that run {previous.run_id} confirmed differ in Pendo "
+            "again (changed in Pendo since, or not yet visible to reads); they are sent again"
+        )
+    return {
+        "resumed_after_run": previous.run_id,
+        "resume_skipped_confirmed": confirmed_now_equal,
+        "resume_resent": resent,
+    }
+
+
+@dg.op(pool=POOL, tags={"service": "pendo"})
+def push_crm_changes(
+    context: dg.OpExecutionContext,
+    config: CrmPushConfig,
+    preflight: Preflight,
+    diff: DiffResult,
+    pendo_write: PendoResource,
+    warehouse: DuckDBWarehouse,
+) -> PushSummary:
+    """Send the changes in batches of at most 1,000; log every record's outcome."""
+    batch_size = check_batch_size(config.batch_size)
+    run_id = context.run_id
+
+    def record_log(rows: list) -> None:
+        append_log(warehouse, run_id, rows, config.dry_run)
+
+    def on_batch(result: BatchResult) -> None:
+        text = (
+            f"batch {result.number}: {result.size} sent, {result.updated} updated, "
+            f"{result.failed} failed, {result.missing} missing in {result.seconds:.2f}s"
+        )
+        if result.error:
+            context.log.error(f"batch {result.number}: {result.size} unconfirmed: {result.error}")
+        else:
+            context.log.info(text)
+
+    if config.dry_run:
+        summary = push_changes(
+            None,
+            diff.changes,
+            diff.missing,
+            preflight.types,
+            record_log=record_log,
+            batch_size=batch_size,
+            create=config.create,
+            dry_run=True,
+        )
+        _show_plan(context, diff)
+    else:
+        with pendo_write.session(context) as client:
+            summary = push_changes(
+                client,
+                diff.changes,
+                diff.missing,
+                preflight.types,
+                record_log=record_log,
+                batch_size=batch_size,
+                create=config.create,
+                on_batch=on_batch,
+            )
+    metadata = _summary_metadata(summary, diff, config.dry_run)
+    for account, reason in summary.failures[:SHOWN_CHANGES]:
+        context.log.warning(f"Pendo refused {account}: {reason}")
+    if not summary.ok:
+        raise dg.Failure(
+            description=(
+                f"{summary.error.rstrip('.')}. {summary.updated} records were confirmed; "
+                f"{summary.unconfirmed} are unconfirmed and {summary.not_sent} were not sent. "
+                "Run the job again: it compares with Pendo's live values, so it sends only "
+                f"what did not land (see {LOG_TABLE} where run_id = '{run_id}')."
+            ),
+            metadata=metadata,
+        )
+    context.log.info(
+        ("dry run: would send " if config.dry_run else "sent ")
+        + f"{diff.to_send} records in {summary.planned_batches} batches; "
+        f"{summary.updated} updated, {summary.failed} failed, {summary.missing} missing"
+    )
+    context.add_output_metadata(metadata)
+    return summary
+
+
+def _summary_metadata(summary: PushSummary, diff: DiffResult, dry_run: bool) -> dict[str, Any]:
+    return {
+        "dry_run": dry_run,
+        "changed": diff.to_send,
+        "batches": summary.planned_batches,
+        "batches_sent": len(summary.batches),
+        "updated": summary.updated,
+        "failed": summary.failed,
+        "missing": summary.missing,
+        "unconfirmed": summary.unconfirmed,
+        "not_sent": summary.not_sent,
+        "log_table": LOG_TABLE,
+    }
+
+
+def _show_plan(context: dg.OpExecutionContext, diff: DiffResult) -> None:
+    """A dry run's field-by-field report: in the log and as a table in the metadata."""
+    lines = ["| account | action | changes (old → new) |", "|---|---|---|"]
+    for change in diff.changes[:SHOWN_CHANGES]:
+        text = change.describe()
+        context.log.info(f"would {change.action} {change.account_id}: {text}")
+        lines.append(f"| {change.account_id} | {change.action} | {text.replace('|', '/')} |")
+    if len(diff.changes) > SHOWN_CHANGES:
+        lines.append(f"| … | | {len(diff.changes) - SHOWN_CHANGES} more in {LOG_TABLE} |")
+    context.add_output_metadata({"plan": dg.MetadataValue.md("\n".join(lines))})
+
+
+# ----- job and schedule -------------------------------------------------------------------
+
+
+@dg.config_mapping
+def _one_form(config: CrmPushConfig) -> dg.RunConfig:
+    # One form for the whole job; every op reads the same settings. The batch size is
+    # checked here too, so a bad value is refused at launch, before a run starts (a
+    # config error is shown as such by the launchpad; any other exception is not).
+    try:
+        check_batch_size(config.batch_size)
+    except ValueError as exc:
+        raise dg.DagsterInvalidConfigError(str(exc), [], config.model_dump()) from None
+    ops = (
+        "crm_writeback_preflight",
+        "read_crm_export",
+        "diff_crm_against_pendo",
+        "push_crm_changes",
+    )
+    return dg.RunConfig(ops={name: config for name in ops})
+
+
+@dg.job(
+    name=JOB_NAME,
+    config=_one_form,
+    tags={"service": "pendo", "direction": "write"},
+    description=(
+        "Push CRM-derived account metadata (plan, ARR, seats, renewal, owner, health) into "
+        "Pendo's custom account fields: validate, diff against Pendo, send only what changed "
+        "in batches of at most 1,000. Set dry_run to see the changes without writing."
+    ),
+)
+def crm_account_metadata_push() -> None:
+    preflight = crm_writeback_preflight()
+    validated = validate_crm_rows(preflight, read_crm_export())
+    current = read_pendo_account_values(preflight)
+    diff = diff_crm_against_pendo(preflight, validated, current)
+    push_crm_changes(preflight, diff)
+
+
+def build_schedule(timezone: str | None = None, cron: str = "30 7 * * *") -> dg.ScheduleDefinition:
+    """Daily at 07:30 in the sync's time zone: after the morning sync, before the workday."""
+    if timezone is None:
+        from analytics_assets.sync_config import load_sync_config
+
+        timezone = load_sync_config().timezone
+    return dg.ScheduleDefinition(
+        name=f"{JOB_NAME}_daily",
+        job=crm_account_metadata_push,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        description="CRM -> Pendo account metadata, daily after the sync.",
+    )
+
+
+crm_account_metadata_push_schedule = build_schedule()

@@ -1,0 +1,181 @@
+"""The write-back's two warehouse tables: the outcome log and the quarantine.
+
+``analytics.writeback_log`` has one row per account per run: the batch it went in, the
+values sent (JSON), what Pendo held before (JSON, so a change can be undone by hand), the
+outcome and its reason (for ``updated`` and ``dry_run``: the change, field by field,
+``old → new``; otherwise why). Rows are appended after each batch, so a run that dies midway
+still leaves the record of every batch the server confirmed.
+
+``analytics.writeback_quarantine`` has one row per problem of a set-aside CRM row.
+Both tables keep every run (filter on ``run_id``); nothing here holds a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from analytics_assets.crm_writeback.crm import RowProblem
+from analytics_assets.warehouse.types import BOOL, INT, INT32, STR, TS_US, arrow_schema
+
+__all__ = [
+    "LOG_TABLE",
+    "OUTCOMES",
+    "QUARANTINE_TABLE",
+    "LogRow",
+    "PreviousRun",
+    "Warehouse",
+    "append_log",
+    "append_quarantine",
+    "previous_incomplete_run",
+    "to_json",
+]
+
+LOG_TABLE = "analytics.writeback_log"
+QUARANTINE_TABLE = "analytics.writeback_quarantine"
+# updated / failed / missing: the server's word per record; unconfirmed: the batch's
+# request failed after retries, so the server may or may not have applied it;
+# not_sent: planned for a later batch of a run that stopped at that failure;
+# dry_run: what a real run would have sent.
+OUTCOMES = ("updated", "failed", "missing", "unconfirmed", "not_sent", "dry_run")
+
+LOG_COLUMNS = (
+    ("run_id", STR),
+    ("batch", INT32),
+    ("account_id", STR),
+    ("values_json", STR),
+    ("previous_json", STR),
+    ("outcome", STR),
+    ("reason", STR),
+    ("dry_run", BOOL),
+    ("written_at", TS_US),
+)
+QUARANTINE_COLUMNS = (
+    ("run_id", STR),
+    ("source", STR),
+    ("row_number", INT),
+    ("line", INT),
+    ("account_id", STR),
+    ("column_name", STR),
+    ("value", STR),
+    ("reason", STR),
+    ("quarantined_at", TS_US),
+)
+
+
+class Warehouse(Protocol):
+    """What the write-back needs of the warehouse resource (DuckDBWarehouse has it)."""
+
+    def append(self, table: str, data: Any) -> int: ...
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> Any: ...
+
+    def table_exists(self, table: str) -> bool: ...
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=_json_default, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    batch: int | None
+    account_id: str
+    values_json: str
+    previous_json: str
+    outcome: str
+    reason: str | None = None
+
+
+def append_log(warehouse: Warehouse, run_id: str, rows: Sequence[LogRow], dry_run: bool) -> int:
+    if not rows:
+        return 0
+    import pyarrow as pa
+
+    now = datetime.now(UTC)
+    table = pa.table(
+        {
+            "run_id": [run_id] * len(rows),
+            "batch": [r.batch for r in rows],
+            "account_id": [r.account_id for r in rows],
+            "values_json": [r.values_json for r in rows],
+            "previous_json": [r.previous_json for r in rows],
+            "outcome": [r.outcome for r in rows],
+            "reason": [r.reason for r in rows],
+            "dry_run": [dry_run] * len(rows),
+            "written_at": [now] * len(rows),
+        },
+        schema=arrow_schema(LOG_COLUMNS),
+    )
+    return warehouse.append(LOG_TABLE, table)
+
+
+def append_quarantine(
+    warehouse: Warehouse, run_id: str, source: str, problems: Sequence[RowProblem]
+) -> int:
+    if not problems:
+        return 0
+    import pyarrow as pa
+
+    now = datetime.now(UTC)
+    table = pa.table(
+        {
+            "run_id": [run_id] * len(problems),
+            "source": [source] * len(problems),
+            "row_number": [p.row for p in problems],
+            "line": [p.line for p in problems],
+            "account_id": [p.account_id for p in problems],
+            "column_name": [p.column for p in problems],
+            "value": [p.value for p in problems],
+            "reason": [p.reason for p in problems],
+            "quarantined_at": [now] * len(problems),
+        },
+        schema=arrow_schema(QUARANTINE_COLUMNS),
+    )
+    return warehouse.append(QUARANTINE_TABLE, table)
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """The latest real (not dry) run before this one, if it stopped before the end."""
+
+    run_id: str
+    updated: frozenset[str]
+    unconfirmed: frozenset[str]
+    not_sent: frozenset[str]
+
+
+def previous_incomplete_run(warehouse: Warehouse, run_id: str) -> PreviousRun | None:
+    """The most recent earlier real run, when it stopped with records left unconfirmed."""
+    if not warehouse.table_exists(LOG_TABLE):
+        return None
+    latest = warehouse.query(
+        f"SELECT run_id FROM {LOG_TABLE} WHERE NOT dry_run AND run_id <> ? "
+        "GROUP BY run_id ORDER BY max(written_at) DESC LIMIT 1",
+        [run_id],
+    )
+    if latest.empty:
+        return None
+    previous = str(latest.iloc[0, 0])
+    rows = warehouse.query(
+        f"SELECT account_id, outcome FROM {LOG_TABLE} WHERE run_id = ? "
+        "AND outcome IN ('updated', 'unconfirmed', 'not_sent')",
+        [previous],
+    )
+
+    def ids(outcome: str) -> frozenset[str]:
+        return frozenset(rows.loc[rows.outcome == outcome, "account_id"])
+
+    unconfirmed, not_sent = ids("unconfirmed"), ids("not_sent")
+    if not unconfirmed and not not_sent:
+        return None
+    return PreviousRun(previous, ids("updated"), unconfirmed, not_sent)
