@@ -1,21 +1,20 @@
-"""Daily partitions in the Pendo subscription's time zone, and the windows of a day."""
+"""Daily partitions in the Pendo subscription's time zone, and the windows of a day.
+
+A ``DailyCalendar`` is handed to every factory of daily assets (by the components, or by a
+user calling the factories in Python), so the partitions and the day windows a step asks
+the APIs for always agree, and no module reads the time zone on its own.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
-from analytics_assets.sync_config import load_sync_config
-
-
-def daily_partitions() -> dg.DailyPartitionsDefinition:
-    config = load_sync_config()
-    return dg.DailyPartitionsDefinition(
-        start_date=config.start_date.isoformat(), timezone=config.timezone
-    )
+DEFAULT_TIMEZONE = "America/New_York"
+DEFAULT_START_DATE = date(2026, 9, 1)
 
 
 @dataclass(frozen=True)
@@ -41,10 +40,51 @@ class DayWindow:
         return first, last_moment.replace(minute=0, second=0, microsecond=0)
 
 
-def day_window(partition_key: str, timezone: str | None = None) -> DayWindow:
-    tz = ZoneInfo(timezone or load_sync_config().timezone)
+def check_timezone(timezone: str) -> str:
+    """``timezone`` if it is an IANA name, else a ValueError that names it."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {timezone!r}: use an IANA name such as 'America/New_York'"
+        ) from exc
+    return timezone
+
+
+def day_window(partition_key: str, timezone: str) -> DayWindow:
+    tz = ZoneInfo(timezone)
     day = date.fromisoformat(partition_key)
     start = datetime(day.year, day.month, day.day, tzinfo=tz)
     following = day + timedelta(days=1)
     end = datetime(following.year, following.month, following.day, tzinfo=tz)
     return DayWindow(day, start, end)
+
+
+@dataclass(frozen=True)
+class DailyCalendar:
+    """The subscription's days: its time zone and the first daily partition."""
+
+    timezone: str = DEFAULT_TIMEZONE
+    start_date: date = DEFAULT_START_DATE
+    _partitions: dg.DailyPartitionsDefinition = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_timezone(self.timezone)
+        start = self.start_date
+        if isinstance(start, str):
+            start = date.fromisoformat(start)
+            object.__setattr__(self, "start_date", start)
+        # One definition object per calendar: every asset of a job shares it.
+        object.__setattr__(
+            self,
+            "_partitions",
+            dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone=self.timezone),
+        )
+
+    @property
+    def partitions_def(self) -> dg.DailyPartitionsDefinition:
+        return self._partitions
+
+    def window(self, partition_key: str) -> DayWindow:
+        """The local day of a partition key (``YYYY-MM-DD``)."""
+        return day_window(partition_key, self.timezone)

@@ -1,0 +1,106 @@
+"""Schema pieces that several components share: the calendar, the naming, named items.
+
+Components validate their YAML once, when the code location loads; a mistake names the
+file and line (Dagster's resolution does that for every field these models reject).
+Unknown keys are errors: ``dg.Model`` forbids extra fields.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from analytics_assets.naming import AssetNaming
+from analytics_assets.partitions import (
+    DEFAULT_START_DATE,
+    DEFAULT_TIMEZONE,
+    DailyCalendar,
+    check_timezone,
+)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class NamedItem(dg.Model, dg.Resolvable):
+    """A saved report, chart or cohort: its id in the tool, and the name its asset gets."""
+
+    id: str = Field(description="The id in Pendo or Amplitude.")
+    name: str = Field(description="Lower-case letters, digits and underscores; names the asset.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("id must not be empty")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"name {value!r} must be lower-case letters, digits and underscores")
+        return value
+
+
+def unique_names(items: list[NamedItem], what: str) -> list[NamedItem]:
+    seen: set[str] = set()
+    for item in items:
+        if item.name in seen:
+            raise ValueError(f"{what}: the name {item.name!r} is used twice")
+        seen.add(item.name)
+    return items
+
+
+def finite_positive(value: float, what: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a finite number above 0, got {value!r}")
+    return value
+
+
+class CalendarFields(dg.Model):
+    """The subscription's days; every component of one deployment must use the same."""
+
+    timezone: str = Field(
+        default=DEFAULT_TIMEZONE,
+        description="The Pendo subscription's IANA time zone: daily partitions start at its "
+        "local midnight (set the Amplitude project to the same zone).",
+    )
+    start_date: str = Field(
+        default=DEFAULT_START_DATE.isoformat(), description="The first daily partition, YYYY-MM-DD."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("start_date")
+    @classmethod
+    def _start_date(cls, value: str) -> str:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"start_date {value!r} is not a date YYYY-MM-DD") from None
+        return value
+
+    def calendar(self) -> DailyCalendar:
+        return DailyCalendar(self.timezone, date.fromisoformat(self.start_date))
+
+
+class NamingFields(dg.Model):
+    """Where the assets go: key prefix, group and warehouse schema."""
+
+    key_prefix: list[str] = Field(
+        default_factory=list, description="Prepended to every asset key, e.g. [acme]."
+    )
+    group_name: str | None = Field(default=None, description="Asset group (default: the system).")
+    table_schema: str | None = Field(
+        default=None, description="Warehouse schema of the tables (default: the system)."
+    )
+
+    def naming(self, system: str) -> AssetNaming:
+        return AssetNaming.of(system, self.key_prefix, self.group_name, self.table_schema)
