@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import date
+from typing import Self
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from analytics_assets.naming import AssetNaming
 from analytics_assets.partitions import (
@@ -23,6 +24,7 @@ from analytics_assets.partitions import (
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class NamedItem(dg.Model, dg.Resolvable):
@@ -104,3 +106,75 @@ class NamingFields(dg.Model):
 
     def naming(self, system: str) -> AssetNaming:
         return AssetNaming.of(system, self.key_prefix, self.group_name, self.table_schema)
+
+
+def env_var_name(value: str) -> str:
+    """``value`` if it is an environment variable's name; the error never echoes it (it may
+    be a key pasted into the wrong field)."""
+    if not _ENV_VAR.match(value):
+        raise ValueError(
+            "must be the name of an environment variable (letters, digits, underscores, "
+            "e.g. PENDO_INTEGRATION_KEY), not the key itself"
+        )
+    return value
+
+
+def http_url(value: str | None) -> str | None:
+    """An http(s) URL without its trailing slash; blank means none (``{{ env.X }}`` unset)."""
+    if value is None or not value.strip():
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class LocatedErrors:
+    """Mixin for this package's components: every validation error names the YAML file and
+    line, and every field's description reaches ``dg docs``."""
+
+    @classmethod
+    def model(cls) -> type[BaseModel]:
+        # Dagster's derived schema (shown by `dg docs` and editors) drops the description
+        # of every field that has a default; copy them over once.
+        derived = super().model()
+        missing = {
+            name: info.description
+            for name, info in cls.model_fields.items()
+            if info.description and name in derived.model_fields
+            if derived.model_fields[name].description is None
+        }
+        if missing:
+            for name, description in missing.items():
+                derived.model_fields[name].description = description
+            derived.model_rebuild(force=True)
+        return derived
+
+    @classmethod
+    def resolve_from_model(cls, context: dg.ResolutionContext, model: BaseModel) -> Self:
+        # The derived model only checks types; the field validators run when the component
+        # is built, so point their errors at the YAML line as Dagster does for the types.
+        try:
+            return super().resolve_from_model(context, model)
+        except ValidationError as exc:
+            raise located(exc, context) from None
+
+
+def located(exc: ValidationError, context: dg.ResolutionContext) -> ValidationError:
+    """``exc`` with each error's location given as its YAML path and ``file:line``, the form
+    Dagster uses for the errors of a component's derived model; the input values stay out
+    of the message."""
+    tree = context.source_position_tree
+    if tree is None:
+        return exc
+    line_errors = []
+    for error in exc.errors():
+        path = [*context.path, *error["loc"]]
+        position, _ = tree.lookup_closest_and_path(path, None)
+        where = ".".join(str(part) for part in path) or "attributes"
+        line_errors.append({**error, "loc": (f"{where} at {position}",)})
+    return ValidationError.from_exception_data(
+        exc.title,
+        line_errors,  # type: ignore[arg-type]
+        input_type="json",
+        hide_input=True,
+    )

@@ -17,9 +17,18 @@ import dagster as dg
 from analytics_assets.crm_writeback import SAMPLE_CRM_PATH
 from analytics_assets.sandbox.config import SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer, SandboxUrls
-from analytics_assets.settings import dagster_home, data_dir
 
-dg_home = dagster_home
+
+def data_dir() -> Path:
+    """Where the demo keeps the warehouse and its Dagster home (``ANALYTICS_ASSETS_DATA_DIR``,
+    default ``./data``); ``defs/`` reads the same variable for the warehouse's path."""
+    return Path(os.environ.get("ANALYTICS_ASSETS_DATA_DIR") or "data").resolve()
+
+
+def dagster_home() -> Path:
+    """The Dagster home the demo leaves behind for ``dagster dev``."""
+    return data_dir() / "dagster_home"
+
 
 DAGSTER_YAML = """\
 # Written by `analytics-assets demo`: local storage, and the concurrency pools that
@@ -117,25 +126,14 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
 def _writeback(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
     """Push the sample CRM export into Pendo and print what changed and what was set aside."""
     from analytics_assets.crm_writeback import run_report
-    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     print(f"\nCRM write-back from {SAMPLE_CRM_PATH.name}:")
     job = defs.resolve_job_def("crm_account_metadata_push")
     result = job.execute_in_process(
         instance=instance, raise_on_error=False, run_config={"crm_path": str(SAMPLE_CRM_PATH)}
     )
-    print(run_report(DuckDBWarehouse(), result.run_id))
+    print(run_report(defs.resources["warehouse"], result.run_id))
     return result.success
-
-
-def _pendo_rows(http, base: str, pipeline: list[dict]) -> list[dict]:
-    answer = http.post(
-        f"{base}/api/v1/aggregation",
-        headers={"x-pendo-integration-key": os.environ["PENDO_INTEGRATION_KEY"]},
-        json={"response": {"mimeType": "application/json"}, "request": {"pipeline": pipeline}},
-    )
-    answer.raise_for_status()
-    return answer.json()["results"]
 
 
 def _last_weekday_start(timezone: str) -> datetime:
@@ -154,36 +152,27 @@ def _stage_changes(timezone: str) -> list[str]:
 
     from analytics_assets.amplitude.client import AmplitudeClient
     from analytics_assets.pendo.client import MetadataRecord, PendoClient
+    from analytics_assets.pendo.pipeline import Agg, Expr, Pipeline, Source, TimeSeries
 
     base = os.environ["PENDO_BASE_URL"]
     control = f"{base}/_sandbox"
     judged = _last_weekday_start(timezone)
     judged_ms = int(judged.timestamp() * 1000)
     now = datetime.now(ZoneInfo(timezone))
-    all_apps = {"appId": 'expandAppIds("*")'}
     staged = []
-    with httpx.Client(timeout=60) as http:
+    reader = PendoClient(os.environ["PENDO_INTEGRATION_KEY"], base_url=base)
+    with httpx.Client(timeout=60) as http, reader:
         # The account with the most events over the week before the judged day goes quiet.
-        busiest = _pendo_rows(
-            http,
-            base,
-            [
-                {
-                    "source": {
-                        "events": all_apps,
-                        "timeSeries": {
-                            "period": "dayRange",
-                            "first": judged_ms - 7 * 86_400_000,
-                            "count": 7,
-                        },
-                    }
-                },
-                {"filter": 'accountId != ""'},
-                {"group": {"group": ["accountId"], "fields": {"n": {"sum": "numEvents"}}}},
-                {"sort": ["-n"]},
-                {"limit": 1},
-            ],
-        )[0]["accountId"]
+        week = TimeSeries.day_range(judged_ms - 7 * 86_400_000, count=7)
+        busiest = next(
+            reader.aggregate(
+                Pipeline(Source.events(time_series=week, app_ids="*"))
+                .filter(Expr.ne("accountId", ""))
+                .group(by=["accountId"], fields={"n": Agg.sum("numEvents")})
+                .sort("-n")
+                .limit(1)
+            )
+        )["accountId"]
         http.post(
             f"{control}/stage",
             json={"action": "account_quiet", "account_id": busiest, "from": judged.isoformat()},
@@ -191,26 +180,18 @@ def _stage_changes(timezone: str) -> list[str]:
         staged.append(f"{busiest} went quiet from {judged.date()}")
         # The most viewed guide of the last 24 hours is suddenly dismissed by 95%.
         since = now - timedelta(hours=24)
-        views = _pendo_rows(
-            http,
-            base,
-            [
-                {
-                    "source": {
-                        "guideEvents": all_apps,
-                        "timeSeries": {
-                            "period": "hourRange",
-                            "first": int(since.timestamp() * 1000),
-                            "last": int(now.timestamp() * 1000) + 3_600_000,
-                        },
-                    }
-                },
-                {"filter": 'type == "guideSeen"'},
+        hours = TimeSeries.hour_range(
+            int(since.timestamp() * 1000), int(now.timestamp() * 1000) + 3_600_000
+        )
+        views = list(
+            reader.aggregate(
+                Pipeline(Source.guide_events(time_series=hours, app_ids="*"))
+                .filter(Expr.eq("type", "guideSeen"))
                 # A view is a visitor seeing the guide; multi-step guides log a seen per step.
-                {"group": {"group": ["guideId"], "fields": {"views": {"count": "visitorId"}}}},
-                {"sort": ["-views"]},
-                {"limit": 1},
-            ],
+                .group(by=["guideId"], fields={"views": Agg.count("visitorId")})
+                .sort("-views")
+                .limit(1)
+            )
         )
         if views:
             guide, seen = views[0]["guideId"], views[0]["views"]
@@ -278,9 +259,7 @@ def _alerts(resources: dict, instance: dg.DagsterInstance, timezone: str) -> boo
 def _run_steps(days: int) -> int:
     """Materialize snapshots, the last ``days`` daily partitions, then the health view."""
     from analytics_assets import definitions
-    from analytics_assets.analytics.assets import HEALTH_KEY
-    from analytics_assets.settings import warehouse_path
-    from analytics_assets.sync_config import load_sync_config
+    from analytics_assets.naming import CADENCE_TAG, DAILY
 
     # Dagster logs every event at DEBUG; the demo prints its own summary instead, and
     # warnings and step failures still show.
@@ -289,11 +268,13 @@ def _run_steps(days: int) -> int:
     # Concurrency pools: at most this many steps call each API at once, across runs.
     for pool, slots in (("pendo_api", 2), ("amplitude_api", 2)):
         instance.event_log_storage.set_concurrency_slots(pool, slots)
-    assets = definitions.all_assets
-    resources = definitions.build_resources()
-    daily = [a.key for a in assets if a.partitions_def is not None]
-    snapshots = [a.key for a in assets if a.partitions_def is None and a.key != HEALTH_KEY]
-    timezone = load_sync_config().timezone
+    defs = definitions.defs
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    resources = dict(defs.resources or {})
+    health = dg.AssetKey(["analytics", "account_health"])
+    daily = [a.key for a in assets if a.tags_by_key[a.key].get(CADENCE_TAG) == DAILY]
+    snapshots = [a.key for a in assets if a.key not in daily and a.key != health]
+    timezone = os.environ.get("PENDO_TIMEZONE") or "America/New_York"
     keys = recent_partition_keys(days, timezone)
     ok = True
     print(
@@ -311,12 +292,12 @@ def _run_steps(days: int) -> int:
     ok &= _report(run(selection=snapshots), "catalogs and snapshots")
     for key in keys:
         ok &= _report(run(selection=daily, partition_key=key), f"daily partition {key}")
-    ok &= _report(run(selection=[HEALTH_KEY]), "account health")
-    ok &= _writeback(definitions.defs, instance)
+    ok &= _report(run(selection=[health]), "account health")
+    ok &= _writeback(defs, instance)
     ok &= _alerts(resources, instance, timezone)
-    _print_tables(warehouse_path())
+    _print_tables(Path(resources["warehouse"].database))
     print(
-        f"\nDagster home: {dg_home()} -- run `DAGSTER_HOME={dg_home()} dagster dev` "
+        f"\nDagster home: {dagster_home()} -- run `DAGSTER_HOME={dagster_home()} dagster dev` "
         "(or `analytics-assets dev`) to see these runs in the UI."
     )
     return 0 if ok else 1

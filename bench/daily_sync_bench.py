@@ -444,7 +444,7 @@ def compare_loaders(args: argparse.Namespace) -> None:
     if not any(files_dir.glob("*.json.gz")):
         sandbox, base = start_sandbox(args, workdir / "sandbox.log")
         try:
-            first, last = day_window(args.day).utc_hours()
+            first, last = day_window(args.day, TIMEZONE).utc_hours()
             amplitude = AmplitudeResource(
                 api_key="sandbox-amplitude-us-api-key",
                 secret_key="sandbox-amplitude-us-secret-key",

@@ -38,41 +38,34 @@ WRITE_KEY = "sandbox-pendo-us-write-key"
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Child mode: write the CRM exports, start the sandbox, print its URL, wait for EOF."""
-    from analytics_assets.crm_writeback.data.make_sample import COLUMNS, crm_rows
-    from analytics_assets.sandbox.company import Company
+    """Child mode: start the sandbox, write the CRM exports, print its URL, wait for EOF."""
+    from analytics_assets.crm_writeback.data.make_sample import COLUMNS, crm_rows, read_accounts
+    from analytics_assets.pendo.client import PendoClient
     from analytics_assets.sandbox.config import PendoLimits, SandboxConfig
     from analytics_assets.sandbox.server import SandboxServer
 
-    company = Company(seed=args.seed, scale=args.scale, region="us")
-    every = max(1, round(1 / args.changed)) if args.changed > 0 else 0
-    base, daily = Path(args.csv_dir) / "crm_base.csv", Path(args.csv_dir) / "crm_daily.csv"
-    with base.open("w", newline="") as b, daily.open("w", newline="") as d:
-        wb, wd = csv.DictWriter(b, COLUMNS), csv.DictWriter(d, COLUMNS)
-        wb.writeheader()
-        wd.writeheader()
-        for index, row in enumerate(crm_rows(company)):
-            wb.writerow(row)
-            if every and index % every == 0:
-                # The CRM moved: a new owner and a new health score for this account.
-                row = {**row, "CSM Owner": "Reassigned Owner", "Health Score": "12.5"}
-            wd.writerow(row)
     limits = PendoLimits(rate=args.rate, burst=args.burst)
     config = SandboxConfig(seed=args.seed, scale=args.scale, pendo_limits=limits)
     with SandboxServer(config) as server:
-        # Build the region's arrays now, with the read key (its own rate bucket), so the
-        # runs measure the write-back and not the sandbox's first-request warm-up.
-        import httpx
-
-        headers = {"x-pendo-integration-key": config.pendo_keys["us"].read}
-        body = {
-            "response": {"mimeType": "application/json"},
-            "request": {"pipeline": [{"source": {"accounts": None}}, {"limit": 1}]},
-        }
-        httpx.post(
-            f"{server.urls.pendo()}/api/v1/aggregation", json=body, headers=headers, timeout=600
-        ).raise_for_status()
-        print(f"URL {server.urls.base} {company.n_accounts}", flush=True)
+        # The accounts come through Pendo's API, as the sample generator reads any Pendo,
+        # with the read key (its own rate bucket). That also builds the region's arrays
+        # now, so the runs measure the write-back and not the sandbox's warm-up.
+        read_key = config.pendo_keys["us"].read
+        with PendoClient(read_key, base_url=server.urls.pendo(), read_timeout=600) as client:
+            accounts = read_accounts(client, seed=args.seed)
+        every = max(1, round(1 / args.changed)) if args.changed > 0 else 0
+        base, daily = Path(args.csv_dir) / "crm_base.csv", Path(args.csv_dir) / "crm_daily.csv"
+        with base.open("w", newline="") as b, daily.open("w", newline="") as d:
+            wb, wd = csv.DictWriter(b, COLUMNS), csv.DictWriter(d, COLUMNS)
+            wb.writeheader()
+            wd.writeheader()
+            for index, row in enumerate(crm_rows(accounts)):
+                wb.writerow(row)
+                if every and index % every == 0:
+                    # The CRM moved: a new owner and a new health score for this account.
+                    row = {**row, "CSM Owner": "Reassigned Owner", "Health Score": "12.5"}
+                wd.writerow(row)
+        print(f"URL {server.urls.base} {len(accounts)}", flush=True)
         sys.stdin.read()  # the parent closes stdin when it is done
     return 0
 

@@ -19,5 +19,8 @@ def _amplitude_budget_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """
     path = tmp_path_factory.mktemp("amplitude-budgets") / "amplitude-budgets.sqlite"
     with pytest.MonkeyPatch.context() as patch:
+        # Subprocesses read it through defs/amplitude/defs.yaml; resources built in process
+        # take the resource's default, patched here.
         patch.setenv("AMPLITUDE_BUDGET_LEDGER", str(path))
+        patch.setattr("analytics_assets.amplitude.resource.DEFAULT_BUDGET_LEDGER", str(path))
         yield

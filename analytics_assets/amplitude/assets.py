@@ -1,18 +1,22 @@
 """Amplitude assets: daily users and event totals, the raw export, charts and cohorts.
 
-The raw export is never held in a frame: the client streams the zip to disk and
-extracts its gzipped JSON-lines members, and DuckDB reads those files itself with an
-explicit schema, inside the one transaction that replaces the partition. Dashboard
-figures are asked for the project-local day of the partition (set the Amplitude
-project's time zone to the Pendo subscription's, as the README says).
+``amplitude_assets(...)`` builds them for one calendar, naming and selection (the
+``AmplitudeSync`` component calls it; so can a project in Python). The raw export is
+never held in a frame: the client streams the zip to disk and extracts its gzipped
+JSON-lines members, and DuckDB reads those files itself with an explicit schema, inside
+the one transaction that replaces the partition. Dashboard figures are asked for the
+project-local day of the partition (set the Amplitude project's time zone to the Pendo
+subscription's, as the README says).
 """
 
+import difflib
+import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -20,21 +24,81 @@ import duckdb
 
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.api_session import api_metadata
+from analytics_assets.component_fields import NamedItem
 from analytics_assets.http.errors import TransportError
-from analytics_assets.partitions import daily_partitions, day_window
-from analytics_assets.sync_config import NamedItem, load_sync_config
+from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
+from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse import checks, isal_gzip
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
 from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
 
-GROUP = "amplitude"
+SYSTEM = "amplitude"
+DEFAULT_NAMING = AssetNaming(SYSTEM)
+DEFAULT_CALENDAR = DailyCalendar()
 KINDS = {"amplitude", "duckdb"}
 OWNERS = ["team:data-engineering"]
 POOL = "amplitude_api"
 DAILY_CRON = "0 4 * * *"
 
+# The names ``include`` (and the component's ``assets``) select by; each is also the last
+# part of the asset key and the table name. ``charts`` selects every chart; one chart is
+# ``chart_<name>``.
+DAILY_ACTIVE_USERS = "daily_active_users"
+EVENT_TYPE_DAILY_TOTALS = "event_type_daily_totals"
+EVENTS = "events"
+COHORTS = "cohorts"
+COHORT_MEMBERSHIP = "cohort_membership"
+CHARTS = "charts"
+ASSET_NAMES = (
+    DAILY_ACTIVE_USERS,
+    EVENT_TYPE_DAILY_TOTALS,
+    EVENTS,
+    COHORTS,
+    COHORT_MEMBERSHIP,
+    CHARTS,
+)
+CHART_PREFIX = "chart_"
+
 DAY = Column("day", DATE, "The local day (the partition)")
+
+Compute = Callable[
+    [dg.AssetExecutionContext, AmplitudeResource, DuckDBWarehouse], dg.MaterializeResult
+]
+
+
+def events_key(naming: AssetNaming = DEFAULT_NAMING) -> dg.AssetKey:
+    """The key of the raw events asset: what cross-source assets depend on."""
+    return naming.key(EVENTS)
+
+
+def events_table(naming: AssetNaming = DEFAULT_NAMING) -> str:
+    """The warehouse table of the raw events (``amplitude.events`` by default)."""
+    return naming.table(EVENTS)
+
+
+# The default key and table, for code that uses the default naming; with another naming
+# use events_key(naming) and events_table(naming).
+EVENTS_KEY = events_key()
+EVENTS_TABLE = events_table()
+
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _table(naming: AssetNaming, name: str) -> str:
+    # Table names reach SQL text (CREATE SCHEMA, DELETE): refuse a schema from YAML that
+    # is not a plain identifier when the definitions load, not in the middle of a run.
+    table = naming.table(name)
+    if not _TABLE.match(table):
+        raise ValueError(
+            f"invalid Amplitude table name {table!r}: the schema must be a plain identifier "
+            "(letters, digits, underscores)"
+        )
+    return table
+
+
+def _schema_of(table: str) -> str:
+    return table.split(".", 1)[0]
 
 
 def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
@@ -43,15 +107,6 @@ def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
     if isinstance(spent, dict):
         meta["amplitude_cost_units"] = dg.MetadataValue.float(float(sum(spent.values())))
     return meta
-
-
-def _cost_snapshot(client: Any) -> dict[str, float]:
-    return dict(getattr(client, "cost_spent", {}) or {})
-
-
-def _cost_delta(client: Any, before: dict[str, float]) -> float:
-    after = _cost_snapshot(client)
-    return float(sum(after.values()) - sum(before.values()))
 
 
 def _materialize(
@@ -73,10 +128,41 @@ def _materialize(
     )
 
 
+def _amplitude_asset(
+    naming: AssetNaming,
+    name: str,
+    description: str,
+    compute: Compute,
+    check_specs: Callable[[dg.AssetKey], list[dg.AssetCheckSpec]],
+    calendar: DailyCalendar | None = None,
+) -> dg.AssetsDefinition:
+    """One Amplitude asset: a daily partition of ``calendar`` when given one, else a
+    snapshot refreshed on the daily cron. Every asset calls the API in the one pool."""
+    key = naming.key(name)
+
+    @dg.asset(
+        key=key,
+        group_name=naming.group,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
+        tags=asset_tags(naming, DAILY if calendar else SNAPSHOT),
+        description=description,
+        partitions_def=calendar.partitions_def if calendar else None,
+        automation_condition=None if calendar else dg.AutomationCondition.on_cron(DAILY_CRON),
+        check_specs=check_specs(key),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        return compute(context, amplitude, warehouse)
+
+    return _asset
+
+
 # ----- daily users and event totals -------------------------------------------------------------
 
 USERS_COLUMNS = [DAY, Column("active_users", INT), Column("new_users", INT)]
-USERS_KEY = dg.AssetKey([GROUP, "daily_active_users"])
 
 
 def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
@@ -88,96 +174,96 @@ def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
     return total
 
 
-@dg.asset(
-    key=USERS_KEY,
-    group_name=GROUP,
-    kinds=KINDS,
-    owners=OWNERS,
-    pool=POOL,
-    description="Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
-    partitions_def=daily_partitions(),
-    check_specs=[checks.keys_spec(USERS_KEY, ["day"])],
-)
-def amplitude_daily_active_users(
-    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> dg.MaterializeResult:
-    day = day_window(context.partition_key).day
-    table = "amplitude.daily_active_users"
-    with amplitude.session(context) as client:
-        start = client.stats.snapshot()
-        active = _single_value(client.active_users(day, day, metric="active"), day)
-        new = _single_value(client.active_users(day, day, metric="new"), day)
-        cost = _cost_metadata(client, start)
-    load_rows(
-        warehouse,
-        table,
-        USERS_COLUMNS,
-        [{"day": day, "active_users": active, "new_users": new}],
-        partition=("day", day),
-    )
-    partition = ("day", day)
-    return _materialize(
-        warehouse,
-        table,
-        USERS_COLUMNS,
-        cost,
-        [checks.check_keys_unique(warehouse, table, ["day"], partition)],
-        partition,
+def _daily_active_users_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefinition:
+    table = _table(naming, DAILY_ACTIVE_USERS)
+
+    def compute(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        day = calendar.window(context.partition_key).day
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            active = _single_value(client.active_users(day, day, metric="active"), day)
+            new = _single_value(client.active_users(day, day, metric="new"), day)
+            cost = _cost_metadata(client, start)
+        load_rows(
+            warehouse,
+            table,
+            USERS_COLUMNS,
+            [{"day": day, "active_users": active, "new_users": new}],
+            partition=("day", day),
+        )
+        partition = ("day", day)
+        return _materialize(
+            warehouse,
+            table,
+            USERS_COLUMNS,
+            cost,
+            [checks.check_keys_unique(warehouse, table, ["day"], partition)],
+            partition,
+        )
+
+    return _amplitude_asset(
+        naming,
+        DAILY_ACTIVE_USERS,
+        "Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
+        compute,
+        lambda key: [checks.keys_spec(key, ["day"])],
+        calendar,
     )
 
 
 TOTALS_COLUMNS = [DAY, Column("event_type", STR), Column("totals", INT), Column("uniques", INT)]
-TOTALS_KEY = dg.AssetKey([GROUP, "event_type_daily_totals"])
 
 
-@dg.asset(
-    key=TOTALS_KEY,
-    group_name=GROUP,
-    kinds=KINDS,
-    owners=OWNERS,
-    pool=POOL,
-    description=(
+def _event_type_daily_totals_asset(
+    calendar: DailyCalendar, naming: AssetNaming
+) -> dg.AssetsDefinition:
+    table = _table(naming, EVENT_TYPE_DAILY_TOTALS)
+
+    def compute(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        day = calendar.window(context.partition_key).day
+        rows = []
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            for event in client.events_list():
+                name = event.get("value") or event.get("name")
+                if not name or event.get("deleted") or event.get("hidden"):
+                    continue
+                spec = {"event_type": name}
+                totals = _single_value(client.segmentation(spec, day, day, metric="totals"), day)
+                uniques = _single_value(client.segmentation(spec, day, day, metric="uniques"), day)
+                if totals or uniques:
+                    rows.append(
+                        {"day": day, "event_type": name, "totals": totals, "uniques": uniques}
+                    )
+            cost = _cost_metadata(client, start)
+        load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
+        partition = ("day", day)
+        total_events = sum(r["totals"] for r in rows)
+        return _materialize(
+            warehouse,
+            table,
+            TOTALS_COLUMNS,
+            cost,
+            [
+                checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
+                checks.check_not_empty(warehouse, table, total_events > 0, partition),
+            ],
+            partition,
+            {"amplitude_events_total": dg.MetadataValue.int(total_events)},
+        )
+
+    return _amplitude_asset(
+        naming,
+        EVENT_TYPE_DAILY_TOTALS,
         "Per event type and day: total events and unique users (event segmentation), for "
-        "every event type the project lists."
-    ),
-    partitions_def=daily_partitions(),
-    check_specs=[
-        checks.keys_spec(TOTALS_KEY, ["day", "event_type"]),
-        checks.not_empty_spec(TOTALS_KEY),
-    ],
-)
-def amplitude_event_type_daily_totals(
-    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> dg.MaterializeResult:
-    day = day_window(context.partition_key).day
-    table = "amplitude.event_type_daily_totals"
-    rows = []
-    with amplitude.session(context) as client:
-        start = client.stats.snapshot()
-        for event in client.events_list():
-            name = event.get("value") or event.get("name")
-            if not name or event.get("deleted") or event.get("hidden"):
-                continue
-            spec = {"event_type": name}
-            totals = _single_value(client.segmentation(spec, day, day, metric="totals"), day)
-            uniques = _single_value(client.segmentation(spec, day, day, metric="uniques"), day)
-            if totals or uniques:
-                rows.append({"day": day, "event_type": name, "totals": totals, "uniques": uniques})
-        cost = _cost_metadata(client, start)
-    load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
-    partition = ("day", day)
-    total_events = sum(r["totals"] for r in rows)
-    return _materialize(
-        warehouse,
-        table,
-        TOTALS_COLUMNS,
-        cost,
-        [
-            checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
-            checks.check_not_empty(warehouse, table, total_events > 0, partition),
-        ],
-        partition,
-        {"amplitude_events_total": dg.MetadataValue.int(total_events)},
+        "every event type the project lists.",
+        compute,
+        lambda key: [checks.keys_spec(key, ["day", "event_type"]), checks.not_empty_spec(key)],
+        calendar,
     )
 
 
@@ -245,7 +331,6 @@ EXPORT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("source_id", "source_id", "VARCHAR"),
     ("data_type", "data_type", "VARCHAR"),
 )
-EVENTS_KEY = dg.AssetKey([GROUP, "events"])
 
 
 def _sql_string(value: str) -> str:
@@ -280,7 +365,11 @@ EXPORT_BATCH_FILES = 24
 
 
 def _load_export(
-    context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, files: list[Path], day: date
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBWarehouse,
+    files: list[Path],
+    day: date,
+    table: str = EVENTS_TABLE,
 ) -> int:
     batches = [files[i : i + EXPORT_BATCH_FILES] for i in range(0, len(files), EXPORT_BATCH_FILES)]
 
@@ -288,7 +377,7 @@ def _load_export(
         # Millions of wide rows under the warehouse's memory_limit: without insertion
         # order DuckDB reads and inserts on every thread (bench/README.md, Daily sync).
         return warehouse.replace_partition(
-            "amplitude.events",
+            table,
             [export_select_sql(batch, day, isal=isal) for batch in batches],
             "day",
             day,
@@ -307,68 +396,68 @@ def _load_export(
         return load(isal=False)
 
 
-@dg.asset(
-    key=EVENTS_KEY,
-    group_name=GROUP,
-    kinds=KINDS,
-    owners=OWNERS,
-    pool=POOL,
-    description=(
+def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefinition:
+    table = _table(naming, EVENTS)
+
+    def compute(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        window = calendar.window(context.partition_key)
+        first_hour, last_hour = window.utc_hours()
+        partition = ("day", window.day)
+        with tempfile.TemporaryDirectory(prefix="amplitude-export-") as tmp:
+            downloading = time.perf_counter()
+            with amplitude.session(context) as client:
+                start = client.stats.snapshot()
+                result = client.export(first_hour, last_hour, Path(tmp))
+                cost = _cost_metadata(client, start)
+            download_seconds = time.perf_counter() - downloading
+            files = list(result.files)
+            loading = time.perf_counter()
+            # The table exists (with its explicit schema) even before the first events
+            # arrive, so an empty day (Amplitude's 404) still replaces its partition, with
+            # nothing.
+            warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {_schema_of(table)}")
+            warehouse.execute(events_table_ddl(table))
+            if files:
+                rows = _load_export(context, warehouse, files, window.day, table)
+            else:
+                warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
+                rows = 0
+            load_seconds = time.perf_counter() - loading
+        context.log.info(
+            f"{table}: {rows} events for {window.day} from {len(files)} files; download "
+            f"{download_seconds:.1f} s, load {load_seconds:.1f} s "
+            f"({rows / max(load_seconds, 1e-9):,.0f} events/s)"
+        )
+        return _materialize(
+            warehouse,
+            table,
+            None,
+            cost,
+            [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
+            partition,
+            {
+                "export_hours": dg.MetadataValue.text(
+                    f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"
+                ),
+                "export_files": dg.MetadataValue.int(len(files)),
+                "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
+                "amplitude_events_loaded": dg.MetadataValue.int(rows),
+                "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
+                "load_seconds": dg.MetadataValue.float(round(load_seconds, 3)),
+            },
+        )
+
+    return _amplitude_asset(
+        naming,
+        EVENTS,
         "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
         "local day; streamed to disk and loaded by DuckDB, never held in memory whole. Late "
-        "uploads land in the partition of the day they were uploaded."
-    ),
-    partitions_def=daily_partitions(),
-    check_specs=[checks.keys_spec(EVENTS_KEY, ["uuid"])],
-)
-def amplitude_events(
-    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> dg.MaterializeResult:
-    window = day_window(context.partition_key)
-    first_hour, last_hour = window.utc_hours()
-    table = "amplitude.events"
-    partition = ("day", window.day)
-    with tempfile.TemporaryDirectory(prefix="amplitude-export-") as tmp:
-        downloading = time.perf_counter()
-        with amplitude.session(context) as client:
-            start = client.stats.snapshot()
-            result = client.export(first_hour, last_hour, Path(tmp))
-            cost = _cost_metadata(client, start)
-        download_seconds = time.perf_counter() - downloading
-        files = list(result.files)
-        loading = time.perf_counter()
-        # The table exists (with its explicit schema) even before the first events arrive,
-        # so an empty day (Amplitude's 404) still replaces its partition, with nothing.
-        warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
-        warehouse.execute(events_table_ddl(table))
-        if files:
-            rows = _load_export(context, warehouse, files, window.day)
-        else:
-            warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
-            rows = 0
-        load_seconds = time.perf_counter() - loading
-    context.log.info(
-        f"{table}: {rows} events for {window.day} from {len(files)} files; download "
-        f"{download_seconds:.1f} s, load {load_seconds:.1f} s "
-        f"({rows / max(load_seconds, 1e-9):,.0f} events/s)"
-    )
-    return _materialize(
-        warehouse,
-        table,
-        None,
-        cost,
-        [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
-        partition,
-        {
-            "export_hours": dg.MetadataValue.text(
-                f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"
-            ),
-            "export_files": dg.MetadataValue.int(len(files)),
-            "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
-            "amplitude_events_loaded": dg.MetadataValue.int(rows),
-            "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
-            "load_seconds": dg.MetadataValue.float(round(load_seconds, 3)),
-        },
+        "uploads land in the partition of the day they were uploaded.",
+        compute,
+        lambda key: [checks.keys_spec(key, ["uuid"])],
+        calendar,
     )
 
 
@@ -382,24 +471,13 @@ def events_table_ddl(table: str) -> str:
 CHART_COLUMNS = [Column("row_number", INT), Column("row", STR, "The chart row as JSON")]
 
 
-def chart_asset(chart: NamedItem) -> dg.AssetsDefinition:
-    key = dg.AssetKey([GROUP, f"chart_{chart.name}"])
-    table = f"amplitude.chart_{chart.name}"
+def chart_asset(chart: NamedItem, naming: AssetNaming = DEFAULT_NAMING) -> dg.AssetsDefinition:
+    """The asset of one saved chart, ``chart_<name>``, refreshed whole on the daily cron."""
+    name = f"{CHART_PREFIX}{chart.name}"
+    table = _table(naming, name)
 
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        description=f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
-        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=[checks.keys_spec(key, ["row_number"])],
-    )
-    def _chart(
-        context: dg.AssetExecutionContext,
-        amplitude: AmplitudeResource,
-        warehouse: DuckDBWarehouse,
+    def compute(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
     ) -> dg.MaterializeResult:
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
@@ -419,8 +497,13 @@ def chart_asset(chart: NamedItem) -> dg.AssetsDefinition:
             [checks.check_keys_unique(warehouse, table, ["row_number"])],
         )
 
-    _chart.__name__ = f"amplitude_chart_{chart.name}"
-    return _chart
+    return _amplitude_asset(
+        naming,
+        name,
+        f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
+        compute,
+        lambda key: [checks.keys_spec(key, ["row_number"])],
+    )
 
 
 # ----- cohorts --------------------------------------------------------------------------------
@@ -435,12 +518,9 @@ COHORT_COLUMNS = [
     Column("last_computed", TS),
     Column("details", STR, "The cohort object as JSON"),
 ]
-COHORTS_KEY = dg.AssetKey([GROUP, "cohorts"])
 
 
 def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     computed = c.get("lastComputed")
     return {
         "cohort_id": c.get("id"),
@@ -455,31 +535,31 @@ def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@dg.asset(
-    key=COHORTS_KEY,
-    group_name=GROUP,
-    kinds=KINDS,
-    owners=OWNERS,
-    pool=POOL,
-    description="The project's behavioral cohorts (the cohort list), refreshed daily.",
-    automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-    check_specs=[checks.keys_spec(COHORTS_KEY, ["cohort_id"])],
-)
-def amplitude_cohorts(
-    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> dg.MaterializeResult:
-    table = "amplitude.cohorts"
-    with amplitude.session(context) as client:
-        start = client.stats.snapshot()
-        cohorts = client.list_cohorts()
-        cost = _cost_metadata(client, start)
-    load_rows(warehouse, table, COHORT_COLUMNS, map(_cohort_row, cohorts))
-    return _materialize(
-        warehouse,
-        table,
-        COHORT_COLUMNS,
-        cost,
-        [checks.check_keys_unique(warehouse, table, ["cohort_id"])],
+def _cohorts_asset(naming: AssetNaming) -> dg.AssetsDefinition:
+    table = _table(naming, COHORTS)
+
+    def compute(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        with amplitude.session(context) as client:
+            start = client.stats.snapshot()
+            cohorts = client.list_cohorts()
+            cost = _cost_metadata(client, start)
+        load_rows(warehouse, table, COHORT_COLUMNS, map(_cohort_row, cohorts))
+        return _materialize(
+            warehouse,
+            table,
+            COHORT_COLUMNS,
+            cost,
+            [checks.check_keys_unique(warehouse, table, ["cohort_id"])],
+        )
+
+    return _amplitude_asset(
+        naming,
+        COHORTS,
+        "The project's behavioral cohorts (the cohort list), refreshed daily.",
+        compute,
+        lambda key: [checks.keys_spec(key, ["cohort_id"])],
     )
 
 
@@ -492,7 +572,6 @@ MEMBERSHIP_COLUMNS = [
     Column("user_id", STR),
     Column("amplitude_id", INT),
 ]
-MEMBERSHIP_KEY = dg.AssetKey([GROUP, "cohort_membership"])
 
 
 COHORT_DOWNLOAD_ATTEMPTS = 3
@@ -521,9 +600,11 @@ def download_whole_cohort(client: Any, cohort: dict[str, Any], dest: Path) -> Pa
     )
 
 
-def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The cohorts the config names, or every discoverable one (computed, not archived)."""
-    wanted = load_sync_config().amplitude_cohorts
+def selected_cohorts(
+    cohorts: list[dict[str, Any]], wanted: Literal["all"] | Sequence[str] = "all"
+) -> list[dict[str, Any]]:
+    """The cohorts ``wanted`` names (ids), or with ``"all"`` every discoverable one
+    (computed, not archived)."""
     if wanted == "all":
         return [
             c
@@ -536,8 +617,8 @@ def selected_cohorts(cohorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     missing = [cid for cid in wanted if cid not in by_id]
     if missing:
         raise dg.Failure(
-            f"cohorts named in the sync config are not in the cohort list: {missing}; "
-            "fix amplitude.cohorts in the sync config"
+            f"cohorts named in the config are not in the cohort list: {missing}; fix the "
+            "cohorts of the AmplitudeSync component (amplitude_assets(cohorts=...))"
         )
     return [by_id[cid] for cid in wanted]
 
@@ -560,93 +641,140 @@ def membership_as_of(
     return (now or datetime.now(tz)).astimezone(tz), "the wall clock: no cohort has a lastComputed"
 
 
-@dg.asset(
-    key=MEMBERSHIP_KEY,
-    group_name=GROUP,
-    kinds=KINDS,
-    owners=OWNERS,
-    pool=POOL,
-    description=(
+def _cohort_membership_asset(
+    calendar: DailyCalendar, naming: AssetNaming, wanted: Literal["all"] | Sequence[str]
+) -> dg.AssetsDefinition:
+    table = _table(naming, COHORT_MEMBERSHIP)
+
+    def compute(
+        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+    ) -> dg.MaterializeResult:
+        expected: dict[str, int | None] = {}
+        with (
+            tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp,
+            amplitude.session(context) as client,
+        ):
+            start = client.stats.snapshot()
+            chosen = selected_cohorts(client.list_cohorts(), wanted)
+            # The snapshot day is a day of the calendar's time zone, as the partitions are.
+            as_of, basis = membership_as_of(chosen, calendar.timezone)
+            snapshot_day = as_of.date()
+            files = []
+            for cohort in chosen:
+                dest = Path(tmp) / f"{cohort['id']}.csv"
+                files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
+                expected[cohort["id"]] = cohort.get("size")
+
+            def rows() -> Iterator[dict[str, Any]]:
+                for cohort_id, path in files:
+                    for member in client.read_cohort_csv(path):
+                        amp_id = member.get("amplitude_id")
+                        yield {
+                            "snapshot_day": snapshot_day,
+                            "as_of": as_of,
+                            "cohort_id": cohort_id,
+                            "user_id": member.get("user_id"),
+                            "amplitude_id": int(amp_id) if amp_id not in (None, "") else None,
+                        }
+
+            partition = ("snapshot_day", snapshot_day)
+            load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=partition)
+            cost = _cost_metadata(client, start)
+        context.log.info(
+            f"{table}: snapshot of {snapshot_day} (as of {as_of:%Y-%m-%d %H:%M %Z}, from "
+            f"{basis}) for {len(expected)} cohorts; earlier snapshots kept"
+        )
+        return _materialize(
+            warehouse,
+            table,
+            MEMBERSHIP_COLUMNS,
+            cost,
+            [
+                checks.check_keys_unique(
+                    warehouse, table, ["snapshot_day", "cohort_id", "user_id"], partition
+                ),
+                checks.check_cohort_sizes(
+                    warehouse, table, expected, snapshot_day, day_column="snapshot_day"
+                ),
+            ],
+            partition,
+            {
+                "cohorts": dg.MetadataValue.int(len(expected)),
+                "snapshot_day": dg.MetadataValue.text(snapshot_day.isoformat()),
+                "membership_as_of": dg.MetadataValue.text(as_of.isoformat()),
+            },
+        )
+
+    # Not partitioned: Amplitude serves only current membership (see the description).
+    return _amplitude_asset(
+        naming,
+        COHORT_MEMBERSHIP,
         "Who is in each selected cohort, one snapshot a day kept as history, fetched through "
         "Amplitude's asynchronous cohort download (request, poll, file). Amplitude serves "
         "only a cohort's current members, so this is a snapshot refreshed with the catalog, "
         "not a daily partition: a past day's membership cannot be fetched again, and "
         "backfills of the daily sync never touch it. A run replaces the rows of its own "
-        "snapshot_day (the local day of the cohorts' newest lastComputed); earlier days stay."
-    ),
-    automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-    check_specs=[
-        checks.keys_spec(MEMBERSHIP_KEY, ["snapshot_day", "cohort_id", "user_id"]),
-        checks.cohort_sizes_spec(MEMBERSHIP_KEY),
-    ],
-)
-def amplitude_cohort_membership(
-    context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
-) -> dg.MaterializeResult:
-    table = "amplitude.cohort_membership"
-    expected: dict[str, int | None] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="amplitude-cohorts-") as tmp,
-        amplitude.session(context) as client,
-    ):
-        start = client.stats.snapshot()
-        chosen = selected_cohorts(client.list_cohorts())
-        as_of, basis = membership_as_of(chosen, load_sync_config().timezone)
-        snapshot_day = as_of.date()
-        files = []
-        for cohort in chosen:
-            dest = Path(tmp) / f"{cohort['id']}.csv"
-            files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
-            expected[cohort["id"]] = cohort.get("size")
-
-        def rows() -> Iterator[dict[str, Any]]:
-            for cohort_id, path in files:
-                for member in client.read_cohort_csv(path):
-                    amp_id = member.get("amplitude_id")
-                    yield {
-                        "snapshot_day": snapshot_day,
-                        "as_of": as_of,
-                        "cohort_id": cohort_id,
-                        "user_id": member.get("user_id"),
-                        "amplitude_id": int(amp_id) if amp_id not in (None, "") else None,
-                    }
-
-        partition = ("snapshot_day", snapshot_day)
-        load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=partition)
-        cost = _cost_metadata(client, start)
-    context.log.info(
-        f"{table}: snapshot of {snapshot_day} (as of {as_of:%Y-%m-%d %H:%M %Z}, from {basis}) "
-        f"for {len(expected)} cohorts; earlier snapshots kept"
-    )
-    return _materialize(
-        warehouse,
-        table,
-        MEMBERSHIP_COLUMNS,
-        cost,
-        [
-            checks.check_keys_unique(
-                warehouse, table, ["snapshot_day", "cohort_id", "user_id"], partition
-            ),
-            checks.check_cohort_sizes(
-                warehouse, table, expected, snapshot_day, day_column="snapshot_day"
-            ),
+        "snapshot_day (the local day of the cohorts' newest lastComputed); earlier days stay.",
+        compute,
+        lambda key: [
+            checks.keys_spec(key, ["snapshot_day", "cohort_id", "user_id"]),
+            checks.cohort_sizes_spec(key),
         ],
-        partition,
-        {
-            "cohorts": dg.MetadataValue.int(len(expected)),
-            "snapshot_day": dg.MetadataValue.text(snapshot_day.isoformat()),
-            "membership_as_of": dg.MetadataValue.text(as_of.isoformat()),
-        },
     )
 
 
-def amplitude_assets() -> list[dg.AssetsDefinition]:
-    """Every Amplitude asset, including one per saved chart named in the sync config."""
-    return [
-        amplitude_daily_active_users,
-        amplitude_event_type_daily_totals,
-        amplitude_events,
-        amplitude_cohorts,
-        amplitude_cohort_membership,
-        *(chart_asset(c) for c in load_sync_config().amplitude_charts),
+# ----- the factory ----------------------------------------------------------------------------
+
+
+def amplitude_asset_names(charts: Sequence[NamedItem] = ()) -> list[str]:
+    """Every name ``include`` accepts: the fixed assets, ``charts``, and ``chart_<name>``."""
+    return [*ASSET_NAMES, *(f"{CHART_PREFIX}{c.name}" for c in charts)]
+
+
+def check_asset_names(names: Iterable[str], charts: Sequence[NamedItem] = ()) -> list[str]:
+    """``names`` as a list if each is an asset name, else a ValueError that lists the valid
+    names and suggests the closest one."""
+    valid = amplitude_asset_names(charts)
+    chosen = list(names)
+    for name in chosen:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"unknown Amplitude asset {name!r}: {hint}valid names are {', '.join(valid)}"
+            )
+    return chosen
+
+
+def amplitude_assets(
+    *,
+    calendar: DailyCalendar = DEFAULT_CALENDAR,
+    charts: Sequence[NamedItem] = (),
+    cohorts: Literal["all"] | Sequence[str] = "all",
+    naming: AssetNaming = DEFAULT_NAMING,
+    include: Collection[str] | None = None,
+) -> list[dg.AssetsDefinition]:
+    """The Amplitude assets for one ``calendar`` (daily partitions) and ``naming`` (keys,
+    group, tables): daily users, event type totals and the raw export (partitioned), the
+    cohort list and the cohort membership snapshot of ``cohorts`` (ids, or ``"all"``
+    discoverable ones), and one asset per saved chart of ``charts``.
+
+    ``include`` keeps only the named assets (see ``amplitude_asset_names``); ``None``
+    keeps all. An unknown name raises ValueError."""
+    wanted = set(check_asset_names(include, charts)) if include is not None else None
+
+    def chosen(name: str) -> bool:
+        return wanted is None or name in wanted
+
+    builders: list[tuple[str, Callable[[], dg.AssetsDefinition]]] = [
+        (DAILY_ACTIVE_USERS, lambda: _daily_active_users_asset(calendar, naming)),
+        (EVENT_TYPE_DAILY_TOTALS, lambda: _event_type_daily_totals_asset(calendar, naming)),
+        (EVENTS, lambda: _events_asset(calendar, naming)),
+        (COHORTS, lambda: _cohorts_asset(naming)),
+        (COHORT_MEMBERSHIP, lambda: _cohort_membership_asset(calendar, naming, cohorts)),
     ]
+    assets = [build() for name, build in builders if chosen(name)]
+    for chart in charts:
+        if chosen(CHARTS) or chosen(f"{CHART_PREFIX}{chart.name}"):
+            assets.append(chart_asset(chart, naming))
+    return assets

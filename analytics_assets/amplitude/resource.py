@@ -20,7 +20,6 @@ from analytics_assets.amplitude.client import AmplitudeClient
 from analytics_assets.amplitude.costs import amplitude_budgets
 from analytics_assets.api_session import api_session
 from analytics_assets.http.limits import Limiter
-from analytics_assets.settings import amplitude_budget_ledger
 
 _BUDGETS: dict[tuple[str, str], dict[str, Limiter]] = {}
 _BUDGETS_LOCK = threading.Lock()
@@ -32,12 +31,16 @@ def _fingerprint(*parts: str) -> str:
 
 
 MEMORY_LEDGER = "memory"
+# Relative to the current directory, as the project's data directory is by default; the
+# component or the caller passes another path (nothing here reads the environment).
+DEFAULT_BUDGET_LEDGER = "data/amplitude-budgets.sqlite"
 
 
 def resolve_budget_ledger(ledger: str | None) -> str:
-    """The ledger file to use (absolute), or ``"memory"``; ``None`` means the default."""
+    """The ledger file to use (absolute), or ``"memory"``; ``None`` or blank means
+    ``DEFAULT_BUDGET_LEDGER`` under the current directory."""
     if ledger is None or not ledger.strip():
-        return amplitude_budget_ledger()
+        return str(Path(DEFAULT_BUDGET_LEDGER).resolve())
     if ledger.strip().lower() == MEMORY_LEDGER:
         return MEMORY_LEDGER
     return str(Path(ledger).expanduser().resolve())
@@ -47,7 +50,7 @@ def shared_amplitude_budgets(
     api_key: str, region: str, window_scale: float, ledger: str | None = None, host: str = ""
 ) -> dict[str, Limiter]:
     """One set of Amplitude budgets per project, shared by every client of this process and,
-    through the SQLite ``ledger`` (default ``<data dir>/amplitude-budgets.sqlite``), by every
+    through the SQLite ``ledger`` (default ``./data/amplitude-budgets.sqlite``), by every
     process on this host that uses the same file. ``ledger="memory"``: this process only.
 
     The ledger keys a project by a fingerprint of its key, region, API host (``host``:
@@ -85,7 +88,7 @@ class AmplitudeResource(dg.ConfigurableResource):
         default=None,
         description=(
             "SQLite file holding the rate budgets shared by every step and run on this host "
-            "(default: AMPLITUDE_BUDGET_LEDGER, else <data dir>/amplitude-budgets.sqlite); "
+            "(default: data/amplitude-budgets.sqlite under the current directory); "
             "'memory' keeps them per process."
         ),
     )

@@ -3,13 +3,19 @@
 ``crm`` reads the export, ``mapping`` declares and converts the fields, ``validate``
 checks them against Pendo's schema and sets bad rows aside, ``diff`` keeps what changed,
 ``push`` sends it in batches of at most 1,000 and logs each outcome, ``job`` wires them
-into the ``crm_account_metadata_push`` job and its daily schedule.
+into the ``crm_account_metadata_push`` job and its daily schedule, and ``component``
+(``CrmToPendo``) declares both, with the write key's resource, in YAML.
 """
 
+from analytics_assets.crm_writeback.component import CrmToPendo
 from analytics_assets.crm_writeback.data import SAMPLE_CRM_PATH
 from analytics_assets.crm_writeback.job import (
+    DEFAULT_SCHEDULE_CRON,
     JOB_NAME,
+    WRITE_KEY_ENV,
     CrmPushConfig,
+    build_crm_push_job,
+    build_schedule,
     crm_account_metadata_push,
     crm_account_metadata_push_schedule,
     crm_writeback_preflight,
@@ -24,9 +30,14 @@ from analytics_assets.crm_writeback.report import run_report
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",
+    "DEFAULT_SCHEDULE_CRON",
     "JOB_NAME",
     "SAMPLE_CRM_PATH",
+    "WRITE_KEY_ENV",
     "CrmPushConfig",
+    "CrmToPendo",
+    "build_crm_push_job",
+    "build_schedule",
     "crm_account_metadata_push",
     "crm_account_metadata_push_schedule",
     "crm_writeback_preflight",

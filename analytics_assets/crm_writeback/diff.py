@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from analytics_assets.crm_writeback.validate import Record
+from analytics_assets.pendo.pipeline import Expr, Pipeline, Source
 
 __all__ = [
     "Change",
@@ -143,12 +144,15 @@ def to_wire(value: Any, pendo_type: str) -> Any:
     return value
 
 
-def current_values_pipeline(fields: Iterable[str], group: str = "custom") -> list[dict[str, Any]]:
-    """An aggregation returning each account's id and the mapped fields' current values."""
+def current_values_pipeline(fields: Iterable[str], group: str = "custom") -> Pipeline:
+    """An aggregation returning each account's id and the mapped fields' current values.
+
+    Outputs are flat (``f_<name>``), so a field Pendo lacks on an account reads as absent.
+    """
     select = {"accountId": "accountId"}
     for name in fields:
-        select[f"f_{name}"] = f"metadata.{group}.{name}"
-    return [{"source": {"accounts": None}}, {"select": select}]
+        select[f"f_{name}"] = Expr.field(f"metadata.{group}.{name}")
+    return Pipeline(Source.accounts()).select(select)
 
 
 def read_current_values(

@@ -10,13 +10,14 @@ invalid key, a mapping field Pendo lacks or types differently, a mapped column t
 lacks, a batch size above 1,000. Ops that call Pendo declare ``pool="pendo_api"``, so the
 write-back shares the API's concurrency budget with the syncs.
 
-Its Pendo key is the write key (resource ``pendo_write``, from
-``PENDO_WRITE_INTEGRATION_KEY``); the syncs and sensors keep the read-only key.
+Its Pendo key is the write key (resource ``pendo_write``, from the environment variable
+the ``CrmToPendo`` component names, ``PENDO_WRITE_INTEGRATION_KEY`` by default); the syncs
+and sensors keep the read-only key. Nothing here reads the environment: the component
+passes its settings to :func:`build_crm_push_job` as the run config's defaults.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the ops' annotations
 # (config class, resources) at decoration time and cannot resolve them from strings.
-import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,6 @@ from analytics_assets.crm_writeback.diff import (
 )
 from analytics_assets.crm_writeback.mapping import Mapping, MappingError, load_mapping
 from analytics_assets.crm_writeback.push import (
-    MAX_BATCH_SIZE,
     BatchResult,
     PushSummary,
     check_batch_size,
@@ -53,14 +53,21 @@ from analytics_assets.crm_writeback.validate import (
     check_schema,
     validate_rows,
 )
-from analytics_assets.http.errors import ApiError
+from analytics_assets.http.errors import ApiError, AuthenticationError, PermissionDeniedError
+from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
+from analytics_assets.pendo.client import MAX_BATCH
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 __all__ = [
+    "DEFAULT_SCHEDULE_CRON",
     "JOB_NAME",
+    "WRITE_KEY_ENV",
     "CrmPushConfig",
+    "CrmStepConfig",
     "Preflight",
+    "build_crm_push_job",
+    "build_schedule",
     "crm_account_metadata_push",
     "crm_account_metadata_push_schedule",
     "crm_writeback_preflight",
@@ -73,33 +80,32 @@ __all__ = [
 
 JOB_NAME = "crm_account_metadata_push"
 POOL = "pendo_api"
-CRM_EXPORT_ENV = "ANALYTICS_ASSETS_CRM_EXPORT"
-CRM_TABLE_ENV = "ANALYTICS_ASSETS_CRM_TABLE"
-MAPPING_ENV = "ANALYTICS_ASSETS_CRM_MAPPING"
 WRITE_KEY_ENV = "PENDO_WRITE_INTEGRATION_KEY"
+# Daily at 07:30 in the subscription's time zone: after the morning sync, before the
+# workday. The one default of the write-back's schedule (CrmToPendo.schedule_cron).
+DEFAULT_SCHEDULE_CRON = "30 7 * * *"
 # How many field-by-field changes a run shows in its logs and metadata (all are logged
 # in analytics.writeback_log).
 SHOWN_CHANGES = 50
 
 
 class CrmPushConfig(dg.Config):
-    """The whole job's settings, shown as one form in the launchpad."""
+    """The whole job's settings, shown as one form in the launchpad.
+
+    The form's defaults are the ``CrmToPendo`` component's settings; a run may override
+    any of them.
+    """
 
     crm_path: str = Field(
-        default="",
-        description=f"CRM export (.csv or .parquet). Empty: ${CRM_EXPORT_ENV}, else crm_table.",
+        default="", description="CRM export (.csv or .parquet). Empty: read crm_table."
     )
     crm_table: str = Field(
-        default="",
-        description=f"Or a warehouse table (schema.table) holding the export; or ${CRM_TABLE_ENV}.",
+        default="", description="Or a warehouse table (schema.table) holding the export."
     )
     mapping_path: str = Field(
-        default="",
-        description=f"Mapping YAML. Empty: ${MAPPING_ENV}, else the packaged mapping.yaml.",
+        default="", description="Mapping YAML. Empty: the packaged mapping.yaml."
     )
-    batch_size: int = Field(
-        default=MAX_BATCH_SIZE, description="Records per bulk request: 1 to 1,000."
-    )
+    batch_size: int = Field(default=MAX_BATCH, description="Records per bulk request: 1 to 1,000.")
     create: bool = Field(
         default=False, description="Create accounts Pendo does not have (?create=true)."
     )
@@ -109,22 +115,30 @@ class CrmPushConfig(dg.Config):
     )
 
     def source(self) -> tuple[str | None, str | None]:
-        """(path, table) to read; raises dg.Failure when neither is set."""
-        path = self.crm_path or ("" if self.crm_table else os.environ.get(CRM_EXPORT_ENV, ""))
-        table = self.crm_table or ("" if path else os.environ.get(CRM_TABLE_ENV, ""))
-        if path and table:
+        """(path, table) to read; raises dg.Failure unless exactly one is set."""
+        if self.crm_path and self.crm_table:
             raise dg.Failure(description="set crm_path or crm_table, not both")
-        if not path and not table:
+        if not self.crm_path and not self.crm_table:
             raise dg.Failure(
                 description=(
                     "no CRM export configured: set crm_path (a .csv or .parquet file) or "
-                    f"crm_table in the run config, or ${CRM_EXPORT_ENV} / ${CRM_TABLE_ENV}"
+                    "crm_table in the run config, or in the CrmToPendo component"
                 )
             )
-        return path or None, table or None
+        return self.crm_path or None, self.crm_table or None
 
     def mapping_file(self) -> str | None:
-        return self.mapping_path or os.environ.get(MAPPING_ENV) or None
+        return self.mapping_path or None
+
+
+class CrmStepConfig(CrmPushConfig):
+    """What each step gets: the launchpad form plus what the job fixes when it is built."""
+
+    key_env_var: str = Field(
+        default=WRITE_KEY_ENV,
+        description="Set by the job, not the form: the environment variable of the write "
+        "key, named in messages about the key (never its value).",
+    )
 
 
 @dataclass(frozen=True)
@@ -145,7 +159,7 @@ def _fail(message: str, **metadata: Any) -> dg.Failure:
 
 @dg.op(pool=POOL, tags={"service": "pendo"})
 def crm_writeback_preflight(
-    context: dg.OpExecutionContext, config: CrmPushConfig, pendo_write: PendoResource
+    context: dg.OpExecutionContext, config: CrmStepConfig, pendo_write: PendoResource
 ) -> Preflight:
     """Check the key, the mapping and Pendo's schema; nothing is written here."""
     try:
@@ -156,23 +170,30 @@ def crm_writeback_preflight(
         mapping = load_mapping(config.mapping_file())
     except MappingError as exc:
         raise _fail(str(exc)) from None
+    key = f"the Pendo key of the write-back (${config.key_env_var})"
     with pendo_write.session(context) as client:
-        token = client.verify_token()
-        if not token.valid:
-            raise _fail(
-                f"the Pendo key of the write-back (${WRITE_KEY_ENV}) is not valid for this "
-                "host (token/verify refused it); check the key and its region. Nothing was sent."
-            )
-        if not token.write_access:
+        write_access = True
+        try:
+            # The client's own check (one token/verify), the same one its writes rely on.
+            client.require_write_access()
+        except PermissionDeniedError:
+            write_access = False
             message = (
-                f"the Pendo key of the write-back (${WRITE_KEY_ENV}) is read-only "
-                "(token/verify: writeAccess=false). Use a read-write integration key: in Pendo, "
-                "Settings > Integrations > Integration Keys, create one with 'Allow Write "
-                f"Access' and set ${WRITE_KEY_ENV} to it (the syncs keep their read-only key)."
+                f"{key} is read-only (token/verify: writeAccess=false). Use a read-write "
+                "integration key: in Pendo, Settings > Integrations > Integration Keys, create "
+                f"one with 'Allow Write Access' and set ${config.key_env_var} to it (the syncs "
+                "keep their read-only key)."
             )
             if not config.dry_run:
-                raise _fail(message + " Nothing was sent.")
+                raise _fail(message + " Nothing was sent.") from None
             context.log.warning(f"dry run goes on, but a real run would stop: {message}")
+        except AuthenticationError:
+            raise _fail(
+                f"{key} is not valid for this host (token/verify refused it); check the key "
+                "and its region. Nothing was sent."
+            ) from None
+        except ApiError as exc:
+            raise _fail(f"cannot check {key}: {exc} Nothing was sent.") from None
         try:
             schema = client.get_metadata_schema("account")
         except ApiError as exc:
@@ -189,15 +210,15 @@ def crm_writeback_preflight(
             "fields": ", ".join(
                 f"{f.field} ({f.type} -> {types[f.field]})" for f in mapping.fields
             ),
-            "write_access": token.write_access,
+            "write_access": write_access,
         }
     )
-    return Preflight(mapping, types, token.write_access)
+    return Preflight(mapping, types, write_access)
 
 
 @dg.op(tags={"service": "warehouse"})
 def read_crm_export(
-    context: dg.OpExecutionContext, config: CrmPushConfig, warehouse: DuckDBWarehouse
+    context: dg.OpExecutionContext, config: CrmStepConfig, warehouse: DuckDBWarehouse
 ) -> CrmExport:
     """Read the CRM export; rows the reader cannot split are kept for the quarantine."""
     path, table = config.source()
@@ -298,7 +319,7 @@ def read_pendo_account_values(
 @dg.op
 def diff_crm_against_pendo(
     context: dg.OpExecutionContext,
-    config: CrmPushConfig,
+    config: CrmStepConfig,
     preflight: Preflight,
     validated: ValidationResult,
     current: dict[str, dict[str, Any]],
@@ -362,7 +383,7 @@ def _report_resume(
 @dg.op(pool=POOL, tags={"service": "pendo"})
 def push_crm_changes(
     context: dg.OpExecutionContext,
-    config: CrmPushConfig,
+    config: CrmStepConfig,
     preflight: Preflight,
     diff: DiffResult,
     pendo_write: PendoResource,
@@ -460,56 +481,98 @@ def _show_plan(context: dg.OpExecutionContext, diff: DiffResult) -> None:
 
 # ----- job and schedule -------------------------------------------------------------------
 
-
-@dg.config_mapping
-def _one_form(config: CrmPushConfig) -> dg.RunConfig:
-    # One form for the whole job; every op reads the same settings. The batch size is
-    # checked here too, so a bad value is refused at launch, before a run starts (a
-    # config error is shown as such by the launchpad; any other exception is not).
-    try:
-        check_batch_size(config.batch_size)
-    except ValueError as exc:
-        raise dg.DagsterInvalidConfigError(str(exc), [], config.model_dump()) from None
-    ops = (
-        "crm_writeback_preflight",
-        "read_crm_export",
-        "diff_crm_against_pendo",
-        "push_crm_changes",
-    )
-    return dg.RunConfig(ops={name: config for name in ops})
-
-
-@dg.job(
-    name=JOB_NAME,
-    config=_one_form,
-    tags={"service": "pendo", "direction": "write"},
-    description=(
-        "Push CRM-derived account metadata (plan, ARR, seats, renewal, owner, health) into "
-        "Pendo's custom account fields: validate, diff against Pendo, send only what changed "
-        "in batches of at most 1,000. Set dry_run to see the changes without writing."
-    ),
+_STEPS_WITH_CONFIG = (
+    "crm_writeback_preflight",
+    "read_crm_export",
+    "diff_crm_against_pendo",
+    "push_crm_changes",
 )
-def crm_account_metadata_push() -> None:
-    preflight = crm_writeback_preflight()
-    validated = validate_crm_rows(preflight, read_crm_export())
-    current = read_pendo_account_values(preflight)
-    diff = diff_crm_against_pendo(preflight, validated, current)
-    push_crm_changes(preflight, diff)
 
 
-def build_schedule(timezone: str | None = None, cron: str = "30 7 * * *") -> dg.ScheduleDefinition:
-    """Daily at 07:30 in the sync's time zone: after the morning sync, before the workday."""
-    if timezone is None:
-        from analytics_assets.sync_config import load_sync_config
+def _form(defaults: CrmPushConfig) -> dict[str, dg.Field]:
+    """The launchpad form: CrmPushConfig's fields, with ``defaults`` as their defaults."""
+    return {
+        name: dg.Field(
+            info.annotation,
+            default_value=getattr(defaults, name),
+            description=info.description,
+        )
+        for name, info in CrmPushConfig.model_fields.items()
+    }
 
-        timezone = load_sync_config().timezone
+
+def _one_form(defaults: CrmPushConfig, key_env_var: str) -> dg.ConfigMapping:
+    def to_steps(form: dict[str, Any]) -> dict[str, Any]:
+        # One form for the whole job; every op reads the same settings. The batch size is
+        # checked here too, so a bad value is refused at launch, before a run starts (a
+        # config error is shown as such by the launchpad; any other exception is not).
+        try:
+            check_batch_size(form["batch_size"])
+        except ValueError as exc:
+            raise dg.DagsterInvalidConfigError(str(exc), [], form) from None
+        # Path and table are one choice: a run that names one replaces the component's
+        # default of the other, rather than failing as "both".
+        if form["crm_path"] and form["crm_table"]:
+            if form["crm_table"] == defaults.crm_table != "":
+                form = {**form, "crm_table": ""}
+            elif form["crm_path"] == defaults.crm_path != "":
+                form = {**form, "crm_path": ""}
+        step = CrmStepConfig(**form, key_env_var=key_env_var)
+        return dg.RunConfig(ops=dict.fromkeys(_STEPS_WITH_CONFIG, step)).to_config_dict()
+
+    return dg.ConfigMapping(config_fn=to_steps, config_schema=_form(defaults))
+
+
+def build_crm_push_job(
+    defaults: CrmPushConfig | None = None, *, key_env_var: str = WRITE_KEY_ENV
+) -> dg.JobDefinition:
+    """The write-back job; ``defaults`` are its run config's defaults (each run may override
+    them in the launchpad), ``key_env_var`` the write key's variable named in its messages.
+
+    It needs the resources ``pendo_write`` (a :class:`PendoResource` with a read-write key)
+    and ``warehouse`` (the log and quarantine tables, and ``crm_table`` exports).
+    """
+    defaults = defaults or CrmPushConfig()
+    check_batch_size(defaults.batch_size)
+
+    @dg.job(
+        name=JOB_NAME,
+        config=_one_form(defaults, key_env_var),
+        tags={"service": "pendo", "direction": "write"},
+        description=(
+            "Push CRM-derived account metadata (plan, ARR, seats, renewal, owner, health) into "
+            "Pendo's custom account fields: validate, diff against Pendo, send only what "
+            "changed in batches of at most 1,000. Set dry_run to see the changes without "
+            "writing."
+        ),
+    )
+    def crm_account_metadata_push() -> None:
+        preflight = crm_writeback_preflight()
+        validated = validate_crm_rows(preflight, read_crm_export())
+        current = read_pendo_account_values(preflight)
+        diff = diff_crm_against_pendo(preflight, validated, current)
+        push_crm_changes(preflight, diff)
+
+    return crm_account_metadata_push
+
+
+def build_schedule(
+    job: dg.JobDefinition,
+    *,
+    cron: str = DEFAULT_SCHEDULE_CRON,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> dg.ScheduleDefinition:
+    """Run ``job`` on ``cron`` in ``timezone`` (the Pendo subscription's, as the sync's)."""
     return dg.ScheduleDefinition(
-        name=f"{JOB_NAME}_daily",
-        job=crm_account_metadata_push,
+        name=f"{job.name}_daily",
+        job=job,
         cron_schedule=cron,
-        execution_timezone=timezone,
+        execution_timezone=check_timezone(timezone),
         description="CRM -> Pendo account metadata, daily after the sync.",
     )
 
 
-crm_account_metadata_push_schedule = build_schedule()
+# The job and schedule with no settings (every run names its CRM export); the
+# CrmToPendo component builds its own from its YAML.
+crm_account_metadata_push = build_crm_push_job()
+crm_account_metadata_push_schedule = build_schedule(crm_account_metadata_push)

@@ -23,10 +23,9 @@ from typing import Any, Protocol
 from analytics_assets.crm_writeback.diff import Change
 from analytics_assets.crm_writeback.tables import LogRow, to_json
 from analytics_assets.http.errors import ApiError
-from analytics_assets.pendo.client import MetadataRecord
+from analytics_assets.pendo.client import MAX_BATCH, MetadataRecord
 
 __all__ = [
-    "MAX_BATCH_SIZE",
     "BatchResult",
     "PendoMetadataApi",
     "PushSummary",
@@ -34,9 +33,6 @@ __all__ = [
     "check_batch_size",
     "push_changes",
 ]
-
-# Pendo's bulk metadata endpoint takes batches of at most 1,000 records.
-MAX_BATCH_SIZE = 1000
 
 
 class PendoMetadataApi(Protocol):
@@ -55,19 +51,19 @@ class PendoMetadataApi(Protocol):
         *,
         group: str = "custom",
         create: bool = False,
-        batch_size: int = MAX_BATCH_SIZE,
+        batch_size: int = MAX_BATCH,
     ) -> Iterable[Any]: ...
 
 
 def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
-            f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}"
+            f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}"
         )
-    if batch_size > MAX_BATCH_SIZE:
+    if batch_size > MAX_BATCH:
         raise ValueError(
-            f"batch_size {batch_size} is above Pendo's limit of {MAX_BATCH_SIZE} records per "
-            f"bulk metadata request; set batch_size to {MAX_BATCH_SIZE} or less"
+            f"batch_size {batch_size} is above Pendo's limit of {MAX_BATCH} records per "
+            f"bulk metadata request; set batch_size to {MAX_BATCH} or less"
         )
     return batch_size
 
@@ -181,7 +177,7 @@ def push_changes(
     types: Mapping[str, str],
     *,
     record_log: Callable[[list[LogRow]], Any],
-    batch_size: int = MAX_BATCH_SIZE,
+    batch_size: int = MAX_BATCH,
     create: bool = False,
     dry_run: bool = False,
     group: str = "custom",

@@ -1,35 +1,39 @@
 """Pendo assets: the catalog, metadata schemas, visitors and accounts, daily usage, reports.
 
-Daily assets ask one aggregation per partition for the subscription-local day (a
-``dayRange`` bucket of one day starting at local midnight) and replace exactly
-that partition. Every asset that calls the API runs in the ``pendo_api`` pool.
+``pendo_assets(...)`` builds them from explicit settings (the ``PendoSync`` component passes
+its YAML; a Python project can call it directly). Daily assets ask one aggregation per
+partition for the subscription-local day (a ``dayRange`` bucket of one day starting at
+local midnight) and replace exactly that partition. Every asset that calls the API runs
+in the ``pendo_api`` pool. Pipelines are built with ``pendo.pipeline`` (never hand-written
+JSON), so filter values are always escaped.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+# No `from __future__ import annotations`: Dagster checks the asset functions' context
+# annotation at definition time, and cannot resolve a string one inside a factory.
+import difflib
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from analytics_assets.api_session import api_metadata
-from analytics_assets.partitions import DayWindow, daily_partitions, day_window
+from analytics_assets.component_fields import NamedItem
+from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
+from analytics_assets.partitions import DailyCalendar, DayWindow
+from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
-from analytics_assets.sync_config import NamedItem, load_sync_config
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
 from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
 
-GROUP = "pendo"
 KINDS = {"pendo", "duckdb"}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
-DAILY_CRON = "0 4 * * *"
-
-
-def _app_param() -> dict[str, Any]:
-    app_ids = load_sync_config().pendo_app_ids
-    return {"appId": 'expandAppIds("*")' if app_ids == "*" else list(app_ids)}
+#: When the unpartitioned snapshots refresh under declarative automation (local time).
+SNAPSHOT_CRON = "0 4 * * *"
 
 
 def _ms(value: Any) -> datetime | None:
@@ -39,17 +43,6 @@ def _ms(value: Any) -> datetime | None:
         return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def _day_source(
-    source: str, window: DayWindow, params: dict[str, Any] | None = None, period: str = "dayRange"
-) -> dict[str, Any]:
-    """An event source over one local day: one day bucket, or the day's hour buckets."""
-    if period == "dayRange":
-        time_series: dict[str, Any] = {"period": period, "first": window.start_ms, "count": 1}
-    else:
-        time_series = {"period": period, "first": window.start_ms, "last": window.end_ms}
-    return {"source": {source: {**_app_param(), **(params or {})}, "timeSeries": time_series}}
 
 
 # ----- catalog and schemas -------------------------------------------------------------------
@@ -89,55 +82,6 @@ def _catalog_row(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _snapshot_asset(
-    name: str,
-    description: str,
-    columns: list[Column],
-    keys: list[str],
-    rows: Callable[[Any], Iterable[dict[str, Any]]],
-) -> dg.AssetsDefinition:
-    """An unpartitioned table refreshed whole from what ``rows(client)`` streams."""
-    key = dg.AssetKey([GROUP, name])
-    table = f"pendo.{name}"
-
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        description=description,
-        automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=[checks.keys_spec(key, keys)],
-    )
-    def _snapshot(
-        context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
-    ) -> dg.MaterializeResult:
-        with pendo.session(context) as client:
-            start = client.stats.snapshot()
-            load_rows(warehouse, table, columns, rows(client))
-            cost = api_metadata(client, start, "pendo")
-        return dg.MaterializeResult(
-            metadata={**table_metadata(warehouse, table, columns), **cost},
-            check_results=[checks.check_keys_unique(warehouse, table, keys)],
-        )
-
-    _snapshot.__name__ = f"pendo_{name}"
-    return _snapshot
-
-
-def _catalog_asset(
-    name: str, noun: str, columns: list[Column], fetch: Callable[[Any], list[dict[str, Any]]]
-) -> dg.AssetsDefinition:
-    return _snapshot_asset(
-        name,
-        f"Every {noun} of the Pendo subscription, across all its apps.",
-        columns,
-        ["id"],
-        lambda client: map(_catalog_row, fetch(client)),
-    )
-
-
 SCHEMA_COLUMNS = [
     Column("group_name", STR, "Metadata group: auto, agent, custom, ..."),
     Column("field", STR),
@@ -163,16 +107,6 @@ def _schema_rows(schema: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[
                 "is_calculated": raw.get("isCalculated"),
                 "is_per_app": raw.get("isPerApp"),
             }
-
-
-def _schema_asset(kind: str) -> dg.AssetsDefinition:
-    return _snapshot_asset(
-        f"{kind}_metadata_schema",
-        f"The {kind} metadata fields Pendo knows, with their types.",
-        SCHEMA_COLUMNS,
-        ["group_name", "field"],
-        lambda client: _schema_rows(_plain_schema(client.get_metadata_schema(kind))),
-    )
 
 
 def _plain_schema(schema: Any) -> dict[str, dict[str, dict[str, Any]]]:
@@ -239,207 +173,59 @@ def _account_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _entity_asset(
-    name: str,
-    source: str,
-    columns: list[Column],
-    key_column: str,
-    to_row: Callable[[dict[str, Any]], dict[str, Any]],
-    noun: str,
-    pipeline_tail: list[dict[str, Any]],
-) -> dg.AssetsDefinition:
-    pipeline = [{"source": {source: None}}, *pipeline_tail]
-    return _snapshot_asset(
-        name,
-        f"Every {noun} with its metadata (auto, agent, custom), read through the "
-        "aggregation API since Pendo has no list endpoint.",
-        columns,
-        [key_column],
-        lambda client: map(to_row, client.aggregate(pipeline)),
-    )
-
-
-# ----- daily usage ---------------------------------------------------------------------------
-
 DAY = Column("day", DATE, "The subscription-local day (the partition)")
-
-
-def _daily_asset(
-    name: str,
-    description: str,
-    columns: list[Column],
-    keys: list[str],
-    pipeline: Callable[[DayWindow], list[dict[str, Any]]],
-    to_row: Callable[[dict[str, Any]], dict[str, Any]],
-    deps: Iterable[dg.AssetKey] = (),
-    extra_checks: Callable[[DuckDBWarehouse, Any], list[dg.AssetCheckResult]] | None = None,
-    extra_specs: Iterable[dg.AssetCheckSpec] = (),
-) -> dg.AssetsDefinition:
-    key = dg.AssetKey([GROUP, name])
-    table = f"pendo.{name}"
-    all_columns = [DAY, *columns]
-
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        description=description,
-        partitions_def=daily_partitions(),
-        deps=list(deps),
-        check_specs=[
-            checks.keys_spec(key, ["day", *keys]),
-            checks.not_empty_spec(key),
-            *extra_specs,
-        ],
-    )
-    def _daily(
-        context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
-    ) -> dg.MaterializeResult:
-        window = day_window(context.partition_key)
-        source_rows = 0
-        source_events = 0
-
-        def rows() -> Iterator[dict[str, Any]]:
-            nonlocal source_rows, source_events
-            for raw in client.aggregate(pipeline(window)):
-                source_rows += 1
-                source_events += int(raw.get("events") or raw.get("numEvents") or 0)
-                yield {"day": window.day, **to_row(raw)}
-
-        with pendo.session(context) as client:
-            start = client.stats.snapshot()
-            load_rows(warehouse, table, all_columns, rows(), partition=("day", window.day))
-            cost = api_metadata(client, start, "pendo")
-        partition = ("day", window.day)
-        results = [
-            checks.check_keys_unique(warehouse, table, ["day", *keys], partition),
-            checks.check_not_empty(warehouse, table, source_rows > 0, partition),
-        ]
-        if extra_checks is not None:
-            results.extend(extra_checks(warehouse, window.day))
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(warehouse, table, all_columns, partition=partition),
-                **cost,
-                "source_rows": dg.MetadataValue.int(source_rows),
-                "pendo_events_total": dg.MetadataValue.int(source_events),
-            },
-            check_results=results,
-        )
-
-    _daily.__name__ = f"pendo_{name}"
-    return _daily
-
-
-def _sum(field: str) -> dict[str, str]:
-    return {"sum": field}
-
-
-def _distinct(field: str) -> dict[str, str]:
-    # Pendo's group "count" counts the distinct non-null values of a field.
-    return {"count": field}
-
-
-visitor_daily_usage = _daily_asset(
-    "visitor_daily_usage",
-    "Per identified visitor and day: events and minutes across all apps.",
-    [
-        Column("visitor_id", STR),
-        Column("account_id", STR),
-        Column("events", INT),
-        Column("minutes", INT),
-    ],
-    ["visitor_id", "account_id"],
-    lambda w: [
-        _day_source("events", w),
-        {"identified": "visitorId"},
-        {
-            "group": {
-                "group": ["visitorId", "accountId"],
-                "fields": {"events": _sum("numEvents"), "minutes": _sum("numMinutes")},
-            }
-        },
-    ],
-    lambda r: {
-        "visitor_id": r.get("visitorId"),
-        "account_id": r.get("accountId") or "",
-        "events": r.get("events"),
-        "minutes": r.get("minutes"),
-    },
-)
-
-VISITOR_USAGE_KEY = dg.AssetKey([GROUP, "visitor_daily_usage"])
-
-account_daily_usage = _daily_asset(
-    "account_daily_usage",
-    "Per account and day: events, minutes and active visitors across all apps.",
-    [
-        Column("account_id", STR),
-        Column("events", INT),
-        Column("minutes", INT),
-        Column("active_visitors", INT),
-    ],
-    ["account_id"],
-    lambda w: [
-        _day_source("events", w),
-        {"identified": "visitorId"},
-        {"filter": 'accountId != ""'},
-        {
-            "group": {
-                "group": ["accountId"],
-                "fields": {
-                    "events": _sum("numEvents"),
-                    "minutes": _sum("numMinutes"),
-                    "activeVisitors": _distinct("visitorId"),
-                },
-            }
-        },
-    ],
-    lambda r: {
-        "account_id": r.get("accountId"),
-        "events": r.get("events"),
-        "minutes": r.get("minutes"),
-        "active_visitors": r.get("activeVisitors"),
-    },
-    deps=[VISITOR_USAGE_KEY],
-    extra_checks=lambda wh, day: [
-        checks.check_account_totals(
-            wh, "pendo.account_daily_usage", "pendo.visitor_daily_usage", day
-        )
-    ],
-    extra_specs=[checks.account_totals_spec(dg.AssetKey([GROUP, "account_daily_usage"]))],
-)
-
-_ITEM_COLUMNS = [
+REPORT_COLUMNS = [Column("row_number", INT), Column("row", STR, "The report row as JSON")]
+ITEM_COLUMNS = [
     Column("events", INT),
     Column("minutes", INT),
     Column("unique_visitors", INT),
     Column("unique_accounts", INT),
 ]
 
+Rows = Callable[[Any], Iterable[dict[str, Any]]]
+DailyPipeline = Callable[[TimeSeries, AppIds], Pipeline]
 
-def _item_usage(name: str, source: str, id_field: str, column: str, noun: str):
-    return _daily_asset(
-        name,
+
+@dataclass(frozen=True)
+class _Daily:
+    """What one daily asset asks Pendo for and how each answer row becomes a table row."""
+
+    description: str
+    columns: list[Column]
+    keys: list[str]
+    pipeline: DailyPipeline
+    to_row: Callable[[dict[str, Any]], dict[str, Any]]
+    period: str = "dayRange"
+    deps: tuple[str, ...] = ()
+    totals_of: str | None = None  # the visitor table whose sums this account table must equal
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    description: str
+    columns: list[Column]
+    keys: list[str]
+    rows: Rows
+
+
+def _usage_fields() -> dict[str, Any]:
+    return {"events": Agg.sum("numEvents"), "minutes": Agg.sum("numMinutes")}
+
+
+def _item_usage(source: Callable[..., Source], id_field: str, column: str, noun: str) -> _Daily:
+    return _Daily(
         f"Per {noun} and day: events, minutes, unique visitors and unique accounts.",
-        [Column(column, STR), *_ITEM_COLUMNS],
+        [Column(column, STR), *ITEM_COLUMNS],
         [column],
-        lambda w: [
-            _day_source(source, w, {id_field: None}),
-            {
-                "group": {
-                    "group": [id_field],
-                    "fields": {
-                        "events": _sum("numEvents"),
-                        "minutes": _sum("numMinutes"),
-                        "uniqueVisitors": _distinct("visitorId"),
-                        "uniqueAccounts": _distinct("accountId"),
-                    },
-                }
+        lambda ts, apps: Pipeline(source(time_series=ts, app_ids=apps)).group(
+            by=[id_field],
+            fields={
+                **_usage_fields(),
+                # Pendo's group "count" counts the distinct non-null values of a field.
+                "uniqueVisitors": Agg.count("visitorId"),
+                "uniqueAccounts": Agg.count("accountId"),
             },
-        ],
+        ),
         lambda r: {
             column: r.get(id_field),
             "events": r.get("events"),
@@ -450,120 +236,326 @@ def _item_usage(name: str, source: str, id_field: str, column: str, noun: str):
     )
 
 
-feature_daily_usage = _item_usage(
-    "feature_daily_usage", "featureEvents", "featureId", "feature_id", "feature"
-)
-page_daily_usage = _item_usage("page_daily_usage", "pageEvents", "pageId", "page_id", "page")
-
-guide_daily_activity = _daily_asset(
-    "guide_daily_activity",
-    "Per guide, event type (guideSeen, guideAdvanced, guideDismissed, ...) and day: "
-    "events, unique visitors and unique accounts.",
-    [
-        Column("guide_id", STR),
-        Column("type", STR),
-        Column("events", INT),
-        Column("unique_visitors", INT),
-        Column("unique_accounts", INT),
-    ],
-    ["guide_id", "type"],
-    lambda w: [
-        _day_source("guideEvents", w),
-        {
-            "group": {
-                "group": ["guideId", "type"],
-                "fields": {
-                    "events": {"count": None},
-                    "uniqueVisitors": _distinct("visitorId"),
-                    "uniqueAccounts": _distinct("accountId"),
-                },
-            }
-        },
-    ],
-    lambda r: {
-        "guide_id": r.get("guideId"),
-        "type": r.get("type"),
-        "events": r.get("events"),
-        "unique_visitors": r.get("uniqueVisitors"),
-        "unique_accounts": r.get("uniqueAccounts"),
-    },
-)
-
-events_hourly = _daily_asset(
-    "events_hourly",
-    "Pendo's raw aggregated event rows of the day, per visitor, account, app, server, IP, "
-    "user agent and hour (the hourRange events source, streamed).",
-    [
-        Column("hour", TS),
-        Column("visitor_id", STR),
-        Column("account_id", STR),
-        Column("app_id", INT),
-        Column("server", STR),
-        Column("remote_ip", STR),
-        Column("user_agent", STR),
-        Column("events", INT),
-        Column("minutes", INT),
-    ],
-    ["hour", "visitor_id", "account_id", "app_id", "server", "remote_ip", "user_agent"],
-    lambda w: [_day_source("events", w, period="hourRange")],
-    lambda r: {
-        "hour": _ms(r.get("hour")),
-        "visitor_id": r.get("visitorId"),
-        "account_id": r.get("accountId") or "",
-        "app_id": r.get("appId"),
-        "server": r.get("server"),
-        "remote_ip": r.get("remoteIp"),
-        "user_agent": r.get("userAgent"),
-        "events": r.get("numEvents"),
-        "minutes": r.get("numMinutes"),
-    },
-)
-
-
-# ----- saved reports ---------------------------------------------------------------------------
-
-REPORT_COLUMNS = [Column("row_number", INT), Column("row", STR, "The report row as JSON")]
-
-
-def report_asset(report: NamedItem) -> dg.AssetsDefinition:
-    return _snapshot_asset(
-        f"report_{report.name}",
-        f"The saved Pendo report {report.id} ({report.name}), as JSON rows.",
-        REPORT_COLUMNS,
-        ["row_number"],
-        lambda client: (
-            {"row_number": i, "row": row} for i, row in enumerate(client.report_results(report.id))
+DAILY_ASSETS: dict[str, _Daily] = {
+    "visitor_daily_usage": _Daily(
+        "Per identified visitor and day: events and minutes across all apps.",
+        [
+            Column("visitor_id", STR),
+            Column("account_id", STR),
+            Column("events", INT),
+            Column("minutes", INT),
+        ],
+        ["visitor_id", "account_id"],
+        lambda ts, apps: (
+            Pipeline(Source.events(time_series=ts, app_ids=apps))
+            .identified("visitorId")
+            .group(by=["visitorId", "accountId"], fields=_usage_fields())
         ),
+        lambda r: {
+            "visitor_id": r.get("visitorId"),
+            "account_id": r.get("accountId") or "",
+            "events": r.get("events"),
+            "minutes": r.get("minutes"),
+        },
+    ),
+    "account_daily_usage": _Daily(
+        "Per account and day: events, minutes and active visitors across all apps.",
+        [
+            Column("account_id", STR),
+            Column("events", INT),
+            Column("minutes", INT),
+            Column("active_visitors", INT),
+        ],
+        ["account_id"],
+        lambda ts, apps: (
+            Pipeline(Source.events(time_series=ts, app_ids=apps))
+            .identified("visitorId")
+            .filter(Expr.ne("accountId", ""))
+            .group(
+                by=["accountId"],
+                fields={**_usage_fields(), "activeVisitors": Agg.count("visitorId")},
+            )
+        ),
+        lambda r: {
+            "account_id": r.get("accountId"),
+            "events": r.get("events"),
+            "minutes": r.get("minutes"),
+            "active_visitors": r.get("activeVisitors"),
+        },
+        deps=("visitor_daily_usage",),
+        totals_of="visitor_daily_usage",
+    ),
+    "feature_daily_usage": _item_usage(Source.feature_events, "featureId", "feature_id", "feature"),
+    "page_daily_usage": _item_usage(Source.page_events, "pageId", "page_id", "page"),
+    "guide_daily_activity": _Daily(
+        "Per guide, event type (guideSeen, guideAdvanced, guideDismissed, ...) and day: "
+        "events, unique visitors and unique accounts.",
+        [
+            Column("guide_id", STR),
+            Column("type", STR),
+            Column("events", INT),
+            Column("unique_visitors", INT),
+            Column("unique_accounts", INT),
+        ],
+        ["guide_id", "type"],
+        lambda ts, apps: Pipeline(Source.guide_events(time_series=ts, app_ids=apps)).group(
+            by=["guideId", "type"],
+            fields={
+                "events": Agg.count_rows(),
+                "uniqueVisitors": Agg.count("visitorId"),
+                "uniqueAccounts": Agg.count("accountId"),
+            },
+        ),
+        lambda r: {
+            "guide_id": r.get("guideId"),
+            "type": r.get("type"),
+            "events": r.get("events"),
+            "unique_visitors": r.get("uniqueVisitors"),
+            "unique_accounts": r.get("uniqueAccounts"),
+        },
+    ),
+    "events_hourly": _Daily(
+        "Pendo's raw aggregated event rows of the day, per visitor, account, app, server, IP, "
+        "user agent and hour (the hourRange events source, streamed).",
+        [
+            Column("hour", TS),
+            Column("visitor_id", STR),
+            Column("account_id", STR),
+            Column("app_id", INT),
+            Column("server", STR),
+            Column("remote_ip", STR),
+            Column("user_agent", STR),
+            Column("events", INT),
+            Column("minutes", INT),
+        ],
+        ["hour", "visitor_id", "account_id", "app_id", "server", "remote_ip", "user_agent"],
+        lambda ts, apps: Pipeline(Source.events(time_series=ts, app_ids=apps)),
+        lambda r: {
+            "hour": _ms(r.get("hour")),
+            "visitor_id": r.get("visitorId"),
+            "account_id": r.get("accountId") or "",
+            "app_id": r.get("appId"),
+            "server": r.get("server"),
+            "remote_ip": r.get("remoteIp"),
+            "user_agent": r.get("userAgent"),
+            "events": r.get("numEvents"),
+            "minutes": r.get("numMinutes"),
+        },
+        period="hourRange",
+    ),
+}
+
+
+def _catalog(noun: str, columns: list[Column], fetch: Callable[[Any], list[dict]]) -> _Snapshot:
+    return _Snapshot(
+        f"Every {noun} of the Pendo subscription, across all its apps.",
+        columns,
+        ["id"],
+        lambda client: map(_catalog_row, fetch(client)),
     )
 
 
-def pendo_assets() -> list[dg.AssetsDefinition]:
-    """Every Pendo asset, including one per saved report named in the sync config."""
+def _schema(kind: str) -> _Snapshot:
+    return _Snapshot(
+        f"The {kind} metadata fields Pendo knows, with their types.",
+        SCHEMA_COLUMNS,
+        ["group_name", "field"],
+        lambda client: _schema_rows(_plain_schema(client.get_metadata_schema(kind))),
+    )
+
+
+def _entity(noun: str, columns: list[Column], key: str, rows: Rows) -> _Snapshot:
+    return _Snapshot(
+        f"Every {noun} with its metadata (auto, agent, custom), read through the "
+        "aggregation API since Pendo has no list endpoint.",
+        columns,
+        [key],
+        rows,
+    )
+
+
+SNAPSHOT_ASSETS: dict[str, _Snapshot] = {
+    "features": _catalog("feature", FEATURE_COLUMNS, lambda c: c.list_features(expand_all=True)),
+    "pages": _catalog("page", CATALOG_COLUMNS, lambda c: c.list_pages(expand_all=True)),
+    "guides": _catalog("guide", GUIDE_COLUMNS, lambda c: c.list_guides(expand_all=True)),
+    "visitor_metadata_schema": _schema("visitor"),
+    "account_metadata_schema": _schema("account"),
+    "visitors": _entity(
+        "identified visitor",
+        VISITOR_COLUMNS,
+        "visitor_id",
+        lambda c: map(_visitor_row, c.aggregate(Pipeline(Source.visitors()).identified())),
+    ),
+    "accounts": _entity(
+        "account",
+        ACCOUNT_COLUMNS,
+        "account_id",
+        lambda c: map(_account_row, c.aggregate(Pipeline(Source.accounts()))),
+    ),
+}
+
+#: The names ``include`` accepts (reports are named by the ``reports`` argument).
+ASSET_NAMES = (*SNAPSHOT_ASSETS, *DAILY_ASSETS)
+
+
+def check_asset_names(names: Collection[str], valid: Sequence[str], system: str) -> None:
+    """A ValueError naming each unknown asset, with the closest valid name."""
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown {system} asset {name!r}{hint} Valid names: {', '.join(valid)}"
+            )
+
+
+def _day_series(window: DayWindow, period: str) -> TimeSeries:
+    """One local day: one day bucket, or the day's hour buckets."""
+    if period == "dayRange":
+        return TimeSeries.day_range(window.start_ms, count=1)
+    return TimeSeries.hour_range(window.start_ms, window.end_ms)
+
+
+class _Factory:
+    """Builds the assets of one Pendo subscription with one calendar and one naming."""
+
+    def __init__(self, calendar: DailyCalendar, naming: AssetNaming, app_ids: AppIds) -> None:
+        self.calendar = calendar
+        self.naming = naming
+        self.app_ids = app_ids
+
+    def snapshot(self, name: str, spec: _Snapshot) -> dg.AssetsDefinition:
+        """An unpartitioned table refreshed whole from what ``spec.rows(client)`` streams."""
+        key = self.naming.key(name)
+        table = self.naming.table(name)
+        columns, keys, rows = spec.columns, spec.keys, spec.rows
+
+        @dg.asset(
+            key=key,
+            group_name=self.naming.group,
+            kinds=KINDS,
+            owners=OWNERS,
+            tags=asset_tags(self.naming, SNAPSHOT),
+            pool=POOL,
+            description=spec.description,
+            automation_condition=dg.AutomationCondition.on_cron(
+                SNAPSHOT_CRON, self.calendar.timezone
+            ),
+            check_specs=[checks.keys_spec(key, keys)],
+        )
+        def _snapshot(
+            context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
+        ) -> dg.MaterializeResult:
+            with pendo.session(context) as client:
+                start = client.stats.snapshot()
+                load_rows(warehouse, table, columns, rows(client))
+                cost = api_metadata(client, start, "pendo")
+            return dg.MaterializeResult(
+                metadata={**table_metadata(warehouse, table, columns), **cost},
+                check_results=[checks.check_keys_unique(warehouse, table, keys)],
+            )
+
+        _snapshot.__name__ = "_".join([*self.naming.key_prefix, "pendo", name])
+        return _snapshot
+
+    def daily(self, name: str, spec: _Daily) -> dg.AssetsDefinition:
+        key = self.naming.key(name)
+        table = self.naming.table(name)
+        all_columns = [DAY, *spec.columns]
+        keys = ["day", *spec.keys]
+        calendar, app_ids = self.calendar, self.app_ids
+        totals_table = self.naming.table(spec.totals_of) if spec.totals_of else None
+
+        @dg.asset(
+            key=key,
+            group_name=self.naming.group,
+            kinds=KINDS,
+            owners=OWNERS,
+            tags=asset_tags(self.naming, DAILY),
+            pool=POOL,
+            description=spec.description,
+            partitions_def=calendar.partitions_def,
+            deps=[self.naming.key(d) for d in spec.deps],
+            check_specs=[
+                checks.keys_spec(key, keys),
+                checks.not_empty_spec(key),
+                *([checks.account_totals_spec(key)] if totals_table else []),
+            ],
+        )
+        def _daily(
+            context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
+        ) -> dg.MaterializeResult:
+            window = calendar.window(context.partition_key)
+            pipeline = spec.pipeline(_day_series(window, spec.period), app_ids)
+            source_rows = 0
+            source_events = 0
+
+            def rows() -> Iterator[dict[str, Any]]:
+                nonlocal source_rows, source_events
+                for raw in client.aggregate(pipeline):
+                    source_rows += 1
+                    source_events += int(raw.get("events") or raw.get("numEvents") or 0)
+                    yield {"day": window.day, **spec.to_row(raw)}
+
+            partition = ("day", window.day)
+            with pendo.session(context) as client:
+                start = client.stats.snapshot()
+                load_rows(warehouse, table, all_columns, rows(), partition=partition)
+                cost = api_metadata(client, start, "pendo")
+            results = [
+                checks.check_keys_unique(warehouse, table, keys, partition),
+                checks.check_not_empty(warehouse, table, source_rows > 0, partition),
+            ]
+            if totals_table:
+                results.append(
+                    checks.check_account_totals(warehouse, table, totals_table, window.day)
+                )
+            return dg.MaterializeResult(
+                metadata={
+                    **table_metadata(warehouse, table, all_columns, partition=partition),
+                    **cost,
+                    "source_rows": dg.MetadataValue.int(source_rows),
+                    "pendo_events_total": dg.MetadataValue.int(source_events),
+                },
+                check_results=results,
+            )
+
+        _daily.__name__ = "_".join([*self.naming.key_prefix, "pendo", name])
+        return _daily
+
+    def report(self, report: NamedItem) -> dg.AssetsDefinition:
+        return self.snapshot(
+            f"report_{report.name}",
+            _Snapshot(
+                f"The saved Pendo report {report.id} ({report.name}), as JSON rows.",
+                REPORT_COLUMNS,
+                ["row_number"],
+                lambda client: (
+                    {"row_number": i, "row": row}
+                    for i, row in enumerate(client.report_results(report.id))
+                ),
+            ),
+        )
+
+
+def pendo_assets(
+    *,
+    calendar: DailyCalendar | None = None,
+    app_ids: AppIds = "*",
+    reports: Sequence[NamedItem] = (),
+    naming: AssetNaming | None = None,
+    include: Collection[str] | None = None,
+) -> list[dg.AssetsDefinition]:
+    """The Pendo assets: catalog, schemas, visitors, accounts, daily usage, and one asset per
+    saved report. ``include`` keeps only the named assets (see ``ASSET_NAMES``); ``naming``
+    sets key prefix, group and table schema. The assets need the resources ``pendo``
+    (:class:`PendoResource`) and ``warehouse``."""
+    factory = _Factory(calendar or DailyCalendar(), naming or AssetNaming("pendo"), app_ids)
+    if include is not None:
+        check_asset_names(include, ASSET_NAMES, "Pendo")
+    wanted = set(ASSET_NAMES if include is None else include)
     return [
-        _catalog_asset(
-            "features", "feature", FEATURE_COLUMNS, lambda c: c.list_features(expand_all=True)
-        ),
-        _catalog_asset("pages", "page", CATALOG_COLUMNS, lambda c: c.list_pages(expand_all=True)),
-        _catalog_asset("guides", "guide", GUIDE_COLUMNS, lambda c: c.list_guides(expand_all=True)),
-        _schema_asset("visitor"),
-        _schema_asset("account"),
-        _entity_asset(
-            "visitors",
-            "visitors",
-            VISITOR_COLUMNS,
-            "visitor_id",
-            _visitor_row,
-            "identified visitor",
-            [{"identified": "visitorId"}],
-        ),
-        _entity_asset(
-            "accounts", "accounts", ACCOUNT_COLUMNS, "account_id", _account_row, "account", []
-        ),
-        visitor_daily_usage,
-        account_daily_usage,
-        feature_daily_usage,
-        page_daily_usage,
-        guide_daily_activity,
-        events_hourly,
-        *(report_asset(r) for r in load_sync_config().pendo_reports),
+        *(factory.snapshot(n, spec) for n, spec in SNAPSHOT_ASSETS.items() if n in wanted),
+        *(factory.daily(n, spec) for n, spec in DAILY_ASSETS.items() if n in wanted),
+        *(factory.report(r) for r in reports),
     ]

@@ -24,7 +24,6 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from analytics_assets.settings import warehouse_path
 from analytics_assets.warehouse import isal_gzip
 
 if TYPE_CHECKING:
@@ -67,12 +66,15 @@ def _schema_of(table: str) -> str | None:
     return table.split(".", 1)[0] if "." in table else None
 
 
+DEFAULT_DATABASE = "data/warehouse.duckdb"
+
+
 class DuckDBWarehouse(dg.ConfigurableResource):
     """A DuckDB file as the warehouse; schemas follow the asset key prefixes."""
 
     database: str = Field(
-        default_factory=lambda: str(warehouse_path()),
-        description="Path of the DuckDB file (default: warehouse.duckdb in the data directory).",
+        default=DEFAULT_DATABASE,
+        description="Path of the DuckDB file (relative paths start at the working directory).",
     )
     memory_limit: str = Field(
         default="288MB",
@@ -112,7 +114,7 @@ class DuckDBWarehouse(dg.ConfigurableResource):
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; DuckDB allows one writing process at a time, so
         attaching retries while another process holds the file. The connection also reads
-        ``isalgz://`` paths: gzip files inflated by ISA-L (``analytics_assets.warehouse.isal_gzip``)."""
+        ``isalgz://`` paths: gzip files inflated by ISA-L (``warehouse/isal_gzip.py``)."""
         from pathlib import Path
 
         if self.row_group_size <= 0 or self.row_group_size % 2048:

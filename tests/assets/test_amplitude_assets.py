@@ -13,11 +13,15 @@ from conftest import DAY
 
 from analytics_assets.amplitude.assets import amplitude_assets
 from analytics_assets.analytics.assets import analytics_assets
-from analytics_assets.partitions import day_window
+from analytics_assets.partitions import DailyCalendar, day_window
 from analytics_assets.pendo.assets import pendo_assets
 
-ASSETS = [*pendo_assets(), *amplitude_assets(), *analytics_assets()]
-AMPLITUDE_DAILY = [a.key for a in amplitude_assets() if a.partitions_def is not None]
+# The sandbox's Amplitude project keeps New York days (the default calendar's zone).
+CALENDAR = DailyCalendar("America/New_York")
+ASSETS = [*pendo_assets(), *amplitude_assets(calendar=CALENDAR), *analytics_assets()]
+AMPLITUDE_DAILY = [
+    a.key for a in amplitude_assets(calendar=CALENDAR) if a.partitions_def is not None
+]
 # The local day of the sandbox's frozen clock (2026-11-18 15:00 UTC, 10:00 in New York): the
 # day Amplitude's current membership is of.
 SNAPSHOT_DAY = "2026-11-18"

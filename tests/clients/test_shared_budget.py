@@ -371,11 +371,21 @@ def test_resource_memory_ledger_keeps_the_budgets_in_the_process():
     assert isinstance(budgets["user_lookup"], CostBudget)
 
 
-def test_resource_default_ledger_is_the_env_var_else_the_data_directory(tmp_path, monkeypatch):
+def test_resource_default_ledger_is_under_the_working_directory(tmp_path, monkeypatch):
+    """The default no longer comes from the environment (config is passed down, issue 15):
+    ``None`` is ``data/amplitude-budgets.sqlite`` under the working directory."""
+    from analytics_assets.amplitude import resource as module
+
+    monkeypatch.chdir(tmp_path)
+    # tests/conftest.py may point the default at the session's own file; restore the shipped
+    # relative default for this test.
+    monkeypatch.setattr(module, "DEFAULT_BUDGET_LEDGER", "data/amplitude-budgets.sqlite")
     monkeypatch.setenv("AMPLITUDE_BUDGET_LEDGER", str(tmp_path / "from-env.sqlite"))
-    assert _ledger_of(_resource().budgets()) == tmp_path / "from-env.sqlite"
-    monkeypatch.setenv("AMPLITUDE_BUDGET_LEDGER", "memory")
-    assert isinstance(_resource().budgets()["user_lookup"], CostBudget)
-    monkeypatch.delenv("AMPLITUDE_BUDGET_LEDGER")
-    monkeypatch.setenv("ANALYTICS_ASSETS_DATA_DIR", str(tmp_path / "data"))
     assert _ledger_of(_resource().budgets()) == tmp_path / "data" / "amplitude-budgets.sqlite"
+    assert _ledger_of(_resource(budget_ledger="  ").budgets()) == (
+        tmp_path / "data" / "amplitude-budgets.sqlite"
+    )
+    monkeypatch.setenv("AMPLITUDE_BUDGET_LEDGER", "memory")
+    assert not isinstance(_resource().budgets()["user_lookup"], CostBudget)
+    assert isinstance(_resource(budget_ledger="Memory").budgets()["user_lookup"], CostBudget)
+    assert not (tmp_path / "from-env.sqlite").exists()

@@ -41,7 +41,7 @@ import pytest
 
 from analytics_assets import definitions
 from analytics_assets.amplitude.resource import AmplitudeResource
-from analytics_assets.analytics.assets import HEALTH_KEY
+from analytics_assets.jobs import DAILY_JOB, sync_jobs
 from analytics_assets.crm_writeback import SAMPLE_CRM_PATH, crm_account_metadata_push
 from analytics_assets.crm_writeback.tables import LOG_TABLE, QUARANTINE_TABLE
 from analytics_assets.pendo.resource import PendoResource
@@ -57,7 +57,8 @@ StartSandbox = Callable[[], AbstractContextManager[SandboxServer]]
 
 DAY = date(2026, 11, 17)  # complete at the sandbox's frozen now
 PREVIOUS_DAY = date(2026, 11, 16)
-ALL_ASSETS = definitions.all_assets
+ALL_ASSETS = [a for a in definitions.defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+HEALTH_KEY = dg.AssetKey(["analytics", "account_health"])
 DAILY_KEYS = [a.key for a in ALL_ASSETS if a.partitions_def is not None]
 SNAPSHOT_KEYS = [a.key for a in ALL_ASSETS if a.partitions_def is None and a.key != HEALTH_KEY]
 # Every daily asset writes the table named after its key (schema = first part).
@@ -332,8 +333,8 @@ def outcome_of(
 
 def run_daily(resources: dict[str, Any], day: date) -> RunOutcome:
     """The ``daily_sync`` job of the code location for one partition, in process."""
-    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[definitions.daily_sync], resources=resources)
-    job = defs.resolve_job_def(definitions.DAILY_JOB)
+    defs = dg.Definitions(assets=ALL_ASSETS, jobs=sync_jobs().jobs, resources=resources)
+    job = defs.resolve_job_def(DAILY_JOB)
     instance = dg.DagsterInstance.ephemeral()
     started = time.monotonic()
     result = job.execute_in_process(
@@ -546,7 +547,7 @@ def test_daily_job_under_fault(
             assert same_tables(dump_tables(database), baseline.reference), "re-run differs"
             details += "; clean re-run identical"
     assert fault_table.injected(seen) > 0, "the fault never fired"
-    fault_table.record(fault.label, definitions.DAILY_JOB, outcome, details, seen, run)
+    fault_table.record(fault.label, DAILY_JOB, outcome, details, seen, run)
     check_expectation(fault, outcome, run)
 
 

@@ -118,10 +118,11 @@ def test_warehouse_table(tmp_path: Path) -> None:
 
 
 def test_sample_export_is_shipped_and_current() -> None:
-    from analytics_assets.crm_writeback.data.make_sample import sample_rows
+    from crm_world import company_sample_rows
+
     from analytics_assets.sandbox.company import Company
 
     export = read_crm(SAMPLE)
-    expected = sample_rows(Company(seed=42, scale=1))
+    expected = company_sample_rows(Company(seed=42, scale=1))
     assert export.rows_read == len(expected) == 104
     assert [r.values for r in export.rows] == expected

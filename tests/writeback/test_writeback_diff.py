@@ -115,7 +115,7 @@ def test_dates_show_as_dates_and_wire_as_ms() -> None:
 
 def test_current_values_pipeline_and_rows() -> None:
     pipeline = current_values_pipeline(["plan", "arr"])
-    assert pipeline[1] == {
+    assert pipeline.steps[1] == {
         "select": {
             "accountId": "accountId",
             "f_plan": "metadata.custom.plan",
@@ -131,3 +131,13 @@ def test_current_values_pipeline_and_rows() -> None:
         "a1": {"plan": "pro"},
         "a2": {"plan": "free"},
     }
+
+
+def test_current_values_pipeline_is_built_by_the_builder_and_sends_the_same_json() -> None:
+    pipeline = current_values_pipeline(["plan"], group="custom")
+    assert pipeline.steps == [
+        {"source": {"accounts": None}},
+        {"select": {"accountId": "accountId", "f_plan": "metadata.custom.plan"}},
+    ]
+    with pytest.raises(ValueError, match="not a field path"):
+        current_values_pipeline(['plan" || true'])  # a name can never smuggle an expression

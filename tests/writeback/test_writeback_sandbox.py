@@ -15,10 +15,12 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
+from crm_world import company_account, company_accounts, company_row
 
 from analytics_assets.crm_writeback import crm_account_metadata_push
 from analytics_assets.crm_writeback.data.make_sample import OUT as SAMPLE
-from analytics_assets.crm_writeback.data.make_sample import crm_rows, write_csv
+from analytics_assets.crm_writeback.data.make_sample import crm_rows, read_accounts, write_csv
+from analytics_assets.crm_writeback.data.make_sample import main as make_sample
 from analytics_assets.crm_writeback.report import run_report
 from analytics_assets.crm_writeback.tables import LOG_TABLE, QUARANTINE_TABLE
 from analytics_assets.pendo.client import PendoClient
@@ -56,7 +58,7 @@ def warehouse(tmp_path: Path) -> DuckDBWarehouse:
 def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every one of the sandbox's 2,500 accounts, all valid."""
     path = tmp_path_factory.mktemp("crm") / "crm_2500.csv"
-    return write_csv(path, crm_rows(Company(seed=SEED, scale=SCALE)))
+    return write_csv(path, crm_rows(company_accounts(Company(seed=SEED, scale=SCALE))))
 
 
 def pendo(sandbox: SandboxServer, key: str = WRITE_KEY, **kw: Any) -> PendoResource:
@@ -129,9 +131,7 @@ def log_rows(warehouse: DuckDBWarehouse, run_id: str) -> list[dict[str, Any]]:
 
 def expected(company: Company, index: int) -> dict[str, Any]:
     """What the CRM row of make_sample says, computed from the company, not the mapping."""
-    from analytics_assets.crm_writeback.data.make_sample import crm_row
-
-    row = crm_row(company, index)
+    row = company_row(company, index)
     month, day, year = (None, None, None)
     if "/" in row["Renewal Date"]:
         month, day, year = map(int, row["Renewal Date"].split("/"))
@@ -404,3 +404,40 @@ def test_crm_export_from_a_warehouse_table(sandbox, warehouse) -> None:
     shown = output_metadata(result, "push_crm_changes")
     assert (shown["changed"], shown["missing"]) == (96, 1)
     assert posts(sandbox) == 0
+
+
+def test_an_invalid_key_is_refused_before_anything_is_read(sandbox, warehouse) -> None:
+    result = run(sandbox, warehouse, pendo(sandbox, "not-a-pendo-key"))
+    assert not result.success
+    message = failure_text(result)
+    assert "not valid for this host" in message and "PENDO_WRITE_INTEGRATION_KEY" in message
+    assert "not-a-pendo-key" not in message
+    assert posts(sandbox) == 0
+    assert sandbox.state.counters.count(method="POST", path="/api/v1/aggregation") == 0
+
+
+def test_the_sample_generator_reads_accounts_through_pendo(sandbox, warehouse, tmp_path) -> None:
+    """make_sample knows no sandbox: it reads any Pendo; here, the sandbox's."""
+    company = Company(seed=SEED, scale=SCALE)
+    with PendoClient(READ_KEY, base_url=sandbox.urls.pendo(), rate=200) as client:
+        accounts = read_accounts(client)
+    assert [a.id for a in accounts] == [company.account_id(i) for i in range(company.n_accounts)]
+    for index in (0, 1, 999, 2499):  # what Pendo knows agrees with the world
+        facts = company_account(company, index)
+        got = accounts[index]
+        assert (got.name, got.plan, got.start) == (facts.name, facts.plan, facts.start)
+
+    key = tmp_path / "key.txt"
+    key.write_text(READ_KEY + "\n")
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    for out in (first, second):
+        args = ["--base-url", sandbox.urls.pendo(), "--key-file", str(key), "--out", str(out)]
+        assert make_sample(args) == 0
+    assert first.read_bytes() == second.read_bytes()  # same subscription and seed: same file
+    assert READ_KEY not in first.read_text()
+
+    result = run(sandbox, warehouse, crm_path=str(first), dry_run=True)
+    assert result.success, failure_text(result)
+    shown = output_metadata(result, "push_crm_changes")
+    # 2,500 accounts less the 4 set aside (rows 7, 13, 21, 42); the unknown one is missing.
+    assert (shown["changed"], shown["missing"]) == (2496, 1)
