@@ -3,17 +3,13 @@ it, and a fresh warehouse per test module."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
+from sync_day import NOW
 
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox import SandboxConfig, SandboxServer
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
-
-NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
-DAY = "2026-11-17"  # a Tuesday, complete at NOW in New York
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DAY
+from sync_day import DAY
 
 from analytics_assets.amplitude.assets import amplitude_assets
 from analytics_assets.analytics.assets import analytics_assets

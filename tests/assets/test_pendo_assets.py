@@ -9,7 +9,7 @@ from datetime import date
 import dagster as dg
 import numpy as np
 import pytest
-from conftest import DAY
+from sync_day import DAY
 
 from analytics_assets.pendo.assets import pendo_assets
 from analytics_assets.sandbox.company import GUIDE_EVENT_TYPES
