@@ -100,7 +100,7 @@ def _counters(base: str) -> dict[str, Any]:
     return httpx.get(f"{base}/_sandbox/counters", timeout=30).json()
 
 
-def measure(sensor: Any, cursor: str | None, resources: dict, instance: Any, base: str) -> dict:
+def measure(sensor: Any, cursor: str | None, resources: Any, instance: Any, base: str) -> dict:
     import dagster as dg
     import httpx
 
@@ -108,8 +108,8 @@ def measure(sensor: Any, cursor: str | None, resources: dict, instance: Any, bas
     before = _kb("VmRSS")
     _reset_peak()
     started, cpu = time.perf_counter(), time.process_time()
-    with dg.build_sensor_context(cursor=cursor, instance=instance, resources=resources) as ctx:
-        outcome = sensor.tick(ctx)
+    with dg.build_sensor_context(cursor=cursor, instance=instance) as ctx:
+        outcome = sensor.tick(ctx, resources)  # what the sensor's typed parameters receive
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = _kb("VmHWM")
     counts = _counters(base)
@@ -171,7 +171,12 @@ def write_back(base: str, written: int, warehouse: Any) -> float:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from analytics_assets.alerts.sensors import RunFailureRunner, build_alert_runners, make_settings
+    from analytics_assets.alerts.sensors import (
+        RunFailureRunner,
+        SensorResources,
+        build_alert_runners,
+        make_settings,
+    )
     from analytics_assets.amplitude.resource import AmplitudeResource
     from analytics_assets.pendo.resource import PendoResource
     from analytics_assets.warehouse.duckdb import DuckDBWarehouse
@@ -181,14 +186,14 @@ def run(args: argparse.Namespace) -> int:
         scratch = tempfile.mkdtemp(prefix="sensors-bench-")
         warehouse = DuckDBWarehouse(database=os.path.join(scratch, "warehouse.duckdb"))
         setup = write_back(base, args.written, warehouse) if args.written else 0.0
-        resources = {
-            "pendo": PendoResource(integration_key="sandbox-pendo-us-read-key", base_url=base,
-                                   rate_per_second=100),
-            "amplitude": AmplitudeResource(api_key="sandbox-amplitude-us-api-key",
-                                           secret_key="sandbox-amplitude-us-secret-key",
-                                           base_url=base),
-            "warehouse": warehouse,
-        }  # fmt: skip
+        resources = SensorResources(
+            pendo=PendoResource(integration_key="sandbox-pendo-us-read-key", base_url=base,
+                                rate_per_second=100),
+            amplitude=AmplitudeResource(api_key="sandbox-amplitude-us-api-key",
+                                        secret_key="sandbox-amplitude-us-secret-key",
+                                        base_url=base),
+            warehouse=warehouse,
+        )  # fmt: skip
         settings = make_settings(clock=lambda: NOW, pendo_timezone=NY, environ={},
                                  late_data_job="daily_sync", api_timeout_seconds=300)  # fmt: skip
         runners: dict[str, Any] = dict(build_alert_runners(settings))

@@ -1,8 +1,9 @@
 """Change alerts: rules declared as YAML, a condition engine with transition semantics,
 a compact cursor, and sinks (Dagster log, JSON webhook, warehouse table).
 
-The sensors that run them live in ``analytics_assets/sensors.py``; the rule file format is
-described in ``rules.py`` and ``README.md`` next to this file.
+The sensors that run them are assembled in ``alerts/sensors.py`` and declared in YAML by the
+``ChangeAlerts`` component (``alerts/component.py``; not imported here, so the engine stays
+free of Dagster); the rule file format is described in ``rules.py`` and ``README.md``.
 """
 
 from analytics_assets.alerts.engine import (

@@ -9,7 +9,8 @@ A rule file looks like this (``default_rules.yaml`` is the shipped example)::
     sinks:                           # named sinks; `log` and `table` exist without being declared
       webhook:
         type: webhook                # log | table | webhook
-        url_env: ANALYTICS_ALERTS_WEBHOOK_URL   # or `url:` (never put a Slack URL in git)
+        url_env: ANALYTICS_ALERTS_WEBHOOK_URL   # or `url:` (never put a Slack URL in git);
+                                     # neither: the sensors' webhook_url_env_var
         timeout_seconds: 10
         retries: 2
     run_failure:                     # optional: alerts for failed runs of these jobs

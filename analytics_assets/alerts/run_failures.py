@@ -10,6 +10,7 @@ import dagster as dg
 from analytics_assets.alerts.model import Alert, utc_iso
 from analytics_assets.alerts.settings import (
     RUN_FAILURE_INTERVAL_SECONDS,
+    SensorResources,
     SensorSettings,
     TickOutcome,
 )
@@ -43,7 +44,9 @@ class RunFailureRunner:
             "through the same sinks as the other alerts."
         )
 
-    def tick(self, context: Any) -> TickOutcome:
+    def tick(self, context: Any, resources: SensorResources | None = None) -> TickOutcome:
+        """One look at the run records; ``resources.warehouse`` feeds the table sink."""
+        resources = resources or SensorResources()
         state, reset = load_state(context.cursor)
         if reset:
             context.log.warning(f"{self.name}: cursor reset ({reset})")
@@ -73,18 +76,16 @@ class RunFailureRunner:
         state.extra["since"] = newest
         # Ids within the overlap second are enough to avoid a repeat; keep the list short.
         state.extra["seen"] = sorted(seen)[-200:]
-        sinks = build_sinks(self.settings.rules, warehouse=self._warehouse(context),
-                            environ=self.settings.environ)  # fmt: skip
+        # Built per tick: the webhook URL is looked up now, never when the location loads.
+        sinks = build_sinks(self.settings.rules, warehouse=resources.warehouse,
+                            environ=self.settings.lookup_env(),
+                            url_env=self.settings.webhook_url_env_var)  # fmt: skip
         report = dispatch(alerts, state, sinks, context.log, self.settings.max_outbox)
         return TickOutcome(
             alerts=alerts,
             cursor=dump_state(state),
             skip_reason=f"{len(alerts)} failed run(s) reported ({report.summary()})",
         )
-
-    def _warehouse(self, context: Any) -> Any:
-        key = self.settings.warehouse_key
-        return getattr(context.resources, key, None) if key else None
 
     def _alert(self, instance: dg.DagsterInstance, run: dg.DagsterRun, when: datetime) -> Alert:
         spec = self.settings.rules.run_failure

@@ -1,7 +1,8 @@
 """One tick of an alert sensor: fetch the family's snapshots, evaluate its rules, deliver.
 
-``AlertSensorRunner.tick(context)`` is what each sensor of ``analytics_assets/sensors.py``
-runs; it also works outside the daemon (tests, the demo) and hands back the alerts.
+``AlertSensorRunner.tick(context, resources)`` is what each sensor of ``alerts/sensors.py``
+runs, with the resources its typed parameters received; it also works outside the daemon
+(tests, the demo) and hands back the alerts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from analytics_assets.alerts.settings import (
     RETRYABLE,
     Family,
     LateData,
+    SensorResources,
     SensorSettings,
     TickOutcome,
     family_of,
@@ -40,17 +42,16 @@ from analytics_assets.alerts.sources import (
 )
 from analytics_assets.alerts.state import SensorState, bound_outbox, dump_state, load_state
 from analytics_assets.amplitude.resource import AmplitudeResource
-from analytics_assets.http.errors import (
-    ApiError,
-)
+from analytics_assets.http.errors import ApiError
 from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 # ------------------------------------------------------------------------------ clients
 
 
-def _client(resource: Any, settings: SensorSettings) -> Any:
-    """The resource's client with the sensors' short timeouts and retries (any other
-    resource, e.g. a test double, hands out its own client)."""
+def _client(resource: PendoResource | AmplitudeResource, settings: SensorSettings) -> Any:
+    """The resource's client with the sensors' short timeouts and retries (a test double
+    bound in the resource's place hands out its own client)."""
     if isinstance(resource, PendoResource | AmplitudeResource):
         return resource.get_client(
             read_timeout=settings.api_timeout_seconds,
@@ -71,16 +72,18 @@ def _requests_sent(client: Any) -> int:
 class _Clients:
     """Clients opened on first use within a tick, closed at its end."""
 
-    def __init__(self, context: Any, settings: SensorSettings, stack: ExitStack) -> None:
-        self.context, self.settings, self.stack = context, settings, stack
+    def __init__(
+        self, resources: SensorResources, settings: SensorSettings, stack: ExitStack
+    ) -> None:
+        self.resources, self.settings, self.stack = resources, settings, stack
         self._open: dict[str, Any] = {}
 
     def get(self, system: str) -> Any:
         if system not in self._open:
-            key = self.settings.pendo_key if system == "pendo" else self.settings.amplitude_key
-            resource = getattr(self.context.resources, key, None)
+            resources = self.resources
+            resource = resources.pendo if system == "pendo" else resources.amplitude
             if resource is None:
-                raise LookupError(f"the sensor needs the {key!r} resource")
+                raise LookupError(f"the sensor needs the {system!r} resource")
             client = _client(resource, self.settings)
             if hasattr(client, "close"):
                 self.stack.callback(client.close)
@@ -122,6 +125,10 @@ class AlertSensorRunner:
 
     def plans(self) -> list[Plan]:
         return list(make_plans(self.rules()).values())
+
+    def systems(self) -> set[str]:
+        """The APIs a tick may call: the family's own (names, late data) and its plans'."""
+        return {self.family.system, *(plan.system for plan in self.plans())}
 
     def late_data(self) -> LateData | None:
         return self.settings.late_data if self.family.name == "pendo_activity" else None
@@ -173,8 +180,11 @@ class AlertSensorRunner:
 
     # -- one tick
 
-    def tick(self, context: Any) -> TickOutcome:
+    def tick(self, context: Any, resources: SensorResources | None = None) -> TickOutcome:
+        """One evaluation: ``context`` gives the cursor, log and instance; ``resources``
+        are the clients' resources and the warehouse (the sensor's typed parameters)."""
         settings = self.settings
+        resources = resources or SensorResources()
         state, reset = load_state(context.cursor)
         if reset:
             context.log.warning(
@@ -190,13 +200,13 @@ class AlertSensorRunner:
                            settings.app_ids)  # fmt: skip
         outcome = TickOutcome()
         with ExitStack() as stack:
-            clients = _Clients(context, settings, stack)
+            clients = _Clients(resources, settings, stack)
             try:
                 snapshots = {
                     p.key: fetch(p, ctx, **{p.system: clients.get(p.system)}) for p in chosen
                 }
                 totals = self._day_totals(snapshots, totals_plan, clients, ctx)
-                alerts = self._evaluate(context, rules, snapshots, state)
+                alerts = self._evaluate(context, rules, snapshots, state, resources.warehouse)
                 alerts = self._name(alerts, clients, context)
             except RETRYABLE as exc:
                 service = getattr(exc, "service", None) or self.family.system
@@ -209,8 +219,10 @@ class AlertSensorRunner:
         if rotation is not None:
             state.extra["rot"] = rotation
         outcome.run_requests = self._late_runs(context, totals)
-        sinks = build_sinks(settings.rules, warehouse=self._warehouse(context),
-                            environ=settings.environ)  # fmt: skip
+        # Built per tick: the webhook URL is looked up now, never when the location loads.
+        sinks = build_sinks(settings.rules, warehouse=resources.warehouse,
+                            environ=settings.lookup_env(),
+                            url_env=settings.webhook_url_env_var)  # fmt: skip
         report = dispatch(alerts, state, sinks, context.log, settings.max_outbox)
         outcome.alerts = alerts
         outcome.cursor = self._dump(state, context)
@@ -221,7 +233,10 @@ class AlertSensorRunner:
         )
         return outcome
 
-    def _evaluate(self, context, rules, snapshots, state: SensorState) -> list[Alert]:
+    def _evaluate(
+        self, context: Any, rules: list[RuleSpec], snapshots: dict, state: SensorState,
+        warehouse: DuckDBWarehouse | None,
+    ) -> list[Alert]:  # fmt: skip
         ruleset = self.settings.rules
         alerts: list[Alert] = []
         live = {r.name for r in rules}
@@ -232,7 +247,7 @@ class AlertSensorRunner:
             snapshot = snapshots.get(plan_for(rule))
             if snapshot is None:
                 continue  # this rule's turn comes on another tick
-            snapshot = self._with_reference(rule, snapshot, context)
+            snapshot = self._with_reference(rule, snapshot, context, warehouse)
             if snapshot is None:
                 continue
             ctx = AlertContext(ruleset.severity(rule), ruleset.sinks_of(rule), self.name)
@@ -244,12 +259,14 @@ class AlertSensorRunner:
             alerts.extend(result.alerts)
         return alerts
 
-    def _with_reference(self, rule: RuleSpec, snapshot: Any, context: Any) -> Any:
+    def _with_reference(
+        self, rule: RuleSpec, snapshot: Any, context: Any, warehouse: DuckDBWarehouse | None
+    ) -> Any:
         cond = rule.condition
         if not isinstance(cond, FieldChangedCondition) or cond.reference == "previous":
             return snapshot
         try:
-            reference = writeback_reference(self._warehouse(context), cond.writeback_table,
+            reference = writeback_reference(warehouse, cond.writeback_table,
                                             cond.fields)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - e.g. the DuckDB file is held by a run
             context.log.warning(
@@ -264,10 +281,6 @@ class AlertSensorRunner:
             return snapshot  # auto: before the first write-back, compare with last time
         return dataclasses.replace(snapshot, reference=reference,
                                    reference_label=cond.writeback_table)  # fmt: skip
-
-    def _warehouse(self, context: Any) -> Any:
-        key = self.settings.warehouse_key
-        return getattr(context.resources, key, None) if key else None
 
     def _name(self, alerts: list[Alert], clients: _Clients, context: Any) -> list[Alert]:
         """Give alerts their entity's display name, with one extra call at most per type."""
@@ -320,6 +333,8 @@ class AlertSensorRunner:
         except Exception:  # noqa: BLE001 - a context built without an instance (a script)
             context.log.info(f"{self.name}: no Dagster instance: late data not checked")
             return []
+        unresolved = object()
+        selection: Any = unresolved  # resolved once, and only when a day needs a run
         for start, now_total in zip(starts, values, strict=True):
             day = datetime.fromtimestamp(start / 1000, tz).date().isoformat()
             recorded = _recorded_total(instance, late, day)
@@ -332,11 +347,15 @@ class AlertSensorRunner:
             )
             if late.job_name is None:
                 continue
+            if selection is unresolved:
+                selection = late_data_selection(context, late, self.name)
+            if selection == []:
+                continue  # nothing of the job to re-run: said once, in the log
             requests.append(
                 dg.RunRequest(
                     run_key=f"late-data:{late.asset_key.to_user_string()}:{day}:{now_int}",
                     partition_key=day,
-                    asset_selection=list(late.asset_selection) if late.asset_selection else None,
+                    asset_selection=selection,
                     tags={
                         "analytics_assets/trigger": "late_data",
                         "analytics_assets/events_materialized": str(recorded),
@@ -367,6 +386,42 @@ def _rotate(plans: list[Plan], state: SensorState, cap: int) -> tuple[list[Plan]
     start = int(state.extra.get("rot", 0)) % len(plans)
     chosen = [plans[(start + i) % len(plans)] for i in range(cap)]
     return chosen, (start + cap) % len(plans)
+
+
+def late_data_selection(context: Any, late: LateData, sensor: str) -> list[dg.AssetKey] | None:
+    """The assets a late-data run materializes: None for the whole job, [] for no run.
+
+    An ``AssetSelection`` (the Pendo daily assets, by tags) is resolved here, at tick time,
+    against the code location's asset graph: the sensor is built by its own component and
+    cannot see the assets the others build, and tags keep working under any key prefix.
+    Keys outside the job are left out: a run request naming one would fail the tick.
+    """
+    wanted = late.asset_selection
+    if wanted is None or late.job_name is None:
+        return None
+    repository = context.repository_def
+    if repository is None:  # a script's context: nothing to resolve against
+        if isinstance(wanted, dg.AssetSelection):
+            context.log.info(f"{sensor}: no repository to resolve the late-data selection; "
+                             "runs re-materialize the whole job")  # fmt: skip
+            return None
+        return list(wanted)
+    in_job = repository.get_job(late.job_name).asset_layer.selected_asset_keys
+    if isinstance(wanted, dg.AssetSelection):
+        keys = set(wanted.resolve(repository.asset_graph))
+    else:
+        keys = set(wanted)
+        outside = sorted(k.to_user_string() for k in keys - in_job)
+        if outside:
+            context.log.warning(f"{sensor}: late-data assets not in {late.job_name}, left "
+                                f"out: {', '.join(outside)}")  # fmt: skip
+    chosen = sorted(keys & in_job, key=lambda k: k.to_user_string())
+    if not chosen:
+        context.log.warning(
+            f"{sensor}: the late-data selection matches no asset of {late.job_name}; no "
+            "run requested (check late_data_selection and the assets' tags)"
+        )
+    return chosen
 
 
 def _recorded_total(instance: dg.DagsterInstance, late: LateData, day: str) -> int | None:

@@ -24,16 +24,17 @@ retries), a 5xx or a network failure returns a ``SkipReason`` that says so and l
 cursor as it was; the next tick tries again. A corrupt or old-format cursor is reset with a
 logged warning (conditions already holding alert once more), never a crash loop.
 
-``build_sensors(...)`` returns every sensor (this module only assembles them: a tick is
-``alerts/runner.py``, failed runs ``alerts/run_failures.py``, shared settings
-``alerts/settings.py``); ``evaluate_once(resources, ...)`` ticks each of them outside the
-daemon and returns their alerts and cursors (the demo prints them).
+Resources are typed sensor parameters: ``pendo: PendoResource``, ``amplitude:
+AmplitudeResource`` (only for sensors whose rules read that system) and ``warehouse:
+DuckDBWarehouse``, handed to the tick explicitly. ``build_sensors(...)`` returns every sensor
+(a tick is ``alerts/runner.py``, failed runs ``alerts/run_failures.py``, shared settings
+``alerts/settings.py``; the ``ChangeAlerts`` component in ``alerts/component.py`` builds
+them from YAML); ``evaluate_once(resources, ...)`` ticks each of them outside the daemon and
+returns their alerts and cursors (the demo prints them).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,56 +48,61 @@ from analytics_assets.alerts.runner import AlertSensorRunner
 from analytics_assets.alerts.settings import (
     FAMILIES,
     RUN_FAILURE_INTERVAL_SECONDS,
+    JobLike,
     LateData,
+    SensorResources,
     SensorSettings,
     TickOutcome,
     family_of,
 )
+from analytics_assets.alerts.sinks import DEFAULT_WEBHOOK_URL_ENV
+from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
+from analytics_assets.pendo.pipeline import AppIds, app_ids_param
+from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
-logger = logging.getLogger(__name__)
+# The resource keys the sensors' parameters are named after (Dagster binds by name).
+RESOURCE_KEYS = ("pendo", "amplitude", "warehouse")
+
+SensorFn = Callable[..., dg.SensorResult | dg.SkipReason]
 
 # ------------------------------------------------------------------------------ assembly
-
-
-def _default_timezone() -> str:
-    try:
-        from analytics_assets.sync_config import load_sync_config
-
-        return load_sync_config().timezone
-    except Exception:  # noqa: BLE001 - a sensor without sync config still works in UTC
-        return "UTC"
-
-
-def _default_app_ids() -> Any:
-    try:
-        from analytics_assets.sync_config import load_sync_config
-
-        return load_sync_config().pendo_app_ids
-    except Exception:  # noqa: BLE001
-        return "*"
 
 
 def make_settings(
     rules: RuleSet | str | Path | None = None,
     *,
-    late_data_job: Any = None,
-    late_data_asset_key: dg.AssetKey | Sequence[str] | None = None,
-    late_data_assets: Sequence[dg.AssetKey] | None = None,
-    late_data_lookback_days: int = 7,
-    pendo_timezone: str | None = None,
+    pendo_timezone: str = DEFAULT_TIMEZONE,
     amplitude_timezone: str = "UTC",
+    app_ids: AppIds = "*",
+    webhook_url_env_var: str | None = DEFAULT_WEBHOOK_URL_ENV,
+    late_data_job: JobLike | None = None,
+    late_data_asset_key: dg.AssetKey | Sequence[str] | str | None = None,
+    late_data_assets: Sequence[dg.AssetKey] | dg.AssetSelection | None = None,
+    late_data_lookback_days: int = 7,
     clock: Callable[[], datetime] | None = None,
     **overrides: Any,
 ) -> SensorSettings:
-    """Settings for the sensors. ``rules``: a RuleSet, a YAML path, or None for the file
-    named by ``ANALYTICS_ALERTS_RULES``, else the shipped ``default_rules.yaml``. A bad file
-    stops the code location from loading, with every problem's line and reason."""
-    if rules is None:
-        rules = os.environ.get("ANALYTICS_ALERTS_RULES") or None
+    """Settings for the sensors; nothing here reads the environment or a config file.
+
+    ``rules``: a RuleSet, a YAML path, or None for the shipped ``default_rules.yaml``; a bad
+    file stops the code location from loading, with every problem's line and reason.
+    ``pendo_timezone`` (the subscription's days), ``amplitude_timezone`` and ``app_ids``
+    (``"*"``, an int or a list of ints) shape the queries. ``webhook_url_env_var`` names the
+    variable a webhook sink without ``url``/``url_env`` reads at each tick. Late data: see
+    ``build_sensors``. ``overrides``: other ``SensorSettings`` fields (timeouts,
+    ``minimum_interval_seconds``, ``default_status``, ``environ`` for tests).
+    """
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
+    check_timezone(pendo_timezone)
+    check_timezone(amplitude_timezone)
+    app_ids_param("*" if app_ids is None else app_ids)  # a ValueError that says what to pass
     late = None
     if late_data_job is not None or late_data_asset_key is not None:
         key = late_data_asset_key or LateData.asset_key
+        if isinstance(key, str):
+            key = dg.AssetKey.from_user_string(key)
         late = LateData(
             job=late_data_job,
             asset_key=key if isinstance(key, dg.AssetKey) else dg.AssetKey(list(key)),
@@ -108,11 +114,12 @@ def make_settings(
             raise ValueError(f"unknown sensor {name!r} in the rules; use one of {list(FAMILIES)}")
     return SensorSettings(
         rules=ruleset,
-        pendo_timezone=pendo_timezone or _default_timezone(),
+        pendo_timezone=pendo_timezone,
         amplitude_timezone=amplitude_timezone,
-        app_ids=overrides.pop("app_ids", None) or _default_app_ids(),
+        app_ids=app_ids,
         clock=clock or (lambda: datetime.now(UTC)),
         late_data=late,
+        webhook_url_env_var=webhook_url_env_var,
         **overrides,
     )
 
@@ -127,11 +134,40 @@ def build_alert_runners(settings: SensorSettings) -> dict[str, AlertSensorRunner
     return runners
 
 
-def _resource_keys(settings: SensorSettings, *systems: str) -> set[str]:
-    keys = {settings.pendo_key if s == "pendo" else settings.amplitude_key for s in systems}
-    if settings.warehouse_key:
-        keys.add(settings.warehouse_key)
-    return keys
+def _tick_fn(runner: AlertSensorRunner) -> SensorFn:
+    """The sensor's function, with a typed parameter per resource its rules need (Dagster
+    requires exactly the resources a sensor's parameters name)."""
+    systems = runner.systems()
+    if systems == {"pendo"}:
+
+        def pendo_tick(
+            context: dg.SensorEvaluationContext, pendo: PendoResource, warehouse: DuckDBWarehouse
+        ) -> dg.SensorResult | dg.SkipReason:
+            return runner.tick(context, SensorResources(pendo=pendo, warehouse=warehouse)).result()
+
+        return pendo_tick
+    if systems == {"amplitude"}:
+
+        def amplitude_tick(
+            context: dg.SensorEvaluationContext,
+            amplitude: AmplitudeResource,
+            warehouse: DuckDBWarehouse,
+        ) -> dg.SensorResult | dg.SkipReason:
+            resources = SensorResources(amplitude=amplitude, warehouse=warehouse)
+            return runner.tick(context, resources).result()
+
+        return amplitude_tick
+
+    def both_tick(  # a rule file moved a rule of one system to the other's sensor
+        context: dg.SensorEvaluationContext,
+        pendo: PendoResource,
+        amplitude: AmplitudeResource,
+        warehouse: DuckDBWarehouse,
+    ) -> dg.SensorResult | dg.SkipReason:
+        resources = SensorResources(pendo=pendo, amplitude=amplitude, warehouse=warehouse)
+        return runner.tick(context, resources).result()
+
+    return both_tick
 
 
 def _sensor_for(runner: AlertSensorRunner) -> dg.SensorDefinition:
@@ -140,50 +176,35 @@ def _sensor_for(runner: AlertSensorRunner) -> dg.SensorDefinition:
     target: dict[str, Any] = {}
     if late is not None and late.job is not None:
         target = {"job_name": late.job} if isinstance(late.job, str) else {"jobs": [late.job]}
-
-    @dg.sensor(
+    return dg.sensor(
         name=runner.name,
         description=runner.description(),
         minimum_interval_seconds=settings.minimum_interval_seconds,
         default_status=settings.default_status,
-        required_resource_keys=_resource_keys(settings, runner.family.system),
         tags={"analytics_assets/family": runner.family.name},
         **target,
-    )
-    def _sensor(
-        context: dg.SensorEvaluationContext, **_resources: Any
-    ) -> dg.SensorResult | dg.SkipReason:
-        # Resources are read from the context; direct invocation (build_sensor_context in
-        # tests and the demo) also passes them as keywords, which are ignored here.
-        return runner.tick(context).result()
-
-    return _sensor
+    )(_tick_fn(runner))
 
 
 def build_sensors(
-    rules: RuleSet | str | Path | None = None,
-    *,
-    late_data_job: Any = None,
-    late_data_asset_key: dg.AssetKey | Sequence[str] | None = None,
-    late_data_assets: Sequence[dg.AssetKey] | None = None,
-    **options: Any,
+    rules: RuleSet | str | Path | None = None, **options: Any
 ) -> list[dg.SensorDefinition]:
     """Every alert sensor, plus the run-failure sensor, for ``Definitions(sensors=...)``.
 
-    ``rules``: a rule file (default: the shipped ``default_rules.yaml``). ``late_data_job``:
-    the daily job (name or definition) to re-run for days whose Pendo events changed after
-    materialization; None detects and logs only. ``late_data_assets`` limits those runs to
-    some assets of the job (e.g. only the Pendo ones). Other options: see ``SensorSettings``
-    (resource keys, time zones, ``clock``, timeouts, ``minimum_interval_seconds``,
-    ``default_status``).
+    ``rules``: a rule file (default: the shipped ``default_rules.yaml``). ``options`` are
+    ``make_settings``'s: ``pendo_timezone``, ``amplitude_timezone``, ``app_ids``,
+    ``webhook_url_env_var``, and late data: ``late_data_job`` (the daily job, name or
+    definition, to re-run for days whose Pendo events changed after materialization; None
+    detects and logs only), ``late_data_asset_key`` (the asset whose materializations record
+    ``pendo_events_total``, default ``pendo/account_daily_usage``), ``late_data_assets``
+    (which assets of the job those runs materialize: asset keys, or an ``AssetSelection``
+    resolved at tick time; None: the whole job); then any ``SensorSettings`` field
+    (``clock``, timeouts, ``minimum_interval_seconds``, ``default_status``).
+
+    The sensors take the resources ``pendo``, ``amplitude`` (each only where the rules read
+    that system) and ``warehouse``; the webhook URL is read at each tick, never here.
     """
-    settings = make_settings(
-        rules,
-        late_data_job=late_data_job,
-        late_data_asset_key=late_data_asset_key,
-        late_data_assets=late_data_assets,
-        **options,
-    )
+    settings = make_settings(rules, **options)
     sensors = [_sensor_for(runner) for runner in build_alert_runners(settings).values()]
     if settings.rules.run_failure.enabled:
         sensors.append(build_run_failure_sensor(settings))
@@ -198,10 +219,9 @@ def build_run_failure_sensor(settings: SensorSettings) -> dg.SensorDefinition:
         description=runner.description(),
         minimum_interval_seconds=RUN_FAILURE_INTERVAL_SECONDS,
         default_status=settings.default_status,
-        required_resource_keys={settings.warehouse_key} if settings.warehouse_key else None,
     )
-    def _sensor(context: dg.SensorEvaluationContext, **_resources: Any) -> dg.SensorResult:
-        outcome = runner.tick(context)
+    def _sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehouse) -> dg.SensorResult:
+        outcome = runner.tick(context, SensorResources(warehouse=warehouse))
         return dg.SensorResult(cursor=outcome.cursor, skip_reason=outcome.skip_reason)
 
     return _sensor
@@ -216,32 +236,37 @@ def evaluate_once(
 ) -> dict[str, TickOutcome]:
     """One tick of every alert sensor, outside the daemon (the demo, a script).
 
-    Returns each sensor's outcome (``.alerts``, ``.run_requests``, ``.cursor``); pass the
-    cursors back in for the next call, as the daemon would. ``options`` are those of
-    ``build_sensors`` (``rules``, ``clock``, ``pendo_timezone``...).
+    ``resources``: a mapping holding ``pendo``, ``amplitude`` and ``warehouse`` (others are
+    ignored), initialized here as Dagster would (``EnvVar`` fields resolved). Returns each
+    sensor's outcome (``.alerts``, ``.run_requests``, ``.cursor``); pass the cursors back in
+    for the next call, as the daemon would. ``options`` are those of ``build_sensors``.
     """
     settings = make_settings(**options)
     runners: dict[str, Any] = dict(build_alert_runners(settings))
     if settings.rules.run_failure.enabled:
         runners[RunFailureRunner.name] = RunFailureRunner(settings)
     instance = instance or dg.DagsterInstance.ephemeral()
+    wanted = {key: resources[key] for key in RESOURCE_KEYS if key in resources}
     outcomes = {}
-    for name, runner in runners.items():
-        cursor = (cursors or {}).get(name)
-        with dg.build_sensor_context(cursor=cursor, instance=instance,
-                                     resources=dict(resources)) as context:  # fmt: skip
-            outcome = runner.tick(context)
-        if outcome.cursor is None:  # a skipped tick keeps the previous cursor
-            outcome.cursor = cursor
-        outcomes[name] = outcome
+    with dg.build_resources(wanted, instance=instance) as initialized:
+        typed = SensorResources.from_mapping(initialized._asdict())
+        for name, runner in runners.items():
+            cursor = (cursors or {}).get(name)
+            with dg.build_sensor_context(cursor=cursor, instance=instance) as context:
+                outcome = runner.tick(context, typed)
+            if outcome.cursor is None:  # a skipped tick keeps the previous cursor
+                outcome.cursor = cursor
+            outcomes[name] = outcome
     return outcomes
 
 
 __all__ = [
     "FAMILIES",
+    "RESOURCE_KEYS",
     "AlertSensorRunner",
     "LateData",
     "RunFailureRunner",
+    "SensorResources",
     "SensorSettings",
     "TickOutcome",
     "build_alert_runners",

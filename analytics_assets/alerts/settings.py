@@ -8,19 +8,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 
 from analytics_assets.alerts.model import Alert
 from analytics_assets.alerts.rules import RuleSet, RuleSpec
+from analytics_assets.alerts.sinks import DEFAULT_WEBHOOK_URL_ENV, EnvLookup
+from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.http.errors import (
     ApiError,
     RateLimitedError,
     ServerError,
     TransportError,
 )
+from analytics_assets.partitions import DEFAULT_TIMEZONE
 from analytics_assets.pendo.client import AggregationLimitError
+from analytics_assets.pendo.pipeline import AppIds
+from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 MAX_CURSOR_BYTES = 256 * 1024
 # The sensors poll rate-limited APIs all day: every 5 minutes is "within minutes" for a CS
@@ -29,8 +35,8 @@ DEFAULT_INTERVAL_SECONDS = 300
 # Failed runs are cheap to look for (the instance's own database): check every minute.
 RUN_FAILURE_INTERVAL_SECONDS = 60
 # STOPPED by default: a sensor calls external APIs every few minutes and posts to a webhook,
-# so turning it on is an operator's decision in the UI (or DEFAULT_STATUS=RUNNING in a
-# deployment's definitions), not a side effect of `dagster dev` on someone's laptop.
+# so turning it on is an operator's decision in the UI (or `default_status: running` in a
+# deployment's ChangeAlerts component), not a side effect of `dagster dev` on a laptop.
 DEFAULT_STATUS = dg.DefaultSensorStatus.STOPPED
 
 
@@ -71,19 +77,34 @@ def family_of(rule: RuleSpec) -> str:
 # ------------------------------------------------------------------------------ settings
 
 
+class NamedJob(Protocol):
+    """A job definition: ``dg.JobDefinition`` or what ``dg.define_asset_job`` returns."""
+
+    @property
+    def name(self) -> str: ...
+
+
+#: What a late-data re-run targets: a job's name, or its definition.
+JobLike = str | NamedJob
+
+
 @dataclass(frozen=True)
 class LateData:
     """Re-run daily partitions whose Pendo events changed after they were materialized.
 
-    The daily asset records ``metadata_key`` (the events it loaded) in each
+    The daily asset ``asset_key`` records ``metadata_key`` (the events it loaded) in each
     materialization; the sensor compares it with the same total asked of Pendo now.
+    ``asset_selection`` limits the re-run to some assets of the job: explicit keys, or an
+    ``AssetSelection`` resolved at tick time against the code location's asset graph (the
+    sensor's own definitions cannot see the assets other components build); None runs
+    the whole job.
     """
 
-    job: Any  # job name or definition to run (None: detect and log only)
+    job: JobLike | None  # None: detect and log only
     asset_key: dg.AssetKey = dg.AssetKey(["pendo", "account_daily_usage"])
     metadata_key: str = "pendo_events_total"
     lookback_days: int = 7
-    asset_selection: Sequence[dg.AssetKey] | None = None
+    asset_selection: Sequence[dg.AssetKey] | dg.AssetSelection | None = None
 
     @property
     def job_name(self) -> str | None:
@@ -93,14 +114,39 @@ class LateData:
 
 
 @dataclass(frozen=True)
+class SensorResources:
+    """The resources one tick uses, as the sensor's typed parameters received them.
+
+    Any of them may be None: a family's tick only opens the clients its plans need, and
+    without a warehouse the table sink is off and write-back references are skipped.
+    """
+
+    pendo: PendoResource | None = None
+    amplitude: AmplitudeResource | None = None
+    warehouse: DuckDBWarehouse | None = None
+
+    @classmethod
+    def from_mapping(cls, resources: Mapping[str, Any]) -> SensorResources:
+        """From a ``{"pendo": ..., "amplitude": ..., "warehouse": ...}`` mapping (a script's
+        ``Definitions.resources``); other keys are ignored."""
+        return cls(resources.get("pendo"), resources.get("amplitude"), resources.get("warehouse"))
+
+
+def env_lookup(environ: Mapping[str, str] | None) -> EnvLookup:
+    """How a tick resolves environment variable names (the webhook URL): through
+    ``dagster.EnvVar`` at call time, so the value never enters config or logs; a mapping
+    stands in for the environment (tests, scripts)."""
+    if environ is not None:
+        return environ.get
+    return lambda name: dg.EnvVar(name).get_value()
+
+
+@dataclass(frozen=True)
 class SensorSettings:
     rules: RuleSet
-    pendo_key: str = "pendo"
-    amplitude_key: str = "amplitude"
-    warehouse_key: str | None = "warehouse"
-    pendo_timezone: str = "UTC"
+    pendo_timezone: str = DEFAULT_TIMEZONE
     amplitude_timezone: str = "UTC"
-    app_ids: Any = "*"
+    app_ids: AppIds = "*"
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # A sensor tick must finish within Dagster's evaluation timeout (60 s unless
     # DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS says otherwise): few retries, short waits; anything
@@ -111,9 +157,16 @@ class SensorSettings:
     api_retry_seconds: float = 10.0
     max_outbox: int = 200
     late_data: LateData | None = None
+    # The variable holding the URL of webhook sinks that name neither `url` nor `url_env`;
+    # read at each tick, never when the code location loads.
+    webhook_url_env_var: str | None = DEFAULT_WEBHOOK_URL_ENV
+    # Stands in for the process environment when given (tests); None: dagster.EnvVar.
     environ: Mapping[str, str] | None = None
     minimum_interval_seconds: int = DEFAULT_INTERVAL_SECONDS
     default_status: dg.DefaultSensorStatus = DEFAULT_STATUS
+
+    def lookup_env(self) -> EnvLookup:
+        return env_lookup(self.environ)
 
 
 @dataclass

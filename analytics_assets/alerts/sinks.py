@@ -7,13 +7,13 @@ locked by a run delays an alert, never loses it; only an outbox that outgrows it
 an alert refused 50 ticks in a row) drops the oldest, loudly.
 
 Secrets: a webhook URL is a credential (a Slack incoming-webhook URL lets anyone post), so it
-is read from an environment variable and appears in no log line, alert or error.
+is read from an environment variable, through a lookup the caller hands in at each tick
+(``dagster.EnvVar`` in the sensors), and appears in no log line, alert or error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 MAX_ATTEMPTS = 50
+#: The variable a webhook sink reads its URL from when the rule file names none.
+DEFAULT_WEBHOOK_URL_ENV = "ANALYTICS_ALERTS_WEBHOOK_URL"
+#: Resolves an environment variable's name to its value (None when unset).
+EnvLookup = Callable[[str], str | None]
 _SEVERITY_ICON = {
     "info": ":information_source:",
     "warning": ":warning:",
@@ -322,10 +326,23 @@ def build_sinks(
     ruleset: RuleSet,
     *,
     warehouse: Warehouse | None = None,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | EnvLookup | None = None,
+    url_env: str | None = DEFAULT_WEBHOOK_URL_ENV,
 ) -> dict[str, Sink]:
-    """The sinks a rule file declares, bound to the warehouse and the environment."""
-    env = os.environ if environ is None else environ
+    """The sinks a rule file declares, bound to the warehouse and an environment.
+
+    A webhook's URL is its ``url``, else the variable its ``url_env`` names, else the
+    variable ``url_env`` names here; ``environ`` resolves names (a mapping, or a lookup such
+    as ``dagster.EnvVar``'s). Without ``environ`` nothing is resolved: this module never
+    reads the process environment itself, so a webhook without ``url`` is off.
+    """
+    lookup: EnvLookup
+    if environ is None:
+        lookup = _nothing
+    elif isinstance(environ, Mapping):
+        lookup = environ.get
+    else:
+        lookup = environ
     sinks: dict[str, Sink] = {}
     for name, spec in ruleset.sinks.items():
         if isinstance(spec, LogSinkSpec):
@@ -333,12 +350,18 @@ def build_sinks(
         elif isinstance(spec, TableSinkSpec):
             sinks[name] = TableSink(warehouse, name, spec.table)
         elif isinstance(spec, WebhookSinkSpec):
-            url = spec.url or (env.get(spec.url_env) if spec.url_env else None) or None
+            variable = spec.url_env or url_env
+            url = spec.url or (lookup(variable) if variable else None) or None
             sinks[name] = WebhookSink(
                 url, name, spec.timeout_seconds, spec.retries, spec.backoff_seconds,
-                spec.max_alerts_per_message, spec.include_data, origin=spec.url_env or "url",
+                spec.max_alerts_per_message, spec.include_data,
+                origin="url" if spec.url else (variable or "url"),
             )  # fmt: skip
     return sinks
+
+
+def _nothing(name: str) -> str | None:
+    return None
 
 
 @dataclass

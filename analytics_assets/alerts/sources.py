@@ -17,8 +17,9 @@ Each plan costs exactly one request:
   the entities that have any of them set.
 * Amplitude cohorts: one ``GET /api/3/cohorts``; active users: one ``/api/2/users`` query.
 
-Nothing here knows Dagster; clients are duck-typed (``aggregate``, ``list_cohorts``,
-``active_users``), so tests can pass fakes.
+Every Pendo pipeline is built with ``pendo/pipeline.py`` (values quoted by ``Expr``, fields
+checked), and handed to the client as a ``Pipeline``. Nothing here knows Dagster; clients are
+protocols (``aggregate``, ``list_cohorts``, ``active_users``), so tests can pass fakes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from analytics_assets.alerts.rules import (
     RuleSpec,
     SourceSpec,
 )
-from analytics_assets.pendo.pipeline import Expr
+from analytics_assets.pendo.pipeline import Agg, AggSpec, AppIds, Expr, Pipeline, Source, TimeSeries
 
 if TYPE_CHECKING:
     import numpy as np  # imported where computed: most processes never need it
@@ -53,20 +54,29 @@ ENTITY_KEYS = {
     "trackType": "trackTypeId",
     "guide": "guideId",
 }
-EVENT_METRICS = {
-    "numEvents": {"sum": "numEvents"},
-    "numMinutes": {"sum": "numMinutes"},
-    "visitors": {"count": "visitorId"},
-    "accounts": {"count": "accountId"},
+EVENT_METRICS: dict[str, AggSpec] = {
+    "numEvents": Agg.sum("numEvents"),
+    "numMinutes": Agg.sum("numMinutes"),
+    "visitors": Agg.count("visitorId"),
+    "accounts": Agg.count("accountId"),
 }
+# The builder's constructor of each event source a rule can read.
+EVENT_SOURCES = {
+    "events": Source.events,
+    "featureEvents": Source.feature_events,
+    "pageEvents": Source.page_events,
+    "trackEvents": Source.track_events,
+    "guideEvents": Source.guide_events,
+}
+# Sources without a time series (the entities themselves), over the default app.
+ENTITY_SOURCES = {"accounts": Source.accounts, "visitors": Source.visitors}
 GUIDE_TYPES = {"guideSeen": "seen", "guideAdvanced": "advanced", "guideDismissed": "dismissed"}
-ALL_APPS = 'expandAppIds("*")'
 HOUR_MS = 3_600_000
 MAX_NAMED = 200  # ids per name lookup: Pendo has no `in`, so each id is an `||` term
 
 
 class PendoLike(Protocol):
-    def aggregate(self, pipeline: Any) -> Iterable[dict]: ...
+    def aggregate(self, pipeline: Pipeline) -> Iterable[dict]: ...
 
 
 class AmplitudeLike(Protocol):
@@ -149,12 +159,11 @@ class FetchContext:
     now: datetime
     pendo_timezone: str = "UTC"
     amplitude_timezone: str = "UTC"
-    app_ids: Any = "*"  # "*" (all apps), an int, or a list of ints
+    app_ids: AppIds = "*"  # "*" (all apps), an int, or a list of ints
 
-    def app_param(self) -> dict[str, Any]:
-        if self.app_ids in ("*", None):
-            return {"appId": ALL_APPS}
-        return {"appId": self.app_ids}
+    def apps(self) -> AppIds:
+        # None would mean the default app to Pendo; the sensors have always meant all apps.
+        return "*" if self.app_ids is None else self.app_ids
 
 
 def _buckets(ctx: FetchContext, spec: SourceSpec) -> tuple[list[int], str]:
@@ -170,40 +179,37 @@ def _buckets(ctx: FetchContext, spec: SourceSpec) -> tuple[list[int], str]:
     return starts, ("day" if spec.period == "day" else "hour")
 
 
-def series_pipeline(plan: Plan, ctx: FetchContext, starts: list[int]) -> list[dict[str, Any]]:
+def _event_source(kind: str, ctx: FetchContext, time_series: TimeSeries) -> Source:
+    return EVENT_SOURCES[kind](time_series=time_series, app_ids=ctx.apps())
+
+
+def _entity_source(kind: str) -> Source:
+    return ENTITY_SOURCES[kind]()
+
+
+def series_pipeline(plan: Plan, ctx: FetchContext, starts: list[int]) -> Pipeline:
     spec = plan.spec
     bucket = "day" if spec.period == "day" else "hour"
     key = ENTITY_KEYS[plan.key.entity]
-    source: dict[str, Any] = {
-        spec.kind: ctx.app_param(),
-        "timeSeries": {
-            "period": "dayRange" if spec.period == "day" else "hourRange",
-            "first": starts[0],
-            "count": spec.window,
-        },
-    }
-    steps: list[dict[str, Any]] = [{"source": source}]
+    period = TimeSeries.day_range if spec.period == "day" else TimeSeries.hour_range
+    pipeline = Pipeline(_event_source(spec.kind, ctx, period(starts[0], count=spec.window)))
     if spec.kind == "guideEvents":
         # Guide events are single events without a bucket field: bucket them by UTC hour
         # (arithmetic on browserTime); hours map onto local days client-side, since every
         # local midnight is an hour boundary.
-        steps.append({"filter": f'{key} != ""'})
+        pipeline = pipeline.filter(Expr.ne(key, ""))
         if spec.filter:
-            steps.append({"filter": spec.filter})
-        steps.append({"eval": {"hour": f"browserTime - browserTime % {HOUR_MS}"}})
-        steps.append(
-            {"group": {"group": [key, "type", "hour"], "fields": {"n": {"count": "visitorId"}}}}
+            pipeline = pipeline.filter(spec.filter)  # the rule file's own expression
+        return pipeline.eval({"hour": f"browserTime - browserTime % {HOUR_MS}"}).group(
+            by=[key, "type", "hour"], fields={"n": Agg.count("visitorId")}
         )
-        return steps
     # Anonymous visitors' events belong to no account and no one to call: leave them out,
     # as the daily usage assets do, so per-day totals match theirs (the late-data check).
-    steps.append({"identified": "visitorId"})
-    steps.append({"filter": f'{key} != ""'})
+    pipeline = pipeline.identified("visitorId").filter(Expr.ne(key, ""))
     if spec.filter:
-        steps.append({"filter": spec.filter})
+        pipeline = pipeline.filter(spec.filter)
     fields = {m: EVENT_METRICS[m] for m in sorted(plan.metrics or {"numEvents"})}
-    steps.append({"group": {"group": [key, bucket], "fields": fields}})
-    return steps
+    return pipeline.group(by=[key, bucket], fields=fields)
 
 
 def fetch_series(client: PendoLike, plan: Plan, ctx: FetchContext) -> SeriesSnapshot:
@@ -283,11 +289,9 @@ def fetch_first_seen(client: PendoLike, plan: Plan, ctx: FetchContext) -> Record
     select = {"id": key, "first": field_path}
     if plan.key.entity == "account":
         select["name"] = "metadata.agent.name"
-    pipeline = [
-        {"source": {plan.spec.kind: None}},
-        {"filter": Expr.ge(field_path, since)},
-        {"select": select},
-    ]
+    pipeline = (
+        Pipeline(_entity_source(plan.spec.kind)).filter(Expr.ge(field_path, since)).select(select)
+    )
     records: dict[str, dict[str, Any]] = {}
     names: dict[str, str] = {}
     for row in client.aggregate(pipeline):
@@ -306,10 +310,10 @@ def fetch_fields(client: PendoLike, plan: Plan, ctx: FetchContext) -> RecordSnap
     paths = dict(sorted(plan.fields.items()))
     any_set = Expr.or_(*(Expr.not_(Expr.is_null(path)) for path in paths.values()))
     select = {"id": key, **{f"f{i}": path for i, path in enumerate(paths.values())}}
-    pipeline: list[dict[str, Any]] = [{"source": {plan.spec.kind: None}}, {"filter": any_set}]
+    pipeline = Pipeline(_entity_source(plan.spec.kind)).filter(any_set)
     if plan.spec.filter:
-        pipeline.append({"filter": plan.spec.filter})
-    pipeline.append({"select": select})
+        pipeline = pipeline.filter(plan.spec.filter)  # the rule file's own expression
+    pipeline = pipeline.select(select)
     names = list(paths)
     records: dict[str, dict[str, Any]] = {}
     for row in client.aggregate(pipeline):
@@ -324,11 +328,11 @@ def fetch_names(client: PendoLike, entity: str, ids: Sequence[str]) -> dict[str,
     if entity != "account" or not ids:
         return {}
     wanted = sorted(set(ids))[:MAX_NAMED]
-    pipeline = [
-        {"source": {"accounts": None}},
-        {"filter": Expr.in_("accountId", wanted)},
-        {"select": {"id": "accountId", "name": "metadata.agent.name"}},
-    ]
+    pipeline = (
+        Pipeline(Source.accounts())
+        .filter(Expr.in_("accountId", wanted))
+        .select({"id": "accountId", "name": "metadata.agent.name"})
+    )
     return {
         str(row["id"]): str(row["name"])
         for row in client.aggregate(pipeline)
@@ -420,17 +424,12 @@ def fetch_day_totals(client: PendoLike, ctx: FetchContext, days: int) -> SeriesS
     spec = SourceSpec(name="pendo.events", period="day", window=days)
     starts, _ = _buckets(ctx, spec)
     position = {start: i for i, start in enumerate(starts)}
-    pipeline = [
-        {
-            "source": {
-                "events": ctx.app_param(),
-                "timeSeries": {"period": "dayRange", "first": starts[0], "count": days},
-            }
-        },
-        {"identified": "visitorId"},
-        {"filter": 'accountId != ""'},
-        {"group": {"group": ["day"], "fields": {"numEvents": {"sum": "numEvents"}}}},
-    ]
+    pipeline = (
+        Pipeline(_event_source("events", ctx, TimeSeries.day_range(starts[0], count=days)))
+        .identified("visitorId")
+        .filter(Expr.ne("accountId", ""))
+        .group(by=["day"], fields={"numEvents": Agg.sum("numEvents")})
+    )
     totals = [0.0] * days
     for row in client.aggregate(pipeline):
         col = _bucket_index(row.get("day"), position, starts)

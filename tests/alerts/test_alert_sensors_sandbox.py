@@ -338,12 +338,15 @@ def test_a_failing_webhook_delays_the_alert_and_the_next_tick_delivers_it(
 
 
 def test_late_events_re_run_the_day_they_changed(sandbox, company, tmp_path) -> None:
-    from analytics_assets.pendo.assets import account_daily_usage, visitor_daily_usage
+    from analytics_assets.partitions import DailyCalendar
+    from analytics_assets.pendo.assets import pendo_assets
 
+    daily = pendo_assets(calendar=DailyCalendar(NY),
+                         include=["visitor_daily_usage", "account_daily_usage"])  # fmt: skip
     harness = Harness(sandbox, str(tmp_path / "w.duckdb"), late_data_job="daily_sync")
     day = "2026-11-17"
     result = dg.materialize(
-        [visitor_daily_usage, account_daily_usage],
+        daily,
         partition_key=day,
         instance=harness.instance,
         resources=harness.resources,
@@ -387,3 +390,62 @@ def test_evaluate_once_runs_every_sensor_for_the_demo(sandbox, company, tmp_path
     ]
     # The quiet account also left Amplitude's activity-based cohorts: real changes too.
     assert all(rule == "cohort_size_changed" for rule, _ in raised[1:])
+
+
+def test_the_component_re_runs_only_the_pendo_daily_assets_found_by_tag(
+    sandbox, company, tmp_path
+) -> None:
+    """ChangeAlerts' default late-data selection, resolved at tick time against the code
+    location: the Pendo daily assets under the project's key prefix, not Amplitude's."""
+    from analytics_assets.alerts.component import ChangeAlerts
+    from analytics_assets.naming import CADENCE_TAG, DAILY, AssetNaming, asset_tags
+    from analytics_assets.partitions import DailyCalendar
+    from analytics_assets.pendo.assets import pendo_assets
+
+    calendar = DailyCalendar(NY)
+    pendo_daily = pendo_assets(calendar=calendar, naming=AssetNaming("pendo", ("acme",)),
+                               include=["visitor_daily_usage", "account_daily_usage"])  # fmt: skip
+    amplitude = AssetNaming("amplitude", ("acme",))
+
+    @dg.asset(key=amplitude.key("events_daily"), tags=asset_tags(amplitude, DAILY),
+              partitions_def=calendar.partitions_def)  # fmt: skip
+    def amplitude_daily() -> None: ...
+
+    component = ChangeAlerts(timezone=NY, late_data_asset="acme/pendo/account_daily_usage")
+    harness = Harness(sandbox, str(tmp_path / "w.duckdb"))
+    sensors = build_sensors(**component.sensor_options(), clock=lambda: NOW, environ={})
+    defs = dg.Definitions(
+        assets=[*pendo_daily, amplitude_daily],
+        jobs=[dg.define_asset_job("daily_sync", dg.AssetSelection.tag(CADENCE_TAG, DAILY))],
+        sensors=sensors,
+        resources=harness.resources,
+    )
+    (activity,) = [s for s in sensors if s.name == "pendo_activity_sensor"]
+    cursor: list[str | None] = [None]
+
+    def tick() -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(
+            cursor=cursor[0], instance=harness.instance, definitions=defs,
+            resources=harness.resources,
+        ) as context:  # fmt: skip
+            result = activity(context)
+        if isinstance(result, dg.SensorResult) and result.cursor is not None:
+            cursor[0] = result.cursor
+        return result
+
+    day = "2026-11-17"
+    assert dg.materialize(pendo_daily, partition_key=day, instance=harness.instance,
+                          resources=harness.resources).success  # fmt: skip
+    tick()
+    assert tick().run_requests == []
+    visitor = company.visitor_id(int(company.account_first[int(busiest_account(company, 4)[8:])]))
+    control(sandbox, "/stage", {"action": "late_events", "visitor_id": visitor,
+                                "time": "2026-11-17T19:00:00Z", "num_events": 40,
+                                "arrived": (NOW - timedelta(minutes=5)).isoformat()})  # fmt: skip
+    (request,) = tick().run_requests
+    assert request.partition_key == day
+    assert request.run_key.startswith("late-data:acme/pendo/account_daily_usage:2026-11-17:")
+    assert [k.to_user_string() for k in request.asset_selection or []] == [
+        "acme/pendo/account_daily_usage",
+        "acme/pendo/visitor_daily_usage",
+    ]

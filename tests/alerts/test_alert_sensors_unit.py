@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -15,11 +14,13 @@ from analytics_assets.alerts.sensors import (
     FAMILIES,
     AlertSensorRunner,
     RunFailureRunner,
+    SensorResources,
     build_alert_runners,
     build_sensors,
     make_settings,
 )
 from analytics_assets.http.errors import AuthenticationError, RateLimitedError, ServerError
+from analytics_assets.pendo.pipeline import Pipeline
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
@@ -37,7 +38,8 @@ class FakePendo:
     def get_client(self) -> FakePendo:
         return self
 
-    def aggregate(self, pipeline: list[dict]) -> list[dict]:
+    def aggregate(self, pipeline: Pipeline) -> list[dict]:
+        pipeline = pipeline.steps  # the JSON steps the real client would send
         self.pipelines.append(pipeline)
         if self.error is not None:
             raise self.error
@@ -70,10 +72,13 @@ class Log:
         return lambda msg: self.lines.append((level, msg))
 
 
-def context(resources: dict[str, Any], cursor: str | None = None, instance=None):
-    return SimpleNamespace(
-        cursor=cursor, resources=SimpleNamespace(**resources), log=Log(), instance=instance
-    )
+def context(cursor: str | None = None, instance=None):
+    return SimpleNamespace(cursor=cursor, log=Log(), instance=instance, repository_def=None)
+
+
+def pendo_only(pendo: FakePendo) -> SensorResources:
+    """What a Pendo sensor's typed parameters hand the tick, without a warehouse."""
+    return SensorResources(pendo=pendo)  # type: ignore[arg-type] - a test double
 
 
 ACTIVITY_ONLY = """\
@@ -89,20 +94,20 @@ rules:
 
 def runner(rules: str = ACTIVITY_ONLY, **options) -> AlertSensorRunner:
     settings = make_settings(parse_rules(rules), clock=lambda: NOW, pendo_timezone=str(NY),
-                             environ={}, warehouse_key=None, **options)  # fmt: skip
+                             environ={}, **options)  # fmt: skip
     return build_alert_runners(settings)["pendo_activity_sensor"]
 
 
 def test_alerts_once_and_keeps_the_cursor_small() -> None:
     pendo = FakePendo({"a": [100] * 7 + [10], "b": [100] * 8})
     r = runner()
-    first = r.tick(context({"pendo": pendo}))
+    first = r.tick(context(), pendo_only(pendo))
     assert [a.entity_id for a in first.alerts] == ["a"]
     assert len(first.cursor) < 200
     # One aggregation for every account, and one to name the account in the alert.
     assert [list(p[0]["source"])[0] for p in pendo.pipelines] == ["events", "accounts"]
     pendo.pipelines.clear()
-    second = r.tick(context({"pendo": pendo}, first.cursor))
+    second = r.tick(context(first.cursor), pendo_only(pendo))
     assert second.alerts == [] and second.cursor == first.cursor
     assert len(pendo.pipelines) == 1  # a quiet tick: one aggregation
 
@@ -117,9 +122,9 @@ def test_alerts_once_and_keeps_the_cursor_small() -> None:
 )  # fmt: skip
 def test_a_throttled_or_failing_tick_skips_and_leaves_the_cursor(error, words) -> None:
     r = runner()
-    ok = r.tick(context({"pendo": FakePendo({"a": [100] * 7 + [10]})}))
-    ctx = context({"pendo": FakePendo(error=error)}, ok.cursor)
-    outcome = r.tick(ctx)
+    ok = r.tick(context(), pendo_only(FakePendo({"a": [100] * 7 + [10]})))
+    ctx = context(ok.cursor)
+    outcome = r.tick(ctx, pendo_only(FakePendo(error=error)))
     assert outcome.cursor is None and outcome.alerts == []
     assert words in outcome.skip_reason and "cursor is unchanged" in outcome.skip_reason
     result = outcome.result()
@@ -129,12 +134,12 @@ def test_a_throttled_or_failing_tick_skips_and_leaves_the_cursor(error, words) -
 def test_a_bad_key_is_an_error_not_a_skip() -> None:
     error = AuthenticationError("bad key", status=403, service="pendo")
     with pytest.raises(AuthenticationError):
-        runner().tick(context({"pendo": FakePendo(error=error)}))
+        runner().tick(context(), pendo_only(FakePendo(error=error)))
 
 
 def test_a_corrupt_cursor_is_reset_with_a_warning_and_the_tick_goes_on() -> None:
-    ctx = context({"pendo": FakePendo({"a": [100] * 7 + [10]})}, cursor="{{{garbage")
-    outcome = runner().tick(ctx)
+    ctx = context(cursor="{{{garbage")
+    outcome = runner().tick(ctx, pendo_only(FakePendo({"a": [100] * 7 + [10]})))
     assert [a.entity_id for a in outcome.alerts] == ["a"]
     warnings = [m for level, m in ctx.log.lines if level == "warning"]
     assert any("cursor reset" in m and "alert once more" in m for m in warnings)
@@ -158,7 +163,7 @@ def test_plans_beyond_the_cap_take_turns_across_ticks() -> None:
     windows = []
     for _ in range(3):
         pendo.pipelines.clear()
-        outcome = r.tick(context({"pendo": pendo}, cursor))
+        outcome = r.tick(context(cursor), pendo_only(pendo))
         cursor = outcome.cursor
         windows.append([p[0]["source"]["timeSeries"]["count"] for p in pendo.pipelines])
     assert windows == [[8, 9, 10], [11, 12, 8], [9, 10, 11]]
@@ -182,7 +187,7 @@ def test_late_data_requests_a_run_for_each_day_whose_total_changed() -> None:
         _materialize(instance, day, 150)
     _materialize(instance, "2026-11-16", 140)  # the newest materialization wins
     r = runner(late_data_job="daily_sync")
-    outcome = r.tick(context({"pendo": FakePendo(activity)}, instance=instance))
+    outcome = r.tick(context(instance=instance), pendo_only(FakePendo(activity)))
     assert [rr.partition_key for rr in outcome.run_requests] == ["2026-11-16"]
     request = outcome.run_requests[0]
     assert request.run_key == "late-data:pendo/account_daily_usage:2026-11-16:150"
@@ -193,9 +198,9 @@ def test_late_data_requests_a_run_for_each_day_whose_total_changed() -> None:
 def test_late_data_without_a_job_is_logged_and_without_a_record_is_ignored() -> None:
     instance = dg.DagsterInstance.ephemeral()
     _materialize(instance, "2026-11-17", 1)
-    ctx = context({"pendo": FakePendo({"a": [100.0] * 8})}, instance=instance)
+    ctx = context(instance=instance)
     settings_runner = runner(late_data_asset_key=["pendo", "account_daily_usage"])
-    outcome = settings_runner.tick(ctx)
+    outcome = settings_runner.tick(ctx, pendo_only(FakePendo({"a": [100.0] * 8})))
     assert outcome.run_requests == []
     assert any("late data for 2026-11-17: 100 events" in m for _, m in ctx.log.lines)
 
@@ -214,7 +219,7 @@ rules:
     pendo = FakePendo({"a": [5.0] * 7})
     r = runner(rules, late_data_job="daily_sync")
     assert r.calls_per_tick() == 2
-    outcome = r.tick(context({"pendo": pendo}, instance=instance))
+    outcome = r.tick(context(instance=instance), pendo_only(pendo))
     assert [rr.partition_key for rr in outcome.run_requests] == ["2026-11-17"]
     totals_pipeline = pendo.pipelines[-1]
     assert totals_pipeline[-1]["group"]["group"] == ["day"]
@@ -268,9 +273,9 @@ def test_run_failure_sensor_alerts_once_per_failed_run_of_the_watched_job() -> N
     daily_sync.execute_in_process(instance=instance, raise_on_error=False,
                                   tags={"dagster/partition": "2026-11-17"})  # fmt: skip
     other_job.execute_in_process(instance=instance, raise_on_error=False)
-    settings = make_settings(clock=lambda: NOW, environ={}, warehouse_key=None)
+    settings = make_settings(clock=lambda: NOW, environ={})
     r = RunFailureRunner(settings)
-    ctx = context({}, instance=instance)
+    ctx = context(instance=instance)
     first = r.tick(ctx)
     (alert,) = first.alerts
     assert alert.severity == "critical" and alert.entity_type == "run"
@@ -280,25 +285,25 @@ def test_run_failure_sensor_alerts_once_per_failed_run_of_the_watched_job() -> N
         "export broke"
     )
     assert any(level == "error" and "daily_sync" in m for level, m in ctx.log.lines)
-    second = r.tick(context({}, first.cursor, instance=instance))
+    second = r.tick(context(first.cursor, instance=instance))
     assert second.alerts == []
     daily_sync.execute_in_process(instance=instance, raise_on_error=False)
-    third = r.tick(context({}, second.cursor, instance=instance))
+    third = r.tick(context(second.cursor, instance=instance))
     assert len(third.alerts) == 1 and third.alerts[0].entity_id != alert.entity_id
 
 
-def test_a_rule_file_from_the_environment_is_used_and_checked(tmp_path, monkeypatch) -> None:
+def test_a_rule_file_given_is_used_and_checked(tmp_path, monkeypatch) -> None:
     from analytics_assets.alerts.rules import RuleFileError
 
     good = tmp_path / "rules.yaml"
     good.write_text(ACTIVITY_ONLY)
-    monkeypatch.setenv("ANALYTICS_ALERTS_RULES", str(good))
-    assert [s.name for s in build_sensors()] == [
+    # The environment variable of old is ignored: the file arrives as an argument.
+    monkeypatch.setenv("ANALYTICS_ALERTS_RULES", str(tmp_path / "missing.yaml"))
+    assert [s.name for s in build_sensors(good)] == [
         "pendo_activity_sensor",
         "run_failure_alerts_sensor",
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_text(ACTIVITY_ONLY.replace("percent: 50", "percent: -5"))
-    monkeypatch.setenv("ANALYTICS_ALERTS_RULES", str(bad))
     with pytest.raises(RuleFileError, match=r"bad.yaml:7: rules\[0\] \(drop\).condition"):
-        build_sensors()
+        build_sensors(bad)

@@ -156,3 +156,21 @@ def test_log_sink_levels_follow_severity_and_floods_are_summarised(lines) -> Non
     levels = [level for level, _ in lines.lines]
     assert levels == ["error", "warning", "warning"]  # the critical one first, never capped
     assert "and 4 more" in lines.lines[2][1]
+
+
+def test_the_webhook_variable_is_the_rule_files_else_the_sensors_and_never_os_environ(
+    monkeypatch,
+) -> None:
+    from analytics_assets.alerts.rules import parse_rules
+
+    monkeypatch.setenv("ANALYTICS_ALERTS_WEBHOOK_URL", "http://127.0.0.1:9/from-os-environ")
+    assert not build_sinks(load_rules())["webhook"].active  # no lookup given: nothing read
+    env = {"TEAM_HOOK": "http://127.0.0.1:9/team", "PINNED": "http://127.0.0.1:9/pinned"}
+    shipped = build_sinks(load_rules(), environ=env, url_env="TEAM_HOOK")["webhook"]
+    assert (shipped.url, shipped.origin) == ("http://127.0.0.1:9/team", "TEAM_HOOK")
+    pinned = parse_rules(
+        "version: 1\nsinks:\n  hook: {type: webhook, url_env: PINNED}\nrules: []\n"
+    )
+    sink = build_sinks(pinned, environ=env.get, url_env="TEAM_HOOK")["hook"]
+    assert (sink.url, sink.origin) == ("http://127.0.0.1:9/pinned", "PINNED")
+    assert not build_sinks(load_rules(), environ=env, url_env=None)["webhook"].active
