@@ -19,6 +19,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitedError",
     "ServerError",
+    "StreamInterruptedError",
     "TransportError",
     "error_class_for_status",
 ]
@@ -199,6 +200,30 @@ class TransportError(ApiError):
         "Check network access to the host; for slow queries raise the read timeout "
         "or narrow the range."
     )
+
+
+class StreamInterruptedError(TransportError):
+    """A streamed body broke while being read (``Transport.consume``), for good.
+
+    ``items_yielded`` is how many items the reader had handed out before the break: 0 means
+    every attempt broke before the first one and the retries ran out (``reason`` says why
+    they stopped); more than 0 means the request was not resent, because the caller would
+    see those items twice. ``detail`` names the fault (``ReadError: …``), redacted.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        items_yielded: int = 0,
+        detail: str = "",
+        reason: str = "",
+        **kwargs: Any,
+    ) -> None:
+        self.items_yielded = items_yielded
+        self.detail = detail
+        self.reason = reason
+        super().__init__(summary, **kwargs)
 
 
 class ConfigurationError(ApiError):

@@ -2,14 +2,16 @@
 
 It owns a pooled ``httpx.Client`` and adds what each endpoint would otherwise re-implement:
 client-side limits (see ``limits.py``), retries with exponential backoff and full jitter,
-``Retry-After``, a total retry-time budget, streamed downloads that survive dropped
-connections, typed errors with the server's message and a next step, statistics, and secret
-redaction in every log line and error.
+``Retry-After``, a total retry-time budget, streamed bodies (``consume``, ``download``) that
+survive dropped connections, typed errors with the server's message and a next step,
+statistics, and secret redaction in every log line and error. There is one retry loop
+(``_send`` plus ``consume`` around it); clients add none of their own.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import html
 import itertools
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit, urlunsplit
 
 import httpx
@@ -39,6 +41,7 @@ from analytics_assets.http.errors import (
     AuthenticationError,
     ConfigurationError,
     RateLimitedError,
+    StreamInterruptedError,
     TransportError,
     error_class_for_status,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "Transport",
     "TransportConfig",
     "TransportStats",
+    "is_transport_fault",
     "parse_retry_after",
     "redact",
     "redact_url",
@@ -75,6 +79,7 @@ _NEVER_RETRY_ERRORS: tuple[type[Exception], ...] = (
     httpx.UnsupportedProtocol,
     httpx.LocalProtocolError,
 )
+T = TypeVar("T")
 # How much of an error body we read from a streamed response for its message.
 _ERROR_BODY_CAP = 64 * 1024
 _MAX_URL_IN_TEXT = 300
@@ -509,6 +514,22 @@ def _full_jitter(cap: float) -> float:
     return random.uniform(0.0, cap)
 
 
+def is_transport_fault(exc: BaseException) -> bool:
+    """True for a body that broke in transit (dropped connection, read timeout…): the
+    default ``retryable`` of :meth:`Transport.consume`."""
+    return isinstance(exc, httpx.TransportError)
+
+
+class _IncompleteBody(Exception):
+    """A body that ended cleanly but shorter than its ``Content-Length`` said."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _IncompleteBody):
+        return str(exc)  # already says what happened ("truncated body: …")
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, url.port)
 
@@ -719,7 +740,7 @@ class Transport:
         With ``stream=True`` the body is left unread: read it with ``iter_bytes``/``iter_raw``
         and close the response (``with contextlib.closing(transport.request(..., stream=True))
         as r:``); the limiter slot is held until then, and retries cover only getting the
-        status line and headers.
+        status line and headers (:meth:`consume` also retries a body that breaks).
 
         Retries (429, 408, 5xx, timeouts, connection errors) follow ``idempotent``, which
         defaults to True for GET/HEAD/PUT/DELETE and False for POST: a non-idempotent request
@@ -752,6 +773,8 @@ class Transport:
         cost: float = 1,
         timeout: float | httpx.Timeout | None = None,
         chunk_size: int = 1 << 20,
+        check: Callable[[Path], None] | None = None,
+        check_retryable: Callable[[BaseException], bool] | None = None,
     ) -> int:
         """Stream a response body to ``dest`` in chunks; return the bytes written.
 
@@ -760,47 +783,169 @@ class Transport:
         the whole download (idempotent requests only), within the same attempts and
         retry-time budget. Content-Encoding is decoded; the file holds what ``iter_bytes``
         yields. Error statuses raise as in :meth:`request` (nothing is written).
+
+        ``check``, if given, is called with the complete temporary file before it replaces
+        ``dest`` (e.g. "is this a whole zip?"). An exception it raises for which
+        ``check_retryable`` is true (the file was damaged on the way) downloads it again in
+        the same loop, like a dropped connection; any other propagates. Either way no file
+        is left behind.
         """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        call = self._call(
-            method, path, params, json, data, None, headers, idempotent, limiter, cost, timeout
-        )
-        while True:
-            response = self._send(call, stream=True)
+
+        def write(response: httpx.Response) -> Iterator[int]:
             tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
             written = 0
-            failure: str | None = None
-            cause: Exception | None = None
             try:
-                try:
-                    with tmp.open("wb") as fh:
-                        for chunk in response.iter_bytes(chunk_size):
-                            fh.write(chunk)
-                            written += len(chunk)
-                finally:
-                    response.close()
+                with tmp.open("wb") as fh:
+                    for chunk in response.iter_bytes(chunk_size):
+                        fh.write(chunk)
+                        written += len(chunk)
+                response.close()  # frees the connection and the limiter slot before `check`
                 # Content-Length counts the bytes on the wire, before any Content-Encoding.
                 declared = response.headers.get("content-length", "")
                 encoded = response.headers.get("content-encoding", "identity") != "identity"
                 received = response.num_bytes_downloaded if encoded else written
                 if declared.isdigit() and received != int(declared):
-                    failure = f"truncated body: {received} of {declared} bytes"
-            except httpx.TransportError as exc:
-                failure, cause = f"{type(exc).__name__}: {exc}", exc
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            if failure is None:
+                    raise _IncompleteBody(f"truncated body: {received} of {declared} bytes")
+                if check is not None:
+                    check(tmp)
                 os.replace(tmp, dest)
-                return written
-            tmp.unlink(missing_ok=True)
-            self.stats.add(transport_errors=1)
-            retryable = call.idempotent and not isinstance(cause, _NEVER_RETRY_ERRORS)
-            delay = call.plan_retry(None) if retryable else None
-            if delay is None:
-                raise self._transport_error(call, failure) from cause
-            self._backoff(call, delay, failure)
+            finally:
+                tmp.unlink(missing_ok=True)  # nothing left after a failure (no-op on success)
+            yield written
+
+        def fault(exc: BaseException) -> bool:
+            if isinstance(exc, _IncompleteBody) or is_transport_fault(exc):
+                return True
+            return check_retryable is not None and check_retryable(exc)
+
+        items = self.consume(
+            method,
+            path,
+            write,
+            retryable=fault,
+            params=params,
+            json=json,
+            data=data,
+            headers=headers,
+            idempotent=idempotent,
+            limiter=limiter,
+            cost=cost,
+            timeout=timeout,
+        )
+        with contextlib.closing(items):  # finish the generator now, not when it is collected
+            return next(items)  # `write` yields once, after the file is in place
+
+    def consume(
+        self,
+        method: str,
+        path: str,
+        read: Callable[[httpx.Response], Iterable[T]],
+        *,
+        retryable: Callable[[BaseException], bool] = is_transport_fault,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+        content: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        limiter: Limiter | None = None,
+        cost: float = 1,
+        timeout: float | httpx.Timeout | None = None,
+        expected: tuple[int, ...] = (),
+    ) -> Iterator[T]:
+        """Send a request, stream its body through ``read`` and yield what ``read`` yields,
+        retrying the whole request-and-read in the one retry loop of :meth:`request`.
+
+        ``read(response)`` gets the unread streamed response (status below 400 or in
+        ``expected``) and yields items as it parses them; the transport closes the response
+        afterwards. When ``read`` raises an exception that ``retryable`` accepts (default:
+        :func:`is_transport_fault`, a body that broke in transit; a parser may add its own
+        errors for a damaged body) **before it has yielded anything**, the request is sent
+        again: the same attempt count, backoff with full jitter, retry-time budget, stats
+        (one ``transport_errors`` and one ``retries`` per fault) and idempotency rule as a
+        dropped connection in :meth:`request` (a 429's ``Retry-After`` met on the way is
+        honoured as usual). A reader that must not show a partial result holds its items
+        back until it has enough (or all) of them. Once an item was yielded, resending would
+        hand it out twice, so the fault raises :class:`StreamInterruptedError` with
+        ``items_yielded`` instead; so does running out of attempts or time
+        (``items_yielded=0``, ``reason`` saying why). Any other exception from ``read``
+        propagates as it is, without a resend.
+
+        Lazy: nothing is sent until the first item is asked for, and the retry-time budget
+        starts then.
+        """
+        call = self._call(
+            method, path, params, json, data, content, headers, idempotent, limiter, cost, timeout
+        )
+        call.expected = tuple(expected)
+        while True:
+            response = self._send(call, stream=True)
+            items = 0
+            failure: BaseException  # set by the only way out of the loop that is not a return
+            with contextlib.closing(response):
+                parts: Iterator[T] | None = None
+                try:
+                    while True:
+                        # Only `read`'s own progress is judged; an exception thrown in at the
+                        # `yield` below (by our consumer) is not a fault of the body.
+                        try:
+                            if parts is None:
+                                parts = iter(read(response))
+                            item = next(parts)
+                        except StopIteration:
+                            return
+                        except Exception as exc:
+                            if not retryable(exc):
+                                raise
+                            failure = exc
+                            break
+                        items += 1
+                        yield item
+                finally:
+                    close = getattr(parts, "close", None)
+                    if close is not None:
+                        close()  # a generator reader runs its own cleanup now, not at GC
+            # The response is closed (limiter slot released) before any backoff sleep.
+            self._after_broken_body(call, failure, items)
+
+    def _after_broken_body(self, call: _Call, failure: BaseException, items: int) -> None:
+        """Count a body that broke while being read; back off, or raise if it may not be
+        resent (items already handed out, not idempotent, attempts or time used up)."""
+        self.stats.add(transport_errors=1)
+        detail = self.redact(_describe(failure))
+        kwargs: dict[str, Any] = {
+            "method": call.method,
+            "url": call.safe_url,
+            "service": self.service,
+            "attempts": call.attempts,
+            "detail": detail,
+        }
+        if items:
+            raise StreamInterruptedError(
+                f"the response broke after {items} items had been read ({detail}); not resent, "
+                "because its first items would be handed out twice",
+                items_yielded=items,
+                **kwargs,
+            ) from failure
+        delay = None
+        if not call.idempotent:
+            call.stop_reason = (
+                "not resent, because the server may already have processed this "
+                f"{call.method} (pass idempotent=True if sending it twice is safe)"
+            )
+        elif isinstance(failure, _NEVER_RETRY_ERRORS):
+            call.stop_reason = "not resent: this error would happen again"
+        else:
+            delay = call.plan_retry(None)
+        if delay is None:
+            raise StreamInterruptedError(
+                f"no complete response ({detail}); {call.stop_reason}",
+                reason=call.stop_reason,
+                **kwargs,
+            ) from failure
+        self._backoff(call, delay, detail)
 
     def _call(
         self,

@@ -10,13 +10,10 @@ hundreds of thousands of rows never sits in memory at once.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import random
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -35,6 +32,7 @@ from analytics_assets.http.errors import (
     NotFoundError,
     PermissionDeniedError,
     ServerError,
+    StreamInterruptedError,
     TransportError,
 )
 from analytics_assets.http.limits import AdaptiveTokenBucket
@@ -43,6 +41,7 @@ from analytics_assets.http.transport import (
     Transport,
     TransportConfig,
     TransportStats,
+    is_transport_fault,
     reveal,
 )
 from analytics_assets.pendo.pipeline import Pipeline
@@ -248,12 +247,13 @@ class AggregationLimitError(BadRequestError):
     )
 
 
-class AggregationStreamError(TransportError):
+class AggregationStreamError(StreamInterruptedError):
     """An aggregation's response broke after rows had been handed out.
 
     It cannot be resumed without duplicating rows, so run the same window again from the
     start (discard the ``rows_yielded`` rows already received, or replace the window's
     partition). ``window`` is ``(start_ms, end_ms)`` when raised by ``aggregate_windows``.
+    ``rows_yielded`` equals ``items_yielded`` of the transport's error.
     """
 
     service_hints: ClassVar[Mapping[str, str]] = {}
@@ -265,7 +265,7 @@ class AggregationStreamError(TransportError):
     def __init__(self, summary: str, *, rows_yielded: int = 0, **kwargs: Any) -> None:
         self.rows_yielded = rows_yielded
         self.window: tuple[int, int] | None = None
-        super().__init__(summary, **kwargs)
+        super().__init__(summary, items_yielded=rows_yielded, **kwargs)
 
 
 def is_aggregation_limit_error(exc: BaseException) -> bool:
@@ -451,6 +451,15 @@ def _check_empty_answer(head: bytes, response: httpx.Response) -> None:
     raise _shape_error(f"the aggregation answer has {found}", response)
 
 
+def _is_stream_fault(exc: BaseException) -> bool:
+    """A broken or damaged aggregation body: worth asking again while no row is out.
+
+    Besides a dropped connection, the parser's errors count: a body cut short or garbled
+    on the way reads as bad JSON, or as a lone-surrogate UnicodeDecodeError ("\\ud800").
+    """
+    return is_transport_fault(exc) or isinstance(exc, (_ijson().JSONError, UnicodeDecodeError))
+
+
 def _classify_403(request: httpx.Request, response: httpx.Response) -> type[ApiError]:
     # §10: 403 on a read (GET, or an aggregation, which is a read sent as POST) is a bad or
     # wrong-region key; on a write it is a valid key that lacks write access.
@@ -469,7 +478,10 @@ class PendoClient:
     run up to Pendo's 5-minute cap. ``bulk_path`` chooses ``/value`` (the array form public
     clients use; default) or ``/value/bulk`` (the brief's name) for bulk metadata writes.
     ``transport`` replaces the HTTP transport entirely (it must carry the key header);
-    ``limiter`` shares one bucket between several clients of the same key.
+    ``limiter`` shares one bucket between several clients of the same key. ``sleep``,
+    ``clock`` (monotonic) and ``jitter`` (``cap -> seconds``) replace the real ones in the
+    retries of the transport the client builds and in its default bucket (for tests; a
+    ``transport`` or ``limiter`` passed in keeps its own).
 
     Use as a context manager, or call :meth:`close`. ``stats`` counts requests, retries,
     429s and waits for a run's one-line summary.
@@ -491,6 +503,9 @@ class PendoClient:
         bulk_path: Literal["value", "value/bulk"] = "value",
         transport: Transport | None = None,
         limiter: AdaptiveTokenBucket | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        jitter: Callable[[float], float] | None = None,
     ) -> None:
         key = reveal(integration_key)
         if not key and transport is None:
@@ -504,7 +519,14 @@ class PendoClient:
         self.base_url = (base_url or PENDO_HOSTS[self.region]).rstrip("/")
         self.bulk_path = bulk_path
         self.read_timeout = read_timeout
-        self.limiter = limiter or AdaptiveTokenBucket(rate, burst, name="pendo")
+        # Only what was injected is passed on: the transport and the bucket own their defaults.
+        timing: dict[str, Any] = {
+            name: value
+            for name, value in (("sleep", sleep), ("clock", clock), ("jitter", jitter))
+            if value is not None
+        }
+        bucket_timing = {k: v for k, v in timing.items() if k != "jitter"}
+        self.limiter = limiter or AdaptiveTokenBucket(rate, burst, name="pendo", **bucket_timing)
         if transport is None:
             transport = Transport(
                 TransportConfig(
@@ -518,7 +540,8 @@ class PendoClient:
                     backoff_base=backoff_base,
                     secrets=(Secret(key),),
                     classify_403=_classify_403,
-                )
+                ),
+                **timing,
             )
         self._transport = transport
         self._token: TokenInfo | None = None
@@ -705,96 +728,80 @@ class PendoClient:
             )
 
     def _stream_rows(self, body: dict[str, Any], timeout: float | None) -> Iterator[dict]:
+        # The transport's one retry loop resends the aggregation when its body breaks or
+        # arrives damaged before `_read_rows` handed out a row (it holds the first
+        # _HOLD_ROWS back), sharing attempts, backoff, budget and stats with 429/5xx retries.
+        _ijson()  # a missing parser fails here, before anything is sent
+        rows = self._transport.consume(
+            "POST",
+            AGGREGATION_PATH,
+            self._read_rows,
+            retryable=_is_stream_fault,
+            json=body,
+            idempotent=True,  # a read sent as POST: resending is always safe
+            limiter=self.limiter,
+            timeout=timeout if timeout is not None else self.read_timeout,
+            expected=_AGG_LIMIT_STATUSES,
+        )
+        try:
+            yield from rows
+        except StreamInterruptedError as exc:
+            # Same classes and wording as ever: the transport's error said in Pendo's terms.
+            url = self._transport.redact_url(self.base_url + AGGREGATION_PATH)
+            if exc.items_yielded:
+                raise AggregationStreamError(
+                    f"the aggregation stream broke after {exc.items_yielded} rows ({exc.detail})",
+                    rows_yielded=exc.items_yielded,
+                    detail=exc.detail,
+                    method="POST",
+                    url=url,
+                    service="pendo",
+                    attempts=exc.attempts,
+                ) from exc.__cause__
+            raise TransportError(
+                f"the aggregation stream broke before any row ({exc.detail}); {exc.reason}",
+                method="POST",
+                url=url,
+                service="pendo",
+                attempts=exc.attempts,
+            ) from exc.__cause__
+
+    def _read_rows(self, response: httpx.Response) -> Iterator[dict]:
+        """Rows of one aggregation answer, parsed as its bytes arrive (for ``consume``)."""
+        if response.status_code in _AGG_LIMIT_STATUSES:
+            raise self._limit_error(response)
         ijson = _ijson()
-        cfg = self._transport.config
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            response = self._transport.request(
-                "POST",
-                AGGREGATION_PATH,
-                json=body,
-                idempotent=True,  # a read sent as POST: resending is always safe
-                limiter=self.limiter,
-                stream=True,
-                timeout=timeout if timeout is not None else self.read_timeout,
-                expected=_AGG_LIMIT_STATUSES,
-            )
-            yielded = 0
-            try:
-                with contextlib.closing(response):
-                    if response.status_code in _AGG_LIMIT_STATUSES:
-                        raise self._limit_error(response)
-                    sink: list[dict] = ijson.sendable_list()
-                    parser = ijson.items_coro(sink, "results.item", use_float=True)
-                    held: list[dict] | None = []
-                    # The start of the body, kept while no row has come out: an answer
-                    # with no rows must really say `"results": []` (or null), not lack it.
-                    head = bytearray()
-                    for chunk in response.iter_bytes():
-                        if held is not None and not held and len(head) <= _SHAPE_CHECK_BYTES:
-                            head += chunk
-                        parser.send(chunk)
-                        if not sink:
-                            continue
-                        _check_rows(sink, yielded + len(held or ()), response)
-                        if held is not None:
-                            held.extend(sink)
-                            del sink[:]
-                            if len(held) < _HOLD_ROWS:
-                                continue
-                            out, held = held, None
-                        else:
-                            out = list(sink)
-                            del sink[:]
-                        for row in out:
-                            yielded += 1
-                            yield row
-                    parser.close()  # raises if the JSON ended early
-                    _check_rows(sink, yielded + len(held or ()), response)
-                    if not yielded and not held and not sink:
-                        _check_empty_answer(bytes(head), response)
-                    for row in [*(held or ()), *sink]:
-                        yielded += 1
-                        yield row
-                    return
-            # UnicodeDecodeError: a string holding a lone surrogate escape ("\ud800").
-            except (httpx.TransportError, ijson.JSONError, UnicodeDecodeError) as exc:
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                failure = self._transport.redact(failure)
-                self.stats.add(transport_errors=1)
-                if yielded:
-                    raise AggregationStreamError(
-                        f"the aggregation stream broke after {yielded} rows ({failure})",
-                        rows_yielded=yielded,
-                        method="POST",
-                        url=self._transport.redact_url(self.base_url + AGGREGATION_PATH),
-                        service="pendo",
-                        attempts=attempt,
-                    ) from exc
-                elapsed = time.monotonic() - started
-                if attempt >= cfg.max_attempts or elapsed >= cfg.max_retry_time:
-                    raise TransportError(
-                        f"the aggregation stream broke before any row ({failure}); "
-                        f"gave up after {attempt} attempts",
-                        method="POST",
-                        url=self._transport.redact_url(self.base_url + AGGREGATION_PATH),
-                        service="pendo",
-                        attempts=attempt,
-                    ) from exc
-                delay = random.uniform(
-                    0, min(cfg.backoff_max, cfg.backoff_base * 2 ** (attempt - 1))
-                )
-                logger.warning(
-                    "[pendo] aggregation stream broke before any row (%s); retry %d/%d in %.2f s",
-                    failure,
-                    attempt + 1,
-                    cfg.max_attempts,
-                    delay,
-                )
-                self.stats.add(retries=1, backoff_sleep_seconds=delay)
-                time.sleep(delay)
+        sink: list[dict] = ijson.sendable_list()
+        parser = ijson.items_coro(sink, "results.item", use_float=True)
+        yielded = 0
+        held: list[dict] | None = []
+        # The start of the body, kept while no row has come out: an answer with no rows
+        # must really say `"results": []` (or null), not lack it.
+        head = bytearray()
+        for chunk in response.iter_bytes():
+            if held is not None and not held and len(head) <= _SHAPE_CHECK_BYTES:
+                head += chunk
+            parser.send(chunk)
+            if not sink:
+                continue
+            _check_rows(sink, yielded + len(held or ()), response)
+            if held is not None:
+                held.extend(sink)
+                del sink[:]
+                if len(held) < _HOLD_ROWS:
+                    continue
+                out, held = held, None
+            else:
+                out = list(sink)
+                del sink[:]
+            for row in out:
+                yielded += 1
+                yield row
+        parser.close()  # raises if the JSON ended early
+        _check_rows(sink, yielded + len(held or ()), response)
+        if not yielded and not held and not sink:
+            _check_empty_answer(bytes(head), response)
+        yield from [*(held or ()), *sink]
 
     def _limit_error(self, response: httpx.Response) -> AggregationLimitError:
         text = response.read()[:2000].decode("utf-8", "replace").strip()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from analytics_assets.http import (
     ConfigurationError,
     NotFoundError,
     PermissionDeniedError,
+    TransportError,
 )
 from analytics_assets.pendo.client import (
     PENDO_HOSTS,
@@ -389,12 +391,94 @@ def _partial_results(n: int) -> bytes:
     return b'{"startTime":1,"results":[' + rows + b","
 
 
-def test_a_stream_broken_early_is_requested_again(server):
-    full = {"startTime": 1, "results": [{"visitorId": f"v{i}", "numEvents": 1} for i in range(10)]}
+def fake_timed_client(server, clock, **kwargs: Any) -> PendoClient:
+    """A client whose backoff sleeps only advance ``clock`` (jitter gives its cap, so the
+    sleeps are exact: 0.01, 0.02, 0.04…) and whose bucket never holds a request back."""
+    kwargs.setdefault("backoff_base", 0.01)
+    return PendoClient(
+        "k",
+        base_url=server.url,
+        rate=1000.0,
+        burst=100,
+        sleep=clock.sleep,
+        clock=clock,
+        jitter=lambda cap: cap,
+        **kwargs,
+    )
+
+
+def _full_results(n: int) -> dict:
+    return {"startTime": 1, "results": [{"visitorId": f"v{i}", "numEvents": 1} for i in range(n)]}
+
+
+def test_a_stream_broken_early_is_requested_again(server, fake_clock):
+    full = _full_results(10)
     server.script(Drop(_partial_results(5)), (200, {}, full))
-    with PendoClient("k", base_url=server.url, backoff_base=0.01) as c:
+    with fake_timed_client(server, fake_clock) as c:
         rows = list(c.aggregate(Pipeline(Source.accounts())))
+        stats = c.stats.snapshot()
     assert rows == full["results"] and len(server.requests) == 2
+    # Through the transport's loop: its backoff, counted once in its stats.
+    assert fake_clock.sleeps == [0.01]
+    assert (stats.retries, stats.transport_errors, stats.requests_sent) == (1, 1, 2)
+    assert stats.backoff_sleep_seconds == pytest.approx(0.01)
+
+
+def test_rows_held_back_make_a_break_invisible_and_never_duplicated(server, fake_clock):
+    """1,999 rows parsed, none handed out yet (the first 2,000 are held back): the break is
+    retried and every row of the second answer comes out exactly once."""
+    full = _full_results(2500)
+    server.script(Drop(_partial_results(1999)), (200, {}, full))
+    with fake_timed_client(server, fake_clock) as c:
+        rows = list(c.aggregate(Pipeline(Source.accounts())))
+    assert rows == full["results"]
+    assert len({r["visitorId"] for r in rows}) == 2500
+    assert len(server.requests) == 2
+
+
+def test_a_damaged_answer_is_requested_again(server, fake_clock):
+    """Garbled JSON before any row is out is a fault of the transfer: asked again."""
+    good = _full_results(3)
+    server.script((200, {}, b'{"startTime":1,"results":[{"visitorId":"v0",}'), (200, {}, good))
+    with fake_timed_client(server, fake_clock) as c:
+        assert list(c.aggregate(Pipeline(Source.accounts()))) == good["results"]
+        assert c.stats.snapshot().transport_errors == 1
+    assert len(server.requests) == 2 and fake_clock.sleeps == [0.01]
+
+
+def test_stream_breaks_and_status_retries_share_one_attempt_count(server, fake_clock):
+    """A 503 and two broken streams use up three attempts between them (the Pendo loop
+    used to give each stream attempt a fresh set of status retries)."""
+    server.script(
+        (503, {}, "busy"), Drop(_partial_results(5)), Drop(_partial_results(5)), (200, {}, {})
+    )
+    with fake_timed_client(server, fake_clock, max_attempts=3) as c:
+        with pytest.raises(TransportError) as caught:
+            list(c.aggregate(Pipeline(Source.accounts())))
+        stats = c.stats.snapshot()
+    err = caught.value
+    assert type(err) is TransportError  # the class it always was
+    assert "the aggregation stream broke before any row (RemoteProtocolError" in str(err)
+    assert "gave up after 3 attempts" in str(err) and err.attempts == 3
+    assert len(server.requests) == 3
+    assert fake_clock.sleeps == [0.01, 0.02]
+    assert (stats.retries, stats.transport_errors) == (2, 2)
+    assert dict(stats.responses_by_status) == {503: 1, 200: 2}
+
+
+def test_nothing_sleeps_or_draws_outside_what_was_injected(server, fake_clock, monkeypatch):
+    """Every wait and every random draw of a retried aggregation goes through the injected
+    sleep, clock and jitter: the real ones would fail this test."""
+
+    def forbidden(*_args: Any) -> None:
+        raise AssertionError("a real sleep or random draw in the retry path")
+
+    monkeypatch.setattr(time, "sleep", forbidden)
+    monkeypatch.setattr(random, "uniform", forbidden)
+    server.script((503, {}, ""), Drop(_partial_results(5)), (200, {}, _full_results(2)))
+    with fake_timed_client(server, fake_clock) as c:
+        assert len(list(c.aggregate(Pipeline(Source.accounts())))) == 2
+    assert fake_clock.sleeps == [0.01, 0.02]
 
 
 def test_a_stream_broken_after_rows_were_handed_out_says_so(server):
@@ -413,6 +497,22 @@ def test_a_stream_broken_after_rows_were_handed_out_says_so(server):
     assert err.window == split_windows(END_MS - DAY, END_MS, "day")[0]  # the first window
     assert "after 5000 rows" in str(err) and "run the window again" in str(err)
     assert len(server.requests) == 1  # not resent: rows were already out
+
+
+def test_rows_handed_out_before_a_break_are_never_handed_out_again(server, fake_clock):
+    server.script(Drop(_partial_results(5000)), (200, {}, _full_results(6000)))
+    got: list[str] = []
+    with fake_timed_client(server, fake_clock) as c:
+        with pytest.raises(AggregationStreamError) as caught:
+            for row in c.aggregate(Pipeline(Source.accounts())):
+                got.append(row["visitorId"])
+        stats = c.stats.snapshot()
+    assert got == [f"v{i}" for i in range(5000)]  # in order, each once
+    err = caught.value
+    assert err.rows_yielded == err.items_yielded == 5000
+    assert isinstance(err, TransportError) and "RemoteProtocolError" in str(err)
+    assert len(server.requests) == 1 and fake_clock.sleeps == []
+    assert (stats.retries, stats.transport_errors) == (0, 1)
 
 
 @contextmanager
