@@ -41,9 +41,9 @@ import pytest
 
 from analytics_assets import definitions
 from analytics_assets.amplitude.resource import AmplitudeResource
-from analytics_assets.jobs import DAILY_JOB, sync_jobs
 from analytics_assets.crm_writeback import SAMPLE_CRM_PATH, crm_account_metadata_push
 from analytics_assets.crm_writeback.tables import LOG_TABLE, QUARANTINE_TABLE
+from analytics_assets.jobs import CATALOG_JOB, DAILY_JOB, sync_jobs
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox import SandboxServer
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
@@ -579,7 +579,7 @@ def test_cohort_snapshot_under_a_cut_short_file(
     assert same_tables(dump_tables(database), baseline.before)
     fault_table.record(
         "a cohort file cut short, its Content-Length matching",
-        definitions.CATALOG_JOB,
+        CATALOG_JOB,
         "identical",
         "cohort snapshot downloaded again, identical",
         seen,
