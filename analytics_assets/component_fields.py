@@ -108,6 +108,19 @@ class NamingFields(dg.Model):
         return AssetNaming.of(system, self.key_prefix, self.group_name, self.table_schema)
 
 
+def check_cron(value: str | None, what: str) -> str | None:
+    """A cron expression Dagster's schedules accept, or None (no schedule)."""
+    if value is not None:
+        try:  # Dagster's own parser: what it accepts here, the schedule accepts
+            dg.ScheduleDefinition(name="check", job_name="check", cron_schedule=value)
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(
+                f"{what} {value!r} is not a cron expression of 5 fields, e.g. '0 4 * * *'; "
+                "use null for no schedule"
+            ) from None
+    return value
+
+
 def env_var_name(value: str) -> str:
     """``value`` if it is an environment variable's name; the error never echoes it (it may
     be a key pasted into the wrong field)."""

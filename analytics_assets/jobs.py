@@ -9,9 +9,9 @@ components of the project built, under any key prefix.
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from analytics_assets.component_fields import LocatedErrors
+from analytics_assets.component_fields import LocatedErrors, check_cron
 from analytics_assets.naming import CADENCE_TAG, DAILY, SNAPSHOT
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 
@@ -106,6 +106,11 @@ class SyncJobs(LocatedErrors, dg.Component, dg.Resolvable, dg.Model):
     @classmethod
     def _timezone(cls, value: str) -> str:
         return check_timezone(value)
+
+    @field_validator("daily_cron", "catalog_cron")
+    @classmethod
+    def _cron(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_cron(value, info.field_name or "cron")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return sync_jobs(self.timezone, self.daily_cron, self.catalog_cron)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
 
 import dagster as dg
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from analytics_assets.component_fields import finite_positive
+from analytics_assets.component_fields import LocatedErrors, check_cron, env_var_name
 from analytics_assets.crm_writeback.job import (
     DEFAULT_SCHEDULE_CRON,
     WRITE_KEY_ENV,
@@ -19,61 +17,14 @@ from analytics_assets.crm_writeback.job import (
 )
 from analytics_assets.crm_writeback.mapping import DEFAULT_MAPPING_PATH, load_mapping
 from analytics_assets.crm_writeback.push import check_batch_size
-from analytics_assets.http.errors import ConfigurationError
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
-from analytics_assets.pendo.client import MAX_BATCH, resolve_region
-from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.pendo.client import MAX_BATCH
+from analytics_assets.pendo.connection import PendoConnectionFields
 
 __all__ = ["CrmToPendo"]
 
 
-def _checked(check: Callable[[Any], Any], *, numeric: bool = False) -> AfterValidator:
-    """``check`` as a validator that Dagster's YAML model keeps, so a literal mistake is
-    reported with its defs.yaml file and line (a field_validator would run only later).
-
-    That model sees the YAML before its ``{{ templates }}`` are rendered: a template, or a
-    number written as text, is let through and checked once rendered, when the component
-    itself is validated.
-    """
-
-    def run(value: Any) -> Any:
-        if isinstance(value, str) and (numeric or "{{" in value):
-            return value
-        return check(value)
-
-    return AfterValidator(run)
-
-
-def _region(value: str) -> str:
-    try:
-        return resolve_region("", value)[0]  # the client's one list of regions
-    except ConfigurationError as exc:
-        raise ValueError(exc.summary) from None
-
-
-def _rate(value: float) -> float:
-    return finite_positive(value, "rate_per_second")
-
-
-def _cron(value: str | None) -> str | None:
-    if value is not None:
-        try:  # Dagster's own parser: what it accepts here, the schedule accepts
-            dg.ScheduleDefinition(name="check", job_name="check", cron_schedule=value)
-        except dg.DagsterInvalidDefinitionError:
-            raise ValueError(
-                f"schedule_cron {value!r} is not a cron expression of 5 fields, e.g. "
-                f"{DEFAULT_SCHEDULE_CRON!r}; use null for no schedule"
-            ) from None
-    return value
-
-
-def _env_var_name(value: str) -> str:
-    if not value.strip():
-        raise ValueError("key_env_var must name an environment variable")
-    return value
-
-
-class CrmToPendo(dg.Component, dg.Resolvable, dg.Model):
+class CrmToPendo(LocatedErrors, dg.Component, dg.Resolvable, PendoConnectionFields):
     """Pushes CRM-derived account metadata (plan, ARR, seats, renewal, owner, health...)
     into Pendo's custom account fields: reads a CRM export (a .csv/.parquet file or a
     warehouse table), converts and validates it with a mapping file, sets bad rows aside,
@@ -104,30 +55,21 @@ class CrmToPendo(dg.Component, dg.Resolvable, dg.Model):
         "this defs.yaml's folder). Default: the mapping shipped with the package. It is "
         "checked when the code location loads.",
     )
-    key_env_var: Annotated[str, _checked(_env_var_name)] = Field(
+    key_env_var: str = Field(
         default=WRITE_KEY_ENV,
         description="Name of the environment variable holding a read-write Pendo "
         "integration key ('Allow Write Access'); the syncs keep their read-only key.",
     )
-    region: Annotated[str, _checked(_region)] = Field(
-        default="us", description="us, us1, eu, jpn or au."
-    )
-    base_url: str | None = Field(
-        default=None, description="Explicit API base URL (a proxy, or the local sandbox)."
-    )
-    rate_per_second: Annotated[float, _checked(_rate, numeric=True)] = Field(
-        default=5.0, description="Requests per second before Pendo answers 429 (adapts down)."
-    )
-    schedule_cron: Annotated[str | None, _checked(_cron)] = Field(
+    schedule_cron: str | None = Field(
         default=DEFAULT_SCHEDULE_CRON,
         description="When the write-back runs (cron, in `timezone`): by default daily at "
         "07:30, after the morning sync. null: no schedule.",
     )
-    timezone: Annotated[str, _checked(check_timezone)] = Field(
+    timezone: str = Field(
         default=DEFAULT_TIMEZONE,
         description="IANA time zone of the schedule: the Pendo subscription's.",
     )
-    batch_size: Annotated[int, _checked(check_batch_size, numeric=True)] = Field(
+    batch_size: int = Field(
         default=MAX_BATCH, description="Records per bulk request: 1 to 1,000 (Pendo's limit)."
     )
     dry_run: bool = Field(
@@ -135,6 +77,26 @@ class CrmToPendo(dg.Component, dg.Resolvable, dg.Model):
         description="Do everything but the write and report what would change (a run may "
         "turn it off).",
     )
+
+    @field_validator("key_env_var")
+    @classmethod
+    def _key_env_var(cls, value: str) -> str:
+        return env_var_name(value)
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _schedule_cron(cls, value: str | None) -> str | None:
+        return check_cron(value, "schedule_cron")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: int) -> int:
+        return check_batch_size(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> CrmToPendo:
@@ -159,14 +121,6 @@ class CrmToPendo(dg.Component, dg.Resolvable, dg.Model):
             dry_run=self.dry_run,
         )
 
-    def resource(self) -> PendoResource:
-        return PendoResource(
-            integration_key=dg.EnvVar(self.key_env_var),
-            region=self.region,
-            base_url=self.base_url,
-            rate_per_second=self.rate_per_second,
-        )
-
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         # Absolute, so runs in other processes or folders read the same file. Loading it
         # now makes a missing or invalid mapping fail the code location, naming the file.
@@ -177,5 +131,7 @@ class CrmToPendo(dg.Component, dg.Resolvable, dg.Model):
         if self.schedule_cron is not None:
             schedules.append(build_schedule(job, cron=self.schedule_cron, timezone=self.timezone))
         return dg.Definitions(
-            jobs=[job], schedules=schedules, resources={"pendo_write": self.resource()}
+            jobs=[job],
+            schedules=schedules,
+            resources={"pendo_write": self.pendo_resource(self.key_env_var)},
         )

@@ -160,7 +160,7 @@ def test_a_misspelt_key_fails_naming_it(project) -> None:
         ("  rate_per_second: .inf\n", "rate_per_second must be a finite number above 0"),
         ("  schedule_cron: every morning\n", "is not a cron expression"),
         ("  region: mars\n", "unknown Pendo region 'mars'"),
-        ("  key_env_var: ''\n", "key_env_var must name an environment variable"),
+        ("  key_env_var: ''\n", "must be the name of an environment variable"),
         ("  crm_path: a.csv\n  crm_table: crm.accounts\n", "set crm_path or crm_table, not both"),
     ],
 )
