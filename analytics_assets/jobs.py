@@ -13,11 +13,10 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from analytics_assets.component_fields import LocatedErrors, check_cron
 from analytics_assets.naming import CADENCE_TAG, DAILY, SNAPSHOT
-from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
+from analytics_assets.partitions import DAILY_CRON, DEFAULT_TIMEZONE, check_timezone
 
 DAILY_JOB = "daily_sync"
 CATALOG_JOB = "catalog_refresh"
-DAILY_CRON = "0 4 * * *"
 CATALOG_CRON = "30 3 * * *"
 
 DAILY_ASSETS = dg.AssetSelection.tag(CADENCE_TAG, DAILY)

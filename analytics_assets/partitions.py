@@ -15,6 +15,8 @@ import dagster as dg
 
 DEFAULT_TIMEZONE = "America/New_York"
 DEFAULT_START_DATE = date(2026, 9, 1)
+#: When a day is synced, local time: after Amplitude's ~2 h export lag and Pendo's late events.
+DAILY_CRON = "0 4 * * *"
 
 
 @dataclass(frozen=True)

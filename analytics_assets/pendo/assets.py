@@ -21,7 +21,7 @@ import dagster as dg
 from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import DailyCalendar, DayWindow
+from analytics_assets.partitions import DAILY_CRON, DailyCalendar, DayWindow
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.warehouse import checks
@@ -32,8 +32,6 @@ from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
 KINDS = {"pendo", "duckdb"}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
-#: When the unpartitioned snapshots refresh under declarative automation (local time).
-SNAPSHOT_CRON = "0 4 * * *"
 
 
 def _ms(value: Any) -> datetime | None:
@@ -439,7 +437,7 @@ class _Factory:
             pool=POOL,
             description=spec.description,
             automation_condition=dg.AutomationCondition.on_cron(
-                SNAPSHOT_CRON, self.calendar.timezone
+                DAILY_CRON, self.calendar.timezone
             ),
             check_specs=[checks.keys_spec(key, keys)],
         )
