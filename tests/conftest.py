@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["postgres_server"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _amplitude_budget_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

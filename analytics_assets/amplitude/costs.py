@@ -112,9 +112,11 @@ def amplitude_budgets(
     per process and share them across clients and threads.
 
     With ``ledger_path`` the budgets are :class:`~.shared_budget.SharedBudget` objects kept in
-    that SQLite file, shared with every other process that opens it with the same
-    ``ledger_scope`` (a fingerprint of the project, never its key); ``clock`` then defaults
-    to wall-clock time. Without it they are in-memory :class:`CostBudget` objects (monotonic).
+    that ledger (a SQLite file, shared on this host, or a ``postgresql://`` URL, shared
+    across hosts: :func:`~.shared_budget.ledger_at` chooses), shared with every other process
+    that opens it with the same ``ledger_scope`` (a fingerprint of the project, never its
+    key); ``clock`` then defaults to wall-clock time. Without it they are in-memory
+    :class:`CostBudget` objects (monotonic).
 
     * ``dashboard``: 108,000 cost/hour, concurrent cost <= 1,000 (read as "in flight at the
       same time"; the docs also say "within five minutes"), and one of the 5 REST slots.

@@ -20,6 +20,7 @@ from analytics_assets.amplitude.client import AmplitudeClient
 from analytics_assets.amplitude.costs import amplitude_budgets
 from analytics_assets.api_session import api_session
 from analytics_assets.http.limits import Limiter
+from analytics_assets.http.shared_budget import is_ledger_url
 
 _BUDGETS: dict[tuple[str, str], dict[str, Limiter]] = {}
 _BUDGETS_LOCK = threading.Lock()
@@ -37,12 +38,15 @@ DEFAULT_BUDGET_LEDGER = "data/amplitude-budgets.sqlite"
 
 
 def resolve_budget_ledger(ledger: str | None) -> str:
-    """The ledger file to use (absolute), or ``"memory"``; ``None`` or blank means
-    ``DEFAULT_BUDGET_LEDGER`` under the current directory."""
+    """The ledger to use: a ``postgresql://`` URL as given (never a path), the ledger file
+    (absolute), or ``"memory"``; ``None`` or blank means ``DEFAULT_BUDGET_LEDGER`` under the
+    current directory. Another ``scheme://`` raises ``ConfigurationError``."""
     if ledger is None or not ledger.strip():
         return str(Path(DEFAULT_BUDGET_LEDGER).resolve())
     if ledger.strip().lower() == MEMORY_LEDGER:
         return MEMORY_LEDGER
+    if is_ledger_url(ledger):
+        return ledger.strip()
     return str(Path(ledger).expanduser().resolve())
 
 
@@ -50,8 +54,9 @@ def shared_amplitude_budgets(
     api_key: str, region: str, window_scale: float, ledger: str | None = None, host: str = ""
 ) -> dict[str, Limiter]:
     """One set of Amplitude budgets per project, shared by every client of this process and,
-    through the SQLite ``ledger`` (default ``./data/amplitude-budgets.sqlite``), by every
-    process on this host that uses the same file. ``ledger="memory"``: this process only.
+    through the ``ledger``, by every other process using it: a SQLite file (default
+    ``./data/amplitude-budgets.sqlite``) for the processes of this host, a ``postgresql://``
+    URL for those of every host. ``ledger="memory"``: this process only.
 
     The ledger keys a project by a fingerprint of its key, region, API host (``host``:
     the base URL when one is set) and window scale. The host, because a budget is the
@@ -87,9 +92,10 @@ class AmplitudeResource(dg.ConfigurableResource):
     budget_ledger: str | None = Field(
         default=None,
         description=(
-            "SQLite file holding the rate budgets shared by every step and run on this host "
-            "(default: data/amplitude-budgets.sqlite under the current directory); "
-            "'memory' keeps them per process."
+            "Where the rate budgets shared by every step and run live: a SQLite file for "
+            "one host (default: data/amplitude-budgets.sqlite under the current directory), "
+            "a postgresql:// URL to share them across hosts (leave the password out: libpq "
+            "reads PGPASSWORD or ~/.pgpass), or 'memory' to keep them per process."
         ),
     )
     connect_timeout: float = 10.0

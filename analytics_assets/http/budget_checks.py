@@ -1,5 +1,5 @@
-"""Checks shared by the in-memory (``limits.CostBudget``) and SQLite (``shared_budget``)
-ledgers, so both refuse the same settings and costs with the same words."""
+"""Checks shared by the in-memory (``limits.CostBudget``) and shared (``shared_budget``:
+SQLite or Postgres) ledgers, so all refuse the same settings and costs with the same words."""
 
 from __future__ import annotations
 

@@ -436,9 +436,7 @@ class _Factory:
             tags=asset_tags(self.naming, SNAPSHOT),
             pool=POOL,
             description=spec.description,
-            automation_condition=dg.AutomationCondition.on_cron(
-                DAILY_CRON, self.calendar.timezone
-            ),
+            automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON, self.calendar.timezone),
             check_specs=[checks.keys_spec(key, keys)],
         )
         def _snapshot(

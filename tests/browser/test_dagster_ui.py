@@ -37,10 +37,7 @@ ALL_ASSETS = [a for a in definitions.defs.assets or [] if isinstance(a, dg.Asset
 REQUIRED_GROUPS = {"pendo", "amplitude", "analytics"}
 PARTITIONED = dg.AssetKey(["pendo", "account_daily_usage"])
 PARTITIONED_KEYS = {
-    key
-    for asset in ALL_ASSETS
-    if asset.partitions_def is not None
-    for key in asset.keys
+    key for asset in ALL_ASSETS if asset.partitions_def is not None for key in asset.keys
 }
 Screenshot = Callable[[str], Path]
 

@@ -1,5 +1,6 @@
 """The Amplitude client's budgets over real HTTP: it waits for budget instead of earning 429s,
-never runs more than 5 Dashboard queries at once, and charges what the server charges."""
+never runs more than 5 Dashboard queries at once, and charges what the server charges; with
+its budgets in memory, and in a shared ledger on either backend (SQLite, Postgres)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from analytics_assets.amplitude.client import AmplitudeClient
 from analytics_assets.amplitude.costs import amplitude_budgets
 from analytics_assets.http.limits import CompositeLimiter, CostBudget
+from analytics_assets.http.shared_budget import SharedBudget, ledger_at
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
 
@@ -24,8 +26,25 @@ SCALE = 0.001
 BUDGET = 3000  # cost per (scaled) hour, on both sides
 
 
+@pytest.fixture(scope="module", params=["memory", "sqlite", "postgres"])
+def ledger(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str | None]:
+    """Where the client's budgets live: in memory (``None``), or in a shared ledger."""
+    if request.param == "memory":
+        yield None
+        return
+    if request.param == "sqlite":
+        location = str(tmp_path_factory.mktemp("ledger") / "budgets.sqlite")
+    else:
+        location = request.getfixturevalue("postgres_server").new_database("client")
+    yield location
+    ledger_at(location).close()
+
+
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxServer]:
+def sandbox(ledger: str | None) -> Iterator[SandboxServer]:
+    # One per ledger: the server's windows must start empty for each.
     limits = AmplitudeLimits(
         window_scale=SCALE, processing_lag_hours=0, dashboard_cost_per_hour=BUDGET
     )
@@ -33,23 +52,22 @@ def sandbox() -> Iterator[SandboxServer]:
         yield server
 
 
-def small_budgets() -> dict:
-    """amplitude_budgets(SCALE) with the Dashboard capacity lowered to the sandbox's."""
-    budgets = amplitude_budgets(SCALE)
+def small_budgets(ledger: str | None = None, scope: str = "default") -> dict:
+    """amplitude_budgets(SCALE) with the Dashboard capacity lowered to the sandbox's, in
+    memory or in ``ledger`` (under ``scope``: one per test, as the in-memory ones are)."""
+    budgets = amplitude_budgets(SCALE, ledger_path=ledger, ledger_scope=scope)
     rest_slots = budgets["dashboard"].limiters[-1]  # the 5 REST slots shared with cohorts
-    budgets["dashboard"] = CompositeLimiter(
-        [
-            CostBudget(
-                BUDGET,
-                3600 * SCALE,
-                max_concurrent_cost=1000,
-                name="small.dashboard",
-                throttle_pause=30 * SCALE,
-            ),
-            rest_slots,
-        ],
-        name="small.dashboard",
+    settings = {
+        "max_concurrent_cost": 1000,
+        "name": "small.dashboard",
+        "throttle_pause": 30 * SCALE,
+    }
+    dashboard = (
+        CostBudget(BUDGET, 3600 * SCALE, **settings)
+        if ledger is None
+        else SharedBudget(ledger, "dashboard", BUDGET, 3600 * SCALE, scope=scope, **settings)
     )
+    budgets["dashboard"] = CompositeLimiter([dashboard, rest_slots], name="small.dashboard")
     return budgets
 
 
@@ -72,7 +90,9 @@ def throttled(sandbox: SandboxServer) -> int:
     return httpx.get(f"{sandbox.urls.control()}/counters").json()["by_status"].get("429", 0)
 
 
-def test_a_burst_over_the_budget_waits_instead_of_earning_429s(sandbox: SandboxServer) -> None:
+def test_a_burst_over_the_budget_waits_instead_of_earning_429s(
+    sandbox: SandboxServer, ledger: str | None
+) -> None:
     before = throttled(sandbox)
     events = ["Page Viewed", "Search Performed", "Session Start"]
     # 30 queries × 30 days × (1 + 4 for the group-by) = 4,500: 1.5 budgets.
@@ -80,7 +100,8 @@ def test_a_burst_over_the_budget_waits_instead_of_earning_429s(sandbox: SandboxS
         (events[i % 3], END - timedelta(days=29 + i % 5), END - timedelta(days=i % 5))
         for i in range(30)
     ]
-    with make_client(sandbox, small_budgets()) as client, ThreadPoolExecutor(8) as pool:
+    budgets = small_budgets(ledger, scope="burst")
+    with make_client(sandbox, budgets) as client, ThreadPoolExecutor(8) as pool:
         start = client.stats.snapshot()
         results = list(
             pool.map(lambda q: client.segmentation(q[0], q[1], q[2], group_by="country"), queries)
@@ -94,7 +115,7 @@ def test_a_burst_over_the_budget_waits_instead_of_earning_429s(sandbox: SandboxS
     assert spent.limiter_wait_seconds > 3600 * SCALE * 0.3
 
 
-def test_never_more_than_five_queries_in_flight(sandbox: SandboxServer) -> None:
+def test_never_more_than_five_queries_in_flight(sandbox: SandboxServer, ledger: str | None) -> None:
     control = sandbox.urls.control()
     # Each query holds its server slot 0.2 s, so many threads pile up at once.
     httpx.post(f"{control}/amplitude/slow", json={"seconds": 0.2, "region": "us"})
@@ -103,7 +124,7 @@ def test_never_more_than_five_queries_in_flight(sandbox: SandboxServer) -> None:
     in_flight = 0
     lock = threading.Lock()
     try:
-        with make_client(sandbox, small_budgets()) as client:
+        with make_client(sandbox, small_budgets(ledger, scope="five")) as client:
 
             def one(i: int) -> None:
                 nonlocal peak_client, in_flight
@@ -165,8 +186,11 @@ def test_client_cost_model_matches_the_server(hour_sandbox: SandboxServer) -> No
             assert charged == state(sandbox)["dashboard_cost_spent"] - server_before > 0
 
 
-def test_saved_chart_cost_is_learned_from_the_server(sandbox: SandboxServer) -> None:
-    with make_client(sandbox, amplitude_budgets(SCALE)) as client:
+def test_saved_chart_cost_is_learned_from_the_server(
+    sandbox: SandboxServer, ledger: str | None
+) -> None:
+    budgets = amplitude_budgets(SCALE, ledger_path=ledger, ledger_scope="chart")
+    with make_client(sandbox, budgets) as client:
         client.chart_results("fnl3stp")
         first = client.cost_spent["dashboard"]
         client.chart_results("fnl3stp")
