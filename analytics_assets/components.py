@@ -1,7 +1,9 @@
 """The components of this package, for ``dg list components`` and ``defs.yaml`` files.
 
-Registered under the ``dagster_dg_cli.registry_modules`` entry point, so a project that
-installs this package can ``dg scaffold defs analytics_assets.PendoSync <path>``.
+The package's top level re-exports them (``analytics_assets.PendoSync``), and the
+``dagster_dg_cli.registry_modules`` entry point names the package, so ``dg list components``
+shows those short names and a project that installs this package can ``dg scaffold defs
+analytics_assets.PendoSync <path>``.
 """
 
 from analytics_assets.alerts.component import ChangeAlerts

@@ -1,6 +1,6 @@
 """``AmplitudeSync``: the Amplitude assets and their resource, declared in YAML.
 
-A project adds it with ``dg scaffold defs analytics_assets.amplitude.component.AmplitudeSync
+A project adds it with ``dg scaffold defs analytics_assets.AmplitudeSync
 <name>`` and fills in ``defs.yaml``; the YAML is validated once, when the code location
 loads, and everything the assets need is passed down from here (no module reads the
 environment: the keys are ``EnvVar``s that Dagster resolves at run time).
@@ -40,7 +40,7 @@ class AmplitudeSync(LocatedErrors, dg.Component, dg.Resolvable, CalendarFields, 
 
     Example ``defs.yaml``::
 
-        type: analytics_assets.amplitude.component.AmplitudeSync
+        type: analytics_assets.AmplitudeSync
         attributes:
           region: us
           timezone: America/New_York

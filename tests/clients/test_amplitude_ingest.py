@@ -25,7 +25,10 @@ EPS = 200.0
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[SandboxServer]:
-    limits = AmplitudeLimits(processing_lag_hours=0, ingestion_eps_per_device=EPS)
+    # The tests export the hour they ingest into: no export lag.
+    limits = AmplitudeLimits(
+        processing_lag_hours=0, ingestion_eps_per_device=EPS, export_lag_seconds=0
+    )
     with SandboxServer(SandboxConfig(seed=7, now=NOW, amplitude_limits=limits)) as server:
         yield server
 
