@@ -106,6 +106,15 @@ class AmplitudeLimits:
     export_time_budget_seconds: float = 180.0
     # Hours between an event's upload and its being exportable and queryable.
     processing_lag_hours: float = 0.0
+    # The Export API lags ingestion on top of that: an upload hour is exported only this
+    # long after it ends ("data sent between 8-9 PM ... is available via the Export API
+    # at 11 PM"; live: hour 11 was 404 at 12:07 and 200 at 14:54). Until then the hour
+    # answers the "no data" 404. Dashboard queries do not wait for it. 0 turns it off.
+    export_lag_seconds: float = 7200.0
+    # User Privacy API: "a rate limit of 1 HTTP request per second", "up to 100
+    # amplitude_ids or user_ids" per request and "8 requests running in parallel".
+    deletion_requests_per_second: float = 1.0
+    deletion_concurrency: int = 8
     retry_after_header: bool = False
 
 

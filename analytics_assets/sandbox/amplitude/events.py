@@ -467,7 +467,10 @@ class ProjectEvents:
         batch = self.batch_between(lo, hi, by="time")
         batch = batch.take(np.flatnonzero(batch.up <= asof))
         cols = self.tenant.ingested.columns()
-        sel = np.flatnonzero((cols["time"] >= lo) & (cols["time"] < hi) & (cols["upload"] <= asof))
+        # $identify / $groupidentify rows are exported but are no events of the Dashboard.
+        sel = np.flatnonzero(
+            (cols["time"] >= lo) & (cols["time"] < hi) & (cols["upload"] <= asof) & cols["counted"]
+        )
         ing_amp = cols["amp"][sel]
         ing_etype = np.array(
             [
@@ -544,7 +547,7 @@ class ProjectEvents:
         cols = self.tenant.ingested.columns()
         asof = self.tenant.visible_before_ms()
         offset = cols["amp"] - self.amp_base
-        sel = (offset >= self.company.n_visitors) & (cols["upload"] <= asof)
+        sel = (offset >= self.company.n_visitors) & (cols["upload"] <= asof) & cols["counted"]
         firsts: dict[int, int] = {}
         for amp, t in zip(cols["amp"][sel].tolist(), cols["time"][sel].tolist(), strict=True):
             if amp not in firsts or t < firsts[amp]:

@@ -70,6 +70,19 @@ def parse_hour(value: str | None) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+def last_exported_hour_ms(now_ms: int, lag_seconds: float) -> int:
+    """Start of the newest upload hour the Export API serves at ``now_ms``.
+
+    An hour is exported once it has ended and ``lag_seconds`` more have passed (the
+    docs' "sent between 8-9 PM ... available at 11 PM"); with no lag the current,
+    still-filling hour is served as before.
+    """
+    if lag_seconds <= 0:
+        return now_ms - now_ms % HOUR_MS
+    ready = now_ms - int(lag_seconds * 1000)
+    return ready - ready % HOUR_MS - HOUR_MS
+
+
 def member_name(project_id: int, hour_ms: int, part: int) -> str:
     """``{id}/{id}_{YYYY-MM-DD}_{H}#{n}.json.gz``: the hour is not zero-padded."""
     moment = datetime.fromtimestamp(hour_ms / 1000, tz=UTC)
@@ -161,6 +174,10 @@ def export_routes(tenant: AmplitudeTenant) -> list[Route]:
         if end - start >= MAX_SPAN_DAYS * 24 * HOUR_MS:
             return _error(400, f"Time range exceeds {MAX_SPAN_DAYS} days", "invalid")
         limits = tenant.limits
+        # Hours not exported yet are left out; a window of nothing but those is "no data".
+        end = min(end, last_exported_hour_ms(tenant.now_ms(), limits.export_lag_seconds))
+        if end < start:
+            return _error(404, NOT_FOUND_DETAILS)
         max_events = max(0, limits.export_max_bytes // AVG_RECORD_BYTES)
         # Counting is CPU work over the time columns; keep it off the event loop.
         counts = await run_in_threadpool(tenant.events.upload_hour_counts, start, end, max_events)

@@ -80,6 +80,26 @@ STRINGS = (
 )
 NUMERIC = ("price", "quantity", "revenue", "location_lat", "location_lng")
 OBJECTS = ("event_properties", "user_properties", "groups", "group_properties", "plan")
+# What an identification may carry into its $identify row (the Identify API's keys).
+IDENTIFY_FIELDS = (
+    "user_id",
+    "device_id",
+    "user_properties",
+    "groups",
+    "app_version",
+    "platform",
+    "os_name",
+    "os_version",
+    "device_brand",
+    "device_manufacturer",
+    "device_model",
+    "carrier",
+    "country",
+    "region",
+    "city",
+    "dma",
+    "language",
+)
 
 
 def _multipart_fields(raw: bytes, content_type: str) -> dict[str, str]:
@@ -197,6 +217,19 @@ def validate_events(events: list[Any], min_id_length: int) -> dict[str, dict[str
         "events_with_invalid_fields": invalid,
         "events_with_invalid_id_lengths": lengths,
     }
+
+
+def _values_of(value: Any) -> list[str]:
+    """A group's value(s) as strings: one value or a list of them."""
+    values = value if isinstance(value, list) else [value]
+    return [str(v) for v in values if v is not None and v != ""]
+
+
+def _groups(value: Any) -> dict[str, list[str]]:
+    """An event's or identification's ``groups``: type -> its values (as strings)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): vs for k, v in value.items() if (vs := _values_of(v))}
 
 
 def _revenue(event: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -355,8 +388,16 @@ class Ingestor:
         return _json(429, body)
 
     def _ingest_event(
-        self, event: dict[str, Any], now: int, path: str, request: Request
+        self, event: dict[str, Any], now: int, path: str, request: Request, *, user: bool = True
     ) -> IngestedEvent | None:
+        """One event (or identify row) in the export format; None when deduplicated.
+
+        ``$identify`` rows update the user's properties and, with ``groups``, assign
+        user-level groups (what the SDKs' ``set_group`` sends); ``$groupidentify`` rows
+        update the listed groups' properties. Both are written to the export, as the
+        service's raw data has them, but are not counted as events. ``user=False`` is
+        the ``/groupidentify`` API's row: it belongs to no user.
+        """
         t = self.tenant
         user_id = event.get("user_id") or None
         device_id = event.get("device_id") or None
@@ -365,32 +406,46 @@ class Ingestor:
             device_id or f"u:{user_id}", insert_id, now
         ):
             return None  # same device_id + insert_id within 7 days: ignored
-        amp = t.users.resolve(user_id, device_id, now)
+        amp = t.users.resolve(user_id, device_id, now) if user else None
         event_time = event.get("time", now)
         event_type = event["event_type"]
+        identify = event_type == "$identify"
+        group_identify = event_type == "$groupidentify"
         user_update = event.get("user_properties") or {}
-        if user_update:
+        if user_update and amp is not None and not group_identify:
             # Amplitude applies property updates in processing order: stamp them now.
             t.user_props.apply(amp, user_update, now)
-        if event_type in ("$identify", "$groupidentify"):
-            return None  # property updates only, not counted as events
-        t.events.catalog.type_index(event_type, create=True)
-        revenue, revenue_props = _revenue(event)
-        groups = event.get("groups") or {}
+        own_raw = event.get("groups") if isinstance(event.get("groups"), dict) else {}
+        own_groups = _groups(own_raw)
+        if group_identify:
+            # "When event_type is $groupidentify, [group_properties] ... tied to the groups
+            # listed in the groups field"; for other event types it is ignored.
+            for gtype, values in own_groups.items():
+                for value in values:
+                    t.group_props.apply(gtype, value, event.get("group_properties") or {}, now)
+        elif identify and amp is not None:
+            t.user_groups.assign(amp, {k: v for k, v in own_raw.items() if k in own_groups}, now)
+        counted = not (identify or group_identify)
+        if counted:
+            t.events.catalog.type_index(event_type, create=True)
+        revenue, revenue_props = _revenue(event) if counted else (0.0, {})
+        # The user's groups (assigned by identify) ride on every later event; the event's
+        # own groups win for the same type (event-level groups do not persist).
+        raw_groups = dict(own_raw)
+        if amp is not None and not group_identify:
+            raw_groups = {**t.user_groups.groups(amp, now), **raw_groups}
+        groups = _groups(raw_groups)
         group_props = {
-            gtype: {
-                str(v): t.group_props.get(gtype, str(v)) or {}
-                for v in (values if isinstance(values, list) else [values])
-            }
+            gtype: {v: t.group_props.get(gtype, v) or {} for v in values}
             for gtype, values in groups.items()
         }
-        if event.get("group_properties"):
+        if counted and event.get("group_properties"):
             group_props = {**group_props, **event["group_properties"]}
         ip = event.get("ip")
         if ip == "$remote" or ip is None:
             ip = request.client.host if request.client else None
-        visitor = t.events.visitor_of(amp)
-        record_user = t.users.record(amp)
+        visitor = t.events.visitor_of(amp) if amp is not None else None
+        record_user = t.users.record(amp) if amp is not None else None
         created = (
             int(t.events.catalog.signup_ms[visitor])
             if visitor is not None
@@ -432,7 +487,7 @@ class Ingestor:
             "event_type": event_type,
             "global_user_properties": {},
             "group_properties": group_props,
-            "groups": groups,
+            "groups": {k: v for k, v in raw_groups.items() if k in groups},
             "idfa": event.get("idfa"),
             "ip_address": ip,
             "is_attribution_event": False,
@@ -454,14 +509,22 @@ class Ingestor:
             "session_id": event.get("session_id", -1),
             "source_id": None,
             "start_version": None,
-            "user_creation_time": ts_string(created),
+            "user_creation_time": ts_string(created) if amp is not None else None,
             "user_id": user_id,
-            "user_properties": t.events.user_properties(amp, now),
+            "user_properties": t.events.user_properties(amp, now) if amp is not None else {},
             "uuid": str(uuid.uuid4()),
             "version_name": event.get("app_version"),
         }
         return IngestedEvent(
-            record, amp, event_type, int(event_time), now, device_id, user_id, revenue
+            record,
+            -1 if amp is None else amp,
+            event_type,
+            int(event_time),
+            now,
+            device_id,
+            user_id,
+            revenue,
+            counted,
         )
 
     # ----- identify ---------------------------------------------------------------------------
@@ -512,12 +575,24 @@ class Ingestor:
         if throttled is not None:
             return throttled
         now = t.now_ms()
+        rows = []
         for item in items:
-            amp = t.users.resolve(item.get("user_id"), item.get("device_id"), now)
-            t.user_props.apply(amp, dict(item.get("user_properties") or {}), now)
+            # Each identification is an $identify row of the export (as the SDKs' identify
+            # events are): it applies the properties, and its groups become the user's.
+            fields = {k: item[k] for k in IDENTIFY_FIELDS if item.get(k) is not None}
+            row = self._ingest_event(
+                {**fields, "event_type": "$identify", "time": now, "library": "http/1.0"},
+                now,
+                "/identify",
+                request,
+            )
             extra = {k: item[k] for k in ("paying", "start_version") if k in item}
-            if extra:
-                t.user_props.apply(amp, {"$set": extra}, now)
+            if row is not None:
+                if extra:
+                    t.user_props.apply(row.amplitude_id, {"$set": extra}, now)
+                    row.record["user_properties"] = t.events.user_properties(row.amplitude_id, now)
+                rows.append(row)
+        t.ingested.extend(rows)
         return PlainTextResponse("success", media_type=HTML)
 
     async def groupidentify(self, request: Request) -> Response:
@@ -539,13 +614,25 @@ class Ingestor:
             if unknown:
                 return PlainTextResponse("missing_event", status_code=400, media_type=HTML)
         now = self.tenant.now_ms()
+        rows = []
         for item in items:
-            self.tenant.group_props.apply(
-                item["group_type"],
-                str(item["group_value"]),
-                item.get("group_properties") or {},
+            # A $groupidentify row of the export per identification; it belongs to no user.
+            row = self._ingest_event(
+                {
+                    "event_type": "$groupidentify",
+                    "groups": {item["group_type"]: str(item["group_value"])},
+                    "group_properties": item.get("group_properties") or {},
+                    "time": now,
+                    "library": "http/1.0",
+                },
                 now,
+                "/groupidentify",
+                request,
+                user=False,
             )
+            if row is not None:
+                rows.append(row)
+        self.tenant.ingested.extend(rows)
         return PlainTextResponse("success", media_type=HTML)
 
 

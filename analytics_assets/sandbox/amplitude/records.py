@@ -285,15 +285,16 @@ class RecordWriter:
         parts = self._parts(b)
         lines = [b"".join(parts[i : i + 4]) for i in range(0, len(parts), 4)]
         updated = self.tenant.user_props.updated_users()
-        if updated:
-            self._patch_updated_users(b, lines, updated)
+        grouped = self.tenant.user_groups.users()
+        if updated or grouped:
+            self._patch_updated_users(b, lines, updated, grouped)
         return lines
 
     def joined(self, b: Batch) -> bytes:
         """The batch's NDJSON in one buffer (what the export compresses)."""
         if len(b) == 0:
             return b""
-        if self.tenant.user_props.updated_users():
+        if self.tenant.user_props.updated_users() or self.tenant.user_groups.users():
             return b"".join(self.lines(b))
         return b"".join(self._parts(b))
 
@@ -332,11 +333,27 @@ class RecordWriter:
                 col += w
         return out.view(f"S{width}").ravel().tolist()
 
-    def _patch_updated_users(self, b: Batch, lines: list[bytes], updated: list[int]) -> None:
-        """Users with identify updates carry their user_properties as of each event."""
+    def _patch_updated_users(
+        self, b: Batch, lines: list[bytes], updated: list[int], grouped: list[int] | None = None
+    ) -> None:
+        """Users with identify updates carry their user_properties as of each event, and
+        the groups an identify assigned them (with those groups' properties)."""
         amps = self.events.amp_base + b.visitor.astype(np.int64)
-        hit = np.flatnonzero(np.isin(amps, np.array(updated, dtype=np.int64)))
+        touched = np.array([*updated, *(grouped or ())], dtype=np.int64)
+        hit = np.flatnonzero(np.isin(amps, touched))
+        with_props, with_groups = set(updated), set(grouped or ())
+        group_props = self.tenant.group_props
         for i in hit.tolist():
+            amp, t = int(amps[i]), int(b.t[i])
             record = orjson.loads(lines[i])
-            record["user_properties"] = self.events.user_properties(int(amps[i]), int(b.t[i]))
+            if amp in with_props:
+                record["user_properties"] = self.events.user_properties(amp, t)
+            assigned = self.tenant.user_groups.groups(amp, t) if amp in with_groups else {}
+            if assigned:
+                record["groups"] = {**record["groups"], **assigned}
+                props = dict(record["group_properties"])
+                for gtype, value in assigned.items():
+                    values = value if isinstance(value, list) else [value]
+                    props[gtype] = {str(v): group_props.get(gtype, str(v)) or {} for v in values}
+                record["group_properties"] = props
             lines[i] = orjson.dumps(record) + b"\n"

@@ -2,7 +2,9 @@
 
 US routes are served at the root (api2, amplitude.com and profile-api share it, their
 paths don't collide), EU routes under ``/eu``. Amp-B's routes (cohorts, taxonomy,
-profile, user search and activity) come from ``extra_routes``.
+profile, user search and activity) come from ``extra_routes``; sessions and composition
+from ``sessions``, chart annotations from ``annotations``, the User Privacy API from
+``deletions``.
 
 Control routes (under ``/_sandbox/amplitude/``):
 
@@ -17,11 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from analytics_assets.sandbox.amplitude.annotations import annotation_routes
 from analytics_assets.sandbox.amplitude.charts import chart_routes
 from analytics_assets.sandbox.amplitude.dashboard import dashboard_routes
+from analytics_assets.sandbox.amplitude.deletions import deletion_routes
 from analytics_assets.sandbox.amplitude.export import export_routes
 from analytics_assets.sandbox.amplitude.extra_routes import extra_routes
 from analytics_assets.sandbox.amplitude.ingestion import ingestion_routes
+from analytics_assets.sandbox.amplitude.sessions import session_routes
 from analytics_assets.sandbox.amplitude.tenant import AmplitudeTenant
 from analytics_assets.sandbox.config import AMPLITUDE_REGIONS
 from analytics_assets.sandbox.state import SandboxHalf, SandboxState
@@ -34,10 +39,16 @@ def build_amplitude(state: SandboxState) -> SandboxHalf:
     def routes(region: str) -> list[BaseRoute]:
         tenant = tenants[region]
         board_routes, board = dashboard_routes(tenant)
+        privacy_routes, deletions = deletion_routes(tenant)
+        describe = tenant.describe
+        tenant.describe = lambda: {**describe(), **deletions.describe()}  # type: ignore[method-assign]
         return [
             *ingestion_routes(tenant),
             *export_routes(tenant),
             *board_routes,
+            *session_routes(board),
+            *annotation_routes(tenant),
+            *privacy_routes,
             *chart_routes(tenant, board),
             *extra_routes(tenant),
         ]

@@ -248,9 +248,51 @@ class GroupPropertyStore:
             return [copy.deepcopy(r) for r in self._groups.values()]
 
 
+class UserGroupStore:
+    """User-level groups: set by an identify (``groups`` of ``/identify`` or of a
+    ``$identify`` event, what the SDKs' ``set_group`` sends), carried by the user's later
+    events. "After the Identify API assigns users to the group, they remain in it for all
+    future events"; a group type can be overwritten, never unset (account-level reporting
+    docs). Kept as a time-ordered log so an event shows the groups as of its own time.
+    """
+
+    def __init__(self) -> None:
+        self._log: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+        self.version = 0
+
+    def assign(self, amplitude_id: int, groups: dict[str, Any], at_ms: int) -> None:
+        if not groups:
+            return
+        with self._lock:
+            entries = self._log.setdefault(amplitude_id, [])
+            entries.append((at_ms, copy.deepcopy(groups)))
+            entries.sort(key=lambda e: e[0])
+            self.version += 1
+
+    def users(self) -> list[int]:
+        with self._lock:
+            return list(self._log)
+
+    def groups(self, amplitude_id: int, at_ms: int | None = None) -> dict[str, Any]:
+        """The user's groups assigned at or before ``at_ms`` (all when None)."""
+        with self._lock:
+            entries = list(self._log.get(amplitude_id, ()))
+        out: dict[str, Any] = {}
+        for stamp, groups in entries:
+            if at_ms is not None and stamp > at_ms:
+                break
+            out.update(groups)
+        return out
+
+
 @dataclass
 class IngestedEvent:
-    """One accepted event, already in the export format (``record``) plus numeric columns."""
+    """One accepted event, already in the export format (``record``) plus numeric columns.
+
+    ``counted`` is False for ``$identify`` and ``$groupidentify`` rows: the export has
+    them, but they are not events of the Dashboard (they make nobody active).
+    """
 
     record: dict[str, Any]
     amplitude_id: int
@@ -260,6 +302,7 @@ class IngestedEvent:
     device_id: str | None
     user_id: str | None
     revenue: float = 0.0
+    counted: bool = True
 
 
 class IngestedEvents:
@@ -295,7 +338,8 @@ class IngestedEvents:
             return list(self._events)
 
     def columns(self) -> dict[str, np.ndarray]:
-        """``amp``, ``time``, ``upload`` (int64) and ``index`` arrays, one entry per event."""
+        """``amp``, ``time``, ``upload`` (int64), ``revenue``, ``counted`` and ``index``
+        arrays, one entry per event."""
         with self._lock:
             if self._columns is not None and self._columns[0] == self.version:
                 return self._columns[1]
@@ -306,6 +350,7 @@ class IngestedEvents:
             "time": np.fromiter((e.event_time_ms for e in events), np.int64, len(events)),
             "upload": np.fromiter((e.upload_ms for e in events), np.int64, len(events)),
             "revenue": np.fromiter((e.revenue for e in events), np.float64, len(events)),
+            "counted": np.fromiter((e.counted for e in events), bool, len(events)),
             "index": np.arange(len(events), dtype=np.int64),
         }
         with self._lock:

@@ -11,7 +11,8 @@ Public attributes relied on by the rest of the Amplitude half (and by Amp-B):
   vectorised summaries;
 * ``users`` (:class:`~.store.UserRegistry`), ``user_props``
   (:class:`~.store.UserPropertyStore`), ``group_props``
-  (:class:`~.store.GroupPropertyStore`), ``ingested`` (:class:`~.store.IngestedEvents`);
+  (:class:`~.store.GroupPropertyStore`), ``user_groups`` (:class:`~.store.UserGroupStore`),
+  ``ingested`` (:class:`~.store.IngestedEvents`);
 * ``gates`` (:class:`~.budget.QueryGates`): Dashboard budget and concurrency pools;
 * ``cohort_members``: a hook Amp-B sets to resolve ``userdata_cohort`` segments
   (cohort id -> numpy array of Amplitude IDs, or None when unknown);
@@ -33,6 +34,7 @@ from analytics_assets.sandbox.amplitude.store import (
     GroupPropertyStore,
     IngestedEvents,
     InsertIdDedup,
+    UserGroupStore,
     UserPropertyStore,
     UserRegistry,
 )
@@ -60,6 +62,7 @@ class AmplitudeTenant:
         self.users = UserRegistry(self.project_id, self.company.visitor_index)
         self.user_props = UserPropertyStore()
         self.group_props = GroupPropertyStore()
+        self.user_groups = UserGroupStore()
         self.ingested = IngestedEvents()
         self.dedup = InsertIdDedup()
         self.gates = QueryGates(self.limits)

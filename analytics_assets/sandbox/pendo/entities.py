@@ -41,6 +41,7 @@ from analytics_assets.sandbox.pendo.store import (
 from analytics_assets.sandbox.world import World
 
 DEFAULT_APP_ID = -323232
+ANONYMOUS_PREFIX = "_PENDO_T_"
 # Where each app's events come from (``server`` of event rows, ``lastservername``).
 SERVERS = {"web": "app.acme-saas.example", "ios": "com.acme.ios", "android": "com.acme.android"}
 # Visitors without activity in this many days get a stable, earlier ``lastvisit``.
@@ -373,6 +374,50 @@ class _Stored:
         )
 
 
+@dataclass(frozen=True)
+class AnonymousVisitors:
+    """Anonymous (``_PENDO_T_…``) visitors of the last-visit window, as numpy columns.
+
+    They exist in the event rows only (the generator draws a number per anonymous
+    visitor-hour); the visitors source and a lookup by id need them as visitors. Ids are
+    found through a sorted crc32 of the id, so no dict of strings is kept at any scale.
+    """
+
+    number: np.ndarray  # the generator's anonymous number (sorted, unique)
+    first: np.ndarray  # first visible hour (ms) in the window
+    last: np.ndarray  # last visible hour (ms)
+    hashes: np.ndarray  # crc32 of each id, sorted
+    by_hash: np.ndarray  # index into ``number`` of each sorted hash
+
+    @classmethod
+    def build(cls, company: Company, ids: np.ndarray, hours: np.ndarray) -> AnonymousVisitors:
+        if ids.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty, empty, np.zeros(0, dtype=np.uint32), empty)
+        order = np.lexsort((hours, ids))
+        ids, hours = ids[order], hours[order]
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        ends = np.concatenate((starts[1:], [ids.size])) - 1
+        number = ids[starts].astype(np.int64)
+        hashes = np.fromiter(
+            (zlib.crc32(company.anonymous_id(n).encode()) for n in number.tolist()),
+            dtype=np.uint32,
+            count=number.size,
+        )
+        by_hash = np.argsort(hashes, kind="stable")
+        return cls(number, hours[starts], hours[ends], hashes[by_hash], by_hash)
+
+    def find(self, company: Company, visitor_id: str) -> int | None:
+        """Index of an anonymous visitor id in ``number``, or None."""
+        h = zlib.crc32(visitor_id.encode())
+        lo, hi = np.searchsorted(self.hashes, [h, h + 1])
+        for k in range(int(lo), int(hi)):
+            index = int(self.by_hash[k])
+            if company.anonymous_id(int(self.number[index])) == visitor_id:
+                return index
+        return None
+
+
 class People:
     """Visitors and accounts of one region: static arrays plus a cached last-visit pass."""
 
@@ -396,7 +441,9 @@ class People:
         self.default_group = per_app_group(c.apps[0].id)
         self.server = SERVERS[c.apps[0].platform]
         self._lock = threading.Lock()
-        self._last_cache: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None
+        self._last_cache: tuple[tuple, tuple[np.ndarray, np.ndarray, AnonymousVisitors]] | None = (
+            None
+        )
 
     # ----- last visits --------------------------------------------------------------------
 
@@ -407,6 +454,14 @@ class People:
         account stops visiting and late events count; cached per visible hour and world
         version, since it costs ``LAST_VISIT_DAYS`` days of activity.
         """
+        last, account_last, _ = self._pass(cutoff_ms)
+        return last, account_last
+
+    def anonymous(self, cutoff_ms: int) -> AnonymousVisitors:
+        """The anonymous visitors seen in the last-visit window, as of ``cutoff_ms``."""
+        return self._pass(cutoff_ms)[2]
+
+    def _pass(self, cutoff_ms: int) -> tuple[np.ndarray, np.ndarray, AnonymousVisitors]:
         key = (cutoff_ms // HOUR_MS, self.world.version, LAST_VISIT_DAYS)
         # One lock around check and compute: concurrent requests wait for one pass
         # instead of each generating the same two weeks of activity.
@@ -415,14 +470,21 @@ class People:
                 self._last_cache = (key, self._compute_last_visits(cutoff_ms))
             return self._last_cache[1]
 
-    def _compute_last_visits(self, cutoff_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    def _compute_last_visits(
+        self, cutoff_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, AnonymousVisitors]:
         c = self.company
         last = np.full(c.n_visitors, -1, dtype=np.int64)
         today = c.local_day(cutoff_ms)
+        anon_ids, anon_hours = [], []
         for back in range(LAST_VISIT_DAYS):
             act = self.world.activity(today - timedelta(days=back), as_of_ms=cutoff_ms)
             seen = act.hour_ms <= cutoff_ms
             np.maximum.at(last, act.visitor[seen], act.hour_ms[seen])
+            # Anonymous visitors come and go within the window; the same pass collects them.
+            anon_seen = act.anon_hour_ms <= cutoff_ms
+            anon_ids.append(act.anon_id[anon_seen])
+            anon_hours.append(act.anon_hour_ms[anon_seen])
         # Visitors quiet for the whole window: a stable moment between their first visit
         # and the window's start (what an older visit would have left behind).
         window = c.day_bounds(today - timedelta(days=LAST_VISIT_DAYS - 1))[0]
@@ -434,7 +496,8 @@ class People:
         last = np.where(last >= 0, last, np.where(exists, fallback, -1))
         starts = c.account_first.astype(np.int64)  # company's first visitor of each account
         account_last = np.maximum.reduceat(last, starts) if c.n_visitors else last
-        return last, account_last
+        anonymous = AnonymousVisitors.build(c, np.concatenate(anon_ids), np.concatenate(anon_hours))
+        return last, account_last, anonymous
 
     def view(self, now_ms: int, cutoff_ms: int) -> PeopleView:
         return PeopleView(self, now_ms, cutoff_ms)
@@ -471,9 +534,18 @@ class PeopleView:
             return None
         return index
 
+    def anonymous_index(self, visitor_id: str) -> int | None:
+        """Index of an anonymous visitor seen in the window, or None."""
+        if not visitor_id.startswith(ANONYMOUS_PREFIX):
+            return None
+        return self.people.anonymous(self.cutoff_ms).find(self.company, visitor_id)
+
     def exists(self, kind: str, entity_id: str) -> bool:
         if kind == "visitor":
-            found = self.visitor_index(entity_id) is not None
+            found = (
+                self.visitor_index(entity_id) is not None
+                or self.anonymous_index(entity_id) is not None
+            )
         else:
             found = self.account_index(entity_id) is not None
         return found or self.store.created_entity(kind, entity_id) is not None
@@ -507,11 +579,16 @@ class PeopleView:
         if index is not None:
             stored = _Stored.one(self.store, "visitor", visitor_id)
             return next(self._visitor_rows(np.array([index], dtype=np.int64), stored))
+        anonymous = self.anonymous_index(visitor_id)
+        if anonymous is not None:
+            stored = _Stored.one(self.store, "visitor", visitor_id)
+            return next(self._anonymous_rows(np.array([anonymous], dtype=np.int64), stored))
         entity = self.store.created_entity("visitor", visitor_id)
         return None if entity is None else self._created_visitor_row(entity)
 
-    def iter_visitors(self) -> Iterator[dict[str, Any]]:
-        """Every visitor existing now (generated ones, then created ones), lazily."""
+    def iter_visitors(self, include_anonymous: bool = False) -> Iterator[dict[str, Any]]:
+        """Every visitor existing now (generated ones, then created ones, then with
+        ``include_anonymous`` the anonymous ones of the last-visit window), lazily."""
         c = self.company
         exists = np.flatnonzero(self.people.visitor_firstvisit <= self.now_ms)
         stored = _Stored.all(self.store, "visitor")
@@ -520,6 +597,53 @@ class PeopleView:
         for entity in self.store.created("visitor"):
             if c.visitor_index(entity.id) is None:
                 yield self._created_visitor_row(entity)
+        if include_anonymous:
+            anonymous = self.people.anonymous(self.cutoff_ms)
+            every = np.arange(anonymous.number.size, dtype=np.int64)
+            for lo in range(0, every.size, CHUNK):
+                yield from self._anonymous_rows(every[lo : lo + CHUNK], stored)
+
+    def _anonymous_rows(self, indices: np.ndarray, stored: _Stored) -> Iterator[dict[str, Any]]:
+        """Rows of anonymous visitors: no account, browser and visits from their events.
+
+        [INF] an anonymous visitor carries the ``auto`` fields the snippet fills in (no
+        ``nid``, no account) and whatever was written to it; the browser is the one its
+        event rows show.
+        """
+        c, people = self.company, self.people
+        anonymous = people.anonymous(self.cutoff_ms)
+        group = people.default_group
+        for number, first, last in zip(
+            anonymous.number[indices].tolist(),
+            anonymous.first[indices].tolist(),
+            anonymous.last[indices].tolist(),
+            strict=True,
+        ):
+            vid = c.anonymous_id(number)
+            browser = BROWSERS[number % len(BROWSERS)]
+            lu = stored.updated.get(vid, 0)
+            yield {
+                "visitorId": vid,
+                "metadata": {
+                    "auto": {
+                        "id": vid,
+                        "idhash": _hash(vid),
+                        "accountid": "",
+                        "accountids": [],
+                        "firstvisit": first,
+                        "lastvisit": last,
+                        "lastupdated": lu if lu > last else last,
+                        "lastbrowsername": browser[0],
+                        "lastbrowserversion": browser[1],
+                        "lastoperatingsystem": browser[2],
+                        "lastservername": people.server,
+                        "lastuseragent": browser[3],
+                    },
+                    group: {"firstvisit": first, "lastvisit": last},
+                    "agent": stored.agent.get(vid) or {},
+                    "custom": stored.custom.get(vid) or {},
+                },
+            }
 
     def _visitor_rows(self, indices: np.ndarray, stored: _Stored) -> Iterator[dict[str, Any]]:
         c, people = self.company, self.people

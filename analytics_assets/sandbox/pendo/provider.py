@@ -145,7 +145,10 @@ class PendoProvider:
         params = params or {}
         buckets = buckets or []
         if source == "visitors":
-            return self.view.iter_visitors()
+            # TAP asks ``{"identified": not include_anonymous_visitors}``: an explicit
+            # false brings the anonymous visitors too. [INF] null keeps them out, as
+            # before: no public client shows what Pendo does without the parameter.
+            return self.view.iter_visitors(include_anonymous=params.get("identified") is False)
         if source == "accounts":
             return self.view.iter_accounts()
         if source in ("features", "pages", "guides", "trackTypes"):

@@ -36,6 +36,7 @@ from analytics_assets.sandbox.pendo.aggregation import (
     validate_request,
 )
 from analytics_assets.sandbox.pendo.expr import EvalEnv, path_getter
+from analytics_assets.sandbox.pendo.history import visitor_history
 from analytics_assets.sandbox.pendo.provider import PendoProvider, PendoRegion
 from analytics_assets.sandbox.pendo.store import ID_KEYS, KINDS, WRITE_GROUPS, PendoStore
 from analytics_assets.sandbox.state import SandboxHalf, SandboxState
@@ -178,10 +179,23 @@ class PendoHalf:
 Handler = Callable[[Request, str], Awaitable[Response]]
 
 
+# Every route takes every method, so that the key is checked before the method: an
+# unauthenticated call is the observed 403 with an empty body whatever its method (W6W:
+# "a missing/garbage key gets 403 with empty body"), never a 405 that would tell a caller
+# without a key which paths exist. A valid key with a wrong method gets the 405.
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
 def _gate(
-    half: PendoHalf, region: str, handler: Handler, *, write: bool = False
+    half: PendoHalf,
+    region: str,
+    handler: Handler,
+    *,
+    write: bool = False,
+    methods: tuple[str, ...] = ("GET",),
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Key, rate limit and write access, then the handler; HTTPFailure -> plain text."""
+    """Key, rate limit, method and write access, then the handler; HTTPFailure -> text."""
+    allowed = {*methods, "HEAD"} if "GET" in methods else set(methods)
 
     async def endpoint(request: Request) -> Response:
         # The key first (cheap, and a bucket per unknown string would let anyone grow the
@@ -198,6 +212,13 @@ def _gate(
                 if half.state.config.pendo_limits.retry_after_header:
                     headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
                 return PlainTextResponse("Too Many Requests", status_code=429, headers=headers)
+        if request.method not in allowed:
+            # Starlette's own 405 answer (plain text, Allow header), after the key.
+            return PlainTextResponse(
+                "Method Not Allowed",
+                status_code=405,
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         if write and access != "write":
             half.counters.bump("write_refusals")
             return _text(403, "Forbidden: this integration key does not have write access")
@@ -331,8 +352,11 @@ def _app_scope(request: Request, region: PendoRegion) -> set[int]:
 
 
 def _region_routes(half: PendoHalf, region: str) -> list[BaseRoute]:
-    def gate(handler: Handler, *, write: bool = False) -> Callable[[Request], Awaitable[Response]]:
-        return _gate(half, region, handler, write=write)
+    def route(
+        path: str, handler: Handler, *, write: bool = False, methods: tuple[str, ...] = ("GET",)
+    ) -> Route:
+        endpoint = _gate(half, region, handler, write=write, methods=methods)
+        return Route(path, endpoint, methods=ALL_METHODS)
 
     async def verify(request: Request, access: str) -> Response:
         return ORJSONResponse({"valid": True, "writeAccess": access == "write"})
@@ -359,6 +383,18 @@ def _region_routes(half: PendoHalf, region: str) -> list[BaseRoute]:
     async def visitor(request: Request, access: str) -> Response:
         visitor_id = _path_id(request)
         found = await run_in_threadpool(lambda: half.provider(region).view.visitor_json(visitor_id))
+        if found is None:
+            raise HTTPFailure(404, f"Visitor {visitor_id!r} not found")
+        return ORJSONResponse(found)
+
+    async def history(request: Request, access: str) -> Response:
+        visitor_id = _path_id(request)
+        raw = request.query_params.get("starttime", "")
+        try:
+            start = int(raw)
+        except ValueError:
+            raise HTTPFailure(400, f"Invalid starttime {raw!r}: use epoch milliseconds") from None
+        found = await run_in_threadpool(visitor_history, half.provider(region), visitor_id, start)
         if found is None:
             raise HTTPFailure(404, f"Visitor {visitor_id!r} not found")
         return ORJSONResponse(found)
@@ -531,32 +567,33 @@ def _region_routes(half: PendoHalf, region: str) -> list[BaseRoute]:
 
     catalog_routes: list[BaseRoute] = []
     for kind in CATALOG_KINDS:
-        catalog_routes.append(Route(f"/api/v1/{kind}", gate(catalog_list(kind))))
+        catalog_routes.append(route(f"/api/v1/{kind}", catalog_list(kind)))
         if kind != "report":
-            catalog_routes.append(Route(f"/api/v1/{kind}/{{id}}", gate(catalog_one(kind))))
+            catalog_routes.append(route(f"/api/v1/{kind}/{{id}}", catalog_one(kind)))
 
     return [
-        Route("/api/v1/token/verify", gate(verify)),
-        Route("/api/v1/aggregation", gate(aggregation), methods=["POST"]),
-        Route("/api/v1/visitor/{id:path}", gate(visitor)),
-        Route("/api/v1/account/{id:path}", gate(account)),
-        Route("/api/v1/report/{id}/results.json", gate(report_json)),
-        Route("/api/v1/report/{id}/results.csv", gate(report_csv)),
-        Route("/api/v1/report/{id}", gate(catalog_one("report"))),
+        route("/api/v1/token/verify", verify),
+        route("/api/v1/aggregation", aggregation, methods=("POST",)),
+        # Before the lookup, whose path converter would take "/history" into the id.
+        route("/api/v1/visitor/{id:path}/history", history),
+        route("/api/v1/visitor/{id:path}", visitor),
+        route("/api/v1/account/{id:path}", account),
+        route("/api/v1/report/{id}/results.json", report_json),
+        route("/api/v1/report/{id}/results.csv", report_csv),
+        route("/api/v1/report/{id}", catalog_one("report")),
         *catalog_routes,
-        Route("/api/v1/metadata/schema/{kind}", gate(schema)),
-        Route(
-            "/api/v1/metadata/{kind}/{group}/value", gate(bulk_write, write=True), methods=["POST"]
-        ),
-        Route(
+        route("/api/v1/metadata/schema/{kind}", schema),
+        route("/api/v1/metadata/{kind}/{group}/value", bulk_write, write=True, methods=("POST",)),
+        route(
             "/api/v1/metadata/{kind}/{group}/value/bulk",
-            gate(bulk_write, write=True),
-            methods=["POST"],
+            bulk_write,
+            write=True,
+            methods=("POST",),
         ),
-        Route(
+        route(
             "/api/v1/metadata/{kind}/{group}/value/{id}/{field}",
-            gate(field_value),
-            methods=["GET", "PUT"],
+            field_value,
+            methods=("GET", "PUT"),
         ),
     ]
 
