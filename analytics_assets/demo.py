@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -102,7 +102,10 @@ def run_demo(config: SandboxConfig, days: int = 3) -> int:
         )
         os.environ.update(sandbox_environment(config, sandbox.urls))
         os.environ["DAGSTER_HOME"] = str(home)
-        return _run_steps(days)
+        # A day is complete once Amplitude has exported its last hour (the export lags
+        # ingestion): pick the last days complete by then, never a day cut short.
+        lag = timedelta(seconds=config.amplitude_limits.export_lag_seconds) + timedelta(hours=1)
+        return _run_steps(days, complete_at=datetime.now(UTC) - lag)
 
 
 # The console logger at WARNING: the demo prints its own summary of each run.
@@ -256,7 +259,7 @@ def _alerts(resources: dict, instance: dg.DagsterInstance, timezone: str) -> boo
     return True
 
 
-def _run_steps(days: int) -> int:
+def _run_steps(days: int, complete_at: datetime) -> int:
     """Materialize snapshots, the last ``days`` daily partitions, then the health view."""
     from analytics_assets import definitions
     from analytics_assets.naming import CADENCE_TAG, DAILY
@@ -275,7 +278,7 @@ def _run_steps(days: int) -> int:
     daily = [a.key for a in assets if a.tags_by_key[a.key].get(CADENCE_TAG) == DAILY]
     snapshots = [a.key for a in assets if a.key not in daily and a.key != health]
     timezone = os.environ.get("PENDO_TIMEZONE") or "America/New_York"
-    keys = recent_partition_keys(days, timezone)
+    keys = recent_partition_keys(days, timezone, now=complete_at)
     ok = True
     print(
         f"\nMaterializing {len(snapshots)} snapshot assets, then {len(daily)} daily assets "
