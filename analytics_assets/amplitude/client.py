@@ -14,14 +14,13 @@ rows, ``amplitude_export`` handles the export archive and ``amplitude_ingest`` i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
-import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-import orjson
 
 from analytics_assets.amplitude.costs import (
     amplitude_budgets,
@@ -54,10 +52,21 @@ from analytics_assets.http.errors import (
     BadRequestError,
     ConfigurationError,
     NotFoundError,
+    ServerError,
+    StreamInterruptedError,
     TransportError,
 )
 from analytics_assets.http.limits import Limiter
-from analytics_assets.http.transport import Secret, StatsSnapshot, Transport, TransportConfig
+from analytics_assets.http.transport import (
+    DamagedBodyError,
+    JsonAnswer,
+    Secret,
+    StatsSnapshot,
+    Transport,
+    TransportConfig,
+    is_transport_fault,
+    stream_to_file,
+)
 
 __all__ = [
     "AmplitudeClient",
@@ -105,8 +114,21 @@ class AmplitudeTimeoutError(ApiError, TimeoutError):
     )
 
 
-class _CohortFileCut(TransportError):
-    """The cohort file arrived incomplete or its presigned link was refused: fetch again."""
+class PresignedLinkError(Exception):
+    """The presigned link of a cohort file failed (expired: S3 answers 403; a 5xx; a
+    dropped connection): ask ``/file`` again for a fresh link, in the same retry loop."""
+
+
+class _TooFewMembers(DamagedBodyError):
+    """A cohort file with fewer members than the cohort's size: cut short on the way at a
+    line end (its length may still match its Content-Length); download it again."""
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _cohort_file_fault(exc: BaseException) -> bool:
+    return is_transport_fault(exc) or isinstance(exc, PresignedLinkError)
 
 
 class AmplitudeStats:
@@ -219,6 +241,20 @@ def _objects(value: Any, what: str, path: str) -> list[dict[str, Any]]:
     )
 
 
+def _members_check(expected: int) -> Callable[[Path], None]:
+    """A download check: the cohort file holds at least ``expected`` members."""
+
+    def check(path: Path) -> None:
+        members = sum(1 for _ in AmplitudeClient.read_cohort_csv(path))
+        if members < expected:
+            raise _TooFewMembers(
+                f"the file holds {members} members but the cohort list says {expected}: "
+                "cut short on the way, or the cohort was recomputed meanwhile"
+            )
+
+    return check
+
+
 def _cohort_file_error(path: Path, problem: str) -> ApiError:
     return ApiError(
         f"the cohort file {path.name} cannot be read: {problem}",
@@ -278,7 +314,6 @@ class AmplitudeClient:
         self._sleep = sleep
         self._clock = clock
         self._throttle_pause_factor = throttle_pause_factor
-        self._max_attempts = max_attempts
         hosts = HOSTS[region]
         self.base_url = (base_url or hosts["rest"] or "").rstrip("/")
         self.ingestion_url = (ingestion_url or hosts["ingestion"] or "").rstrip("/")
@@ -317,19 +352,18 @@ class AmplitudeClient:
             ),
             **kw,
         )
-        # Ingestion reads its own 400/413/429 bodies (which events failed and why), so the
-        # transport retries only 5xx and dropped connections there.
-        self._ingestion = Transport(
+        # Event ingestion reads its own 400/413/429 bodies (which events failed and why:
+        # it passes them as `expected`); /identify leaves its 429s to the transport's
+        # retries, as for every other API.
+        self._ingestion = Transport(TransportConfig(base_url=self.ingestion_url, **common), **kw)
+        # Presigned S3 links: no credentials at all, whatever host they point to. One attempt
+        # each: a link lives about a minute, so every retry asks /file for a fresh one, in
+        # the one retry loop of the cohort file download (see ``_cohort_file``).
+        self._files = Transport(
             TransportConfig(
-                base_url=self.ingestion_url,
-                retry_statuses=frozenset({408, 500, 502, 503, 504}),
-                **common,
+                base_url=self.base_url, follow_redirects=False, **{**common, "max_attempts": 1}
             ),
             **kw,
-        )
-        # Presigned S3 links: no credentials at all, whatever host they point to.
-        self._files = Transport(
-            TransportConfig(base_url=self.base_url, follow_redirects=False, **common), **kw
         )
         self._profile: Transport | None = None
         if self.profile_url:
@@ -376,7 +410,7 @@ class AmplitudeClient:
         """The limiters in use, per family (read-only view)."""
         return MappingProxyType({f: m.inner for f, m in self._limiters.items()})
 
-    def _request(
+    def _request_json(
         self,
         transport: Transport,
         method: str,
@@ -385,10 +419,12 @@ class AmplitudeClient:
         family: str | None,
         cost: float = 1,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> JsonAnswer:
+        """A JSON answer through the transport's one retry loop: a damaged body (HTML, empty,
+        cut short) is resent like a dropped connection, then fails saying what it was."""
         limiter = self._limiters[family] if family else None
         try:
-            return transport.request(method, path, limiter=limiter, cost=cost, **kwargs)
+            return transport.request_json(method, path, limiter=limiter, cost=cost, **kwargs)
         except AuthenticationError as exc:
             raise self._auth_error(exc) from None
 
@@ -410,46 +446,10 @@ class AmplitudeClient:
             ),
         )
 
-    @staticmethod
-    def _decode(response: httpx.Response) -> Any:
-        if 300 <= response.status_code < 400:
-            raise ApiError(
-                f"unexpected redirect (HTTP {response.status_code})",
-                status=response.status_code,
-                method=response.request.method,
-                url=str(response.request.url.copy_with(query=None)),
-                service="amplitude",
-                hint="Check base_url: Amplitude's API hosts do not redirect.",
-            )
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            content_type = response.headers.get("content-type", "")
-            if "json" in content_type.lower():
-                # A JSON answer that does not parse was cut short or damaged on the way; the
-                # host is right, so pointing at base_url would mislead.
-                summary = f"the JSON answer did not parse ({len(response.content):,} bytes: {exc})"
-                hint = (
-                    "The answer was truncated or damaged in transit (a dropped connection or "
-                    "a proxy). Re-run; if it keeps happening, check the proxies between this "
-                    "host and Amplitude."
-                )
-            else:
-                summary = f"expected JSON, got {content_type or 'no content type'}"
-                hint = "Check base_url points at Amplitude's API host, not its web UI."
-            raise ApiError(
-                summary,
-                status=response.status_code,
-                method=response.request.method,
-                url=str(response.request.url.copy_with(query=None)),
-                service="amplitude",
-                hint=hint,
-            ) from None
-
     def _get(self, path: str, params: Any = None, *, family: str, cost: float = 1) -> Any:
-        return self._decode(
-            self._request(self._rest, "GET", path, family=family, cost=cost, params=params)
-        )
+        return self._request_json(
+            self._rest, "GET", path, family=family, cost=cost, params=params
+        ).data
 
     def _dashboard(self, path: str, params: Any, cost: float) -> Any:
         return self._dashboard_body(path, params, cost)[0]
@@ -765,13 +765,17 @@ class AmplitudeClient:
         """Raw events uploaded in hours ``start_hour``..``end_hour`` (inclusive, UTC; naive
         datetimes are UTC) as ``*.json.gz`` NDJSON files in ``dest_dir``.
 
-        The zip is streamed to disk, checked, extracted and deleted; memory stays flat. No
-        data (404) gives an empty result. A window refused as too large (400) or too slow
-        (504) is split in halves down to one hour, then :class:`ExportTooLargeError`. More
-        than 365 days is refused before sending (``ValueError``). ``count_events`` counts the
-        lines (one more streamed pass over the files).
+        The zip is streamed to disk, checked, extracted and deleted; memory stays flat. The
+        Export API's own "no data" 404 (``Raw data files were not found.``) gives an empty
+        window, listed in ``no_data_windows`` (``result.no_data`` when every window was);
+        any other 404 (an intermediary's HTML page, an empty body, another JSON) is retried
+        and then raises :class:`DamagedResponseError` naming what came back. A window
+        refused as too large (400) or too slow (504) is split in halves down to one hour,
+        then :class:`ExportTooLargeError`. More than 365 days is refused before sending
+        (``ValueError``). ``count_events`` counts the lines (one more streamed pass over the
+        files).
         """
-        exporter = Exporter(self._export, self._limiters["export"], max_attempts=self._max_attempts)
+        exporter = Exporter(self._export, self._limiters["export"])
         try:
             return exporter.run(start_hour, end_hour, Path(dest_dir), count=count_events)
         except AuthenticationError as exc:
@@ -808,6 +812,7 @@ class AmplitudeClient:
         poll_interval: float = 2.0,
         max_poll_interval: float = 30.0,
         deadline_seconds: float = 1800.0,
+        expected_members: int | None = None,
     ) -> Path:
         """Download a cohort's members as CSV to ``dest`` and return ``dest``.
 
@@ -815,21 +820,20 @@ class AmplitudeClient:
         request status with growing intervals until ``JOB COMPLETED``, then fetch the file,
         following a 302 to the presigned link without sending our credentials there.
         Raises :class:`AmplitudeTimeoutError` past ``deadline_seconds``.
+
+        ``expected_members`` (the cohort list's ``size``): a file with fewer rows was cut
+        short on the way at a line end, which its Content-Length cannot show, so it is
+        downloaded again like a dropped connection; if it stays short, a
+        :class:`TransportError` says so and ``dest`` is left as it was.
         """
         dest = Path(dest)
         params: list[tuple[str, str]] = [("props", "1" if props else "0")]
         params += [("propKeys", k) for k in prop_keys]
         cid = quote(str(cohort_id), safe="")
         started = self._clock()
-        body = self._decode(
-            self._request(
-                self._rest,
-                "GET",
-                f"/api/5/cohorts/request/{cid}",
-                family="cohorts",
-                params=params,
-            )
-        )
+        body = self._request_json(
+            self._rest, "GET", f"/api/5/cohorts/request/{cid}", family="cohorts", params=params
+        ).data
         request_id = str(body.get("request_id") or "") if isinstance(body, dict) else ""
         if not request_id:
             raise ApiError(
@@ -841,14 +845,9 @@ class AmplitudeClient:
         rid = quote(request_id, safe="")
         interval = max(poll_interval, 0.0)
         while True:
-            status = self._decode(
-                self._request(
-                    self._rest,
-                    "GET",
-                    f"/api/5/cohorts/request-status/{rid}",
-                    family="cohorts",
-                )
-            )
+            status = self._request_json(
+                self._rest, "GET", f"/api/5/cohorts/request-status/{rid}", family="cohorts"
+            ).data
             state = str(status.get("async_status", "")) if isinstance(status, dict) else ""
             if state.upper() == "JOB COMPLETED":
                 break
@@ -872,35 +871,24 @@ class AmplitudeClient:
                 )
             self._sleep(interval)
             interval = min(max_poll_interval, max(interval * 1.5, 0.05))
-        file_path = f"/api/5/cohorts/request/{rid}/file"
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                self._fetch_cohort_file(file_path, dest)
-                return dest
-            except _CohortFileCut:
-                # The file link stays valid for 7 days: fetching it again is safe.
-                if attempt == self._max_attempts:
-                    raise
-                self._sleep(min(max_poll_interval, poll_interval * attempt))
+        self._cohort_file(cohort_id, f"/api/5/cohorts/request/{rid}/file", dest, expected_members)
         return dest
 
-    def _fetch_cohort_file(self, path: str, dest: Path) -> None:
-        response = self._request(self._rest, "GET", path, family="cohorts", stream=True)
-        try:
-            if response.status_code in (301, 302, 303, 307, 308):
-                location = response.headers.get("location")
-                if not location:
-                    raise ApiError(
-                        "a redirect without Location",
-                        status=response.status_code,
-                        service="amplitude",
-                        method="GET",
-                        url=path,
-                    )
-                target = str(response.request.url.join(location))
+    def _cohort_file(
+        self, cohort_id: str, path: str, dest: Path, expected_members: int | None
+    ) -> None:
+        """Fetch a finished cohort's file in the transport's one retry loop: a dropped
+        connection, a file shorter than its Content-Length or than ``expected_members``, or
+        a presigned link that failed (expired, 5xx) asks ``/file`` again (its link stays
+        valid 7 days and hands out a fresh presigned one), with one attempt count, backoff
+        and time budget for all of them."""
+        check = None if expected_members is None else _members_check(expected_members)
+
+        def read(response: httpx.Response) -> Iterator[int]:
+            if response.status_code in _REDIRECTS:
+                yield self._follow_presigned(response, path, dest, check)
             elif response.status_code == 200:
-                target = ""
-                self._stream_to(response, dest)
+                yield stream_to_file(response, dest, check=check)
             else:
                 raise ApiError(
                     f"unexpected HTTP {response.status_code} for the cohort file",
@@ -909,54 +897,53 @@ class AmplitudeClient:
                     method="GET",
                     url=path,
                 )
-        finally:
-            response.close()
-        if target:
-            # A presigned link (valid about a minute) on another host: the credential-free
-            # transport fetches it, so neither Basic auth nor the API key goes to S3.
-            try:
-                self._files.download("GET", target, dest)
-            except AuthenticationError as exc:
-                # S3 answers 403 to an expired link; /file hands out a fresh one.
-                raise _CohortFileCut(
-                    "the presigned cohort file link was refused (expired?)",
-                    status=exc.status,
-                    method="GET",
-                    url=exc.url,
-                    service="amplitude",
-                    body_excerpt=exc.body_excerpt,
-                ) from None
 
-    def _stream_to(self, response: httpx.Response, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-        written = 0
+        written = self._rest.consume(
+            "GET", path, read, retryable=_cohort_file_fault, limiter=self._limiters["cohorts"]
+        )
         try:
-            with tmp.open("wb") as fh:
-                for chunk in response.iter_bytes(1 << 20):
-                    fh.write(chunk)
-                    written += len(chunk)
-            declared = response.headers.get("content-length", "")
-            encoded = response.headers.get("content-encoding", "identity") != "identity"
-            got = response.num_bytes_downloaded if encoded else written
-            if declared.isdigit() and got != int(declared):
-                raise _CohortFileCut(
-                    f"the cohort file was cut short ({got} of {declared} bytes)",
-                    service="amplitude",
-                    method="GET",
-                    url=str(response.request.url.path),
-                    hint="Download the cohort again (the file link stays valid 7 days).",
-                )
-            os.replace(tmp, dest)
-        except httpx.TransportError as exc:
-            raise _CohortFileCut(
-                f"the cohort file download failed ({type(exc).__name__})",
+            with contextlib.closing(written):
+                next(written)
+        except AuthenticationError as exc:
+            raise self._auth_error(exc) from None
+        except StreamInterruptedError as exc:
+            raise TransportError(
+                f"the file of cohort {cohort_id} did not arrive whole ({exc.detail}); {exc.reason}",
                 service="amplitude",
                 method="GET",
-                url=str(response.request.url.path),
+                url=path,
+                attempts=exc.attempts,
+                hint="Nothing was written; download the cohort again (its file link stays "
+                "valid 7 days), or check the network and proxies if it keeps happening.",
             ) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
+
+    def _follow_presigned(
+        self,
+        response: httpx.Response,
+        path: str,
+        dest: Path,
+        check: Callable[[Path], None] | None,
+    ) -> int:
+        location = response.headers.get("location")
+        if not location:
+            raise ApiError(
+                "a redirect without Location",
+                status=response.status_code,
+                service="amplitude",
+                method="GET",
+                url=path,
+            )
+        target = str(response.request.url.join(location))
+        response.close()  # frees the REST connection and its cohort slot before S3
+        # A presigned link (valid about a minute) on another host: the credential-free
+        # transport fetches it, so neither Basic auth nor the API key goes to S3. It makes
+        # one attempt; whatever fails there is retried by asking /file again.
+        try:
+            with contextlib.closing(self._files.request("GET", target, stream=True)) as s3:
+                return stream_to_file(s3, dest, check=check)
+        except (AuthenticationError, ServerError, TransportError) as exc:
+            # S3 answers 403 to an expired link; /file hands out a fresh one.
+            raise PresignedLinkError(f"the presigned link answered {exc.summary}") from exc
 
     @staticmethod
     def read_cohort_csv(path: Path) -> Iterator[dict[str, str]]:
@@ -1017,15 +1004,14 @@ class AmplitudeClient:
         if existing_cohort_id is not None:
             body["existing_cohort_id"] = existing_cohort_id
         # Idempotent only when it replaces a known cohort: a repeated create makes two.
-        response = self._request(
+        return self._request_json(
             self._rest,
             "POST",
             "/api/3/cohorts/upload",
             family="cohorts",
             json=body,
             idempotent=existing_cohort_id is not None,
-        )
-        return self._decode(response)
+        ).data
 
     def update_cohort_membership(
         self,
@@ -1053,16 +1039,14 @@ class AmplitudeClient:
                 }
                 # Adding or removing the same ids twice leaves the same membership: safe
                 # to resend after a 5xx or a dropped connection.
-                last = self._decode(
-                    self._request(
-                        self._rest,
-                        "POST",
-                        "/api/3/cohorts/membership",
-                        family="cohorts",
-                        json=body,
-                        idempotent=True,
-                    )
-                )
+                last = self._request_json(
+                    self._rest,
+                    "POST",
+                    "/api/3/cohorts/membership",
+                    family="cohorts",
+                    json=body,
+                    idempotent=True,
+                ).data
                 results += list(last.get("memberships_result") or [])
         return {**last, "memberships_result": results}
 
@@ -1073,7 +1057,7 @@ class AmplitudeClient:
     # -- taxonomy
 
     def _taxonomy(self, method: str, path: str, *, params: Any = None, data: Any = None) -> Any:
-        response = self._request(
+        answer = self._request_json(
             self._rest,
             method,
             f"/api/2/taxonomy/{path}",
@@ -1082,21 +1066,24 @@ class AmplitudeClient:
             params=params,
             data=data,
             expected=(409,),
+            # A write may answer nothing; a read must answer JSON (else it is retried).
+            allow_empty=method != "GET",
         )
-        body = self._decode(response) if response.content else {}
-        if response.status_code == 409 or (isinstance(body, dict) and body.get("success") is False):
+        body = {} if answer.data is None else answer.data
+        status = answer.status
+        if status == 409 or (isinstance(body, dict) and body.get("success") is False):
             errors = body.get("errors") if isinstance(body, dict) else None
             message = (
                 "; ".join(
                     str(e.get("message", e)) if isinstance(e, dict) else str(e)
                     for e in errors or []
                 )
-                or f"HTTP {response.status_code}"
+                or f"HTTP {status}"
             )
             cls = NotFoundError if "not exist" in message.lower() else BadRequestError
             raise cls(
                 f"taxonomy {method} {path} refused",
-                status=response.status_code,
+                status=status,
                 method=method,
                 url=f"/api/2/taxonomy/{path}",
                 service="amplitude",
@@ -1199,10 +1186,9 @@ class AmplitudeClient:
                 params[key] = ",".join(map(str, value))
             elif value is not None:
                 params[key] = str(value)
-        response = self._request(
+        body = self._request_json(
             self._profile, "GET", "/v1/userprofile", family="profile", params=params
-        )
-        body = self._decode(response)
+        ).data
         return body.get("userData", body) if isinstance(body, dict) else body
 
     # -- ingestion

@@ -4,6 +4,11 @@ The archive can reach 4 GB, so nothing here holds it in memory: ``Transport.down
 streams it to a temporary file, the zip's central directory is read from disk, and each
 ``*.json.gz`` member is copied out in 1 MiB chunks. A window the server refuses as too big
 (400) or too slow (504) is split in halves down to one hour, as Airbyte's connector does.
+
+Evidence before emptiness: a window is empty only on the Export API's own "no data" answer,
+a 404 whose JSON body says ``Raw data files were not found.`` (contract §4, recorded live).
+Any other 404 (an intermediary's HTML page, an empty body, another JSON) is a fault that is
+retried, then fails naming what came back; it never empties a day.
 """
 
 from __future__ import annotations
@@ -24,9 +29,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from analytics_assets.http.errors import BadRequestError, NotFoundError, ServerError, TransportError
+import httpx
+import orjson
+
+from analytics_assets.http.errors import (
+    BadRequestError,
+    DamagedResponseError,
+    ServerError,
+    StreamInterruptedError,
+    TransportError,
+)
 from analytics_assets.http.limits import Limiter
-from analytics_assets.http.transport import Transport
+from analytics_assets.http.transport import (
+    DamagedBodyError,
+    Transport,
+    json_body_problem,
+    server_message,
+)
 
 __all__ = [
     "EXPORT_PATH",
@@ -36,6 +55,7 @@ __all__ = [
     "export_file_name",
     "extract_archive",
     "hour_param",
+    "is_no_data_answer",
     "normalize_hour",
 ]
 
@@ -50,6 +70,10 @@ _MEMBER = re.compile(
     r"(?P<project>\d+)_(?P<day>\d{4}-\d{2}-\d{2})_(?P<hour>\d{1,2})#(?P<n>\d+)\.json\.gz$"
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# The details of the Export API's "no data" 404 (contract §4; the sandbox sends the same).
+NO_DATA_DETAILS = "Raw data files were not found."
+# A 404 body is an error envelope of a few hundred bytes; an intermediary's page may be big.
+_NOT_FOUND_BODY_CAP = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,13 +83,22 @@ class ExportResult:
     ``files``: the extracted ``*.json.gz`` files (gzip of NDJSON), sorted by name, which
     sorts by upload hour; ``events``: their event count when counting was asked for, else
     None; ``bytes``: their total size on disk; ``windows``: the (first hour, last hour)
-    windows actually requested, after any splitting.
+    windows actually requested, after any splitting; ``no_data_windows``: those the Export
+    API answered with its own "no data" 404 (``Raw data files were not found.``).
     """
 
     files: list[Path]
     events: int | None
     bytes: int
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
+    no_data_windows: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    @property
+    def no_data(self) -> bool:
+        """True when every window was answered with the Export API's genuine "no data"
+        404: the service itself said the range is empty. An empty ``files`` list without
+        it (a 200 whose zip held no events) is not that evidence."""
+        return bool(self.windows) and len(self.no_data_windows) == len(self.windows)
 
 
 class ExportTooLargeError(BadRequestError):
@@ -167,6 +200,53 @@ def extract_archive(zip_path: Path, dest_dir: Path) -> list[Path]:
     return sorted(final for _, final in staged)
 
 
+def is_no_data_answer(body: bytes) -> bool:
+    """True for the Export API's own "no data" 404 body: the Basic-auth error envelope whose
+    ``error.metadata.details`` is ``Raw data files were not found.`` (contract §4, recorded
+    live; case, spacing and the final period are not insisted on). Anything else, an
+    intermediary's HTML page, an empty body or another JSON, is not that answer."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    error = value.get("error") if isinstance(value, dict) else None
+    metadata = error.get("metadata") if isinstance(error, dict) else None
+    details = metadata.get("details") if isinstance(metadata, dict) else None
+    if not isinstance(details, str):
+        return False
+    return (
+        " ".join(details.split()).rstrip(".").casefold() == NO_DATA_DETAILS.rstrip(".").casefold()
+    )
+
+
+class _NoExportData(Exception):
+    """The Export API's own "no data" 404: the window is empty (not a fault, not retried)."""
+
+
+class _NotTheNoDataAnswer(DamagedBodyError):
+    """A 404 on the export path that is not the Export API's "no data" answer (an
+    intermediary's error page, an empty body, another JSON): retried like a damaged body."""
+
+
+def _read_not_found(response: httpx.Response, redact: Callable[[str], str]) -> None:
+    """Say what a 404 of the export path is: raise :class:`_NoExportData` for the Export
+    API's own "no data" answer, :class:`_NotTheNoDataAnswer` for anything else."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= _NOT_FOUND_BODY_CAP:
+            break
+    if is_no_data_answer(bytes(body)):
+        raise _NoExportData()
+    content_type = response.headers.get("content-type")
+    _, problem = json_body_problem(bytes(body), content_type)
+    if problem is None:
+        kind = (content_type or "").split(";")[0].strip() or "no content type"
+        said = (server_message(bytes(body), content_type) or "")[:80]
+        problem = f'JSON that is not the Export API\'s "no data" answer ({kind}: "{said}")'
+    raise _NotTheNoDataAnswer(redact(f"HTTP 404 with {problem}"))
+
+
 def count_events(path: Path) -> int:
     """Lines (events) in a gzip NDJSON file, streamed."""
     lines = 0
@@ -179,19 +259,22 @@ def count_events(path: Path) -> int:
 
 
 class Exporter:
-    """Runs one export: validates the range, downloads and extracts each window."""
+    """Runs one export: validates the range, downloads and extracts each window.
+
+    Every retry (dropped connections, 5xx, a damaged archive, a 404 that is not the Export
+    API's own "no data" answer) happens in the transport's one retry loop, with its
+    attempts, backoff, jitter, ``Retry-After``, time budget and stats.
+    """
 
     def __init__(
         self,
         transport: Transport,
         limiter: Limiter | None,
         *,
-        max_attempts: int = 4,
         on_window: Callable[[datetime, datetime], None] | None = None,
     ) -> None:
         self._transport = transport
         self._limiter = limiter
-        self._max_attempts = max(1, max_attempts)
         self._on_window = on_window
 
     def run(
@@ -209,7 +292,8 @@ class Exporter:
         dest_dir.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
         windows: list[tuple[datetime, datetime]] = []
-        self._window(start, end, dest_dir, files, windows)
+        empty: list[tuple[datetime, datetime]] = []
+        self._window(start, end, dest_dir, files, windows, empty)
         files = sorted(set(files))
         size = sum(f.stat().st_size for f in files)
         try:
@@ -222,7 +306,9 @@ class Exporter:
                 service="amplitude",
                 hint="Export the window again; if it persists, report the archive to Amplitude.",
             ) from exc
-        return ExportResult(files=files, events=events, bytes=size, windows=windows)
+        return ExportResult(
+            files=files, events=events, bytes=size, windows=windows, no_data_windows=empty
+        )
 
     def _window(
         self,
@@ -231,6 +317,7 @@ class Exporter:
         dest_dir: Path,
         files: list[Path],
         windows: list[tuple[datetime, datetime]],
+        empty: list[tuple[datetime, datetime]],
     ) -> None:
         try:
             got = self._fetch(start, end, dest_dir)
@@ -258,59 +345,90 @@ class Exporter:
                 exc.status,
                 hour_param(half),
             )
-            self._window(start, half - HOUR, dest_dir, files, windows)
-            self._window(half, end, dest_dir, files, windows)
+            self._window(start, half - HOUR, dest_dir, files, windows, empty)
+            self._window(half, end, dest_dir, files, windows, empty)
             return
         windows.append((start, end))
         if self._on_window is not None:
             self._on_window(start, end)
-        files.extend(got)
+        if got is None:
+            empty.append((start, end))
+        else:
+            files.extend(got)
 
-    def _fetch(self, start: datetime, end: datetime, dest_dir: Path) -> list[Path]:
-        """Download one window's zip and extract it; [] when the server has no data (404).
+    def _fetch(self, start: datetime, end: datetime, dest_dir: Path) -> list[Path] | None:
+        """Download one window's zip and extract it; None on the Export API's own "no
+        data" 404.
 
-        The transport already retries dropped connections and bodies shorter than their
-        Content-Length; a body that arrives "complete" yet is not a whole zip (a proxy or
-        the server cut it) is caught here by reading the archive, and downloaded again.
+        The transport's one loop retries dropped connections, bodies shorter than their
+        Content-Length, an archive that arrives "complete" yet is not a whole zip (a proxy
+        cut it and fixed Content-Length up), and a 404 that is not the "no data" answer.
         """
         params = {"start": hour_param(start), "end": hour_param(end)}
         archive = dest_dir / f".amplitude-export-{params['start']}-{params['end']}.zip"
-        problem = ""
+        extracted: list[Path] = []
+
+        def extract(path: Path) -> None:
+            # The check is the extraction: it reads every member with its CRC, so a damaged
+            # archive fails it (leaving nothing) and is downloaded again, and a whole one is
+            # read once, not once to check and once more to extract.
+            extracted[:] = extract_archive(path, dest_dir)
+
         try:
-            for attempt in range(1, self._max_attempts + 1):
-                try:
-                    self._transport.download(
-                        "GET",
-                        EXPORT_PATH,
-                        archive,
-                        params=params,
-                        limiter=self._limiter,
-                        cost=1,
-                    )
-                except NotFoundError:
-                    return []  # "Raw data files were not found": no data in this window
-                try:
-                    return extract_archive(archive, dest_dir)
-                except CorruptArchiveError as exc:
-                    problem = str(exc)
-                    logger.warning(
-                        "[amplitude] export %s..%s: the archive is incomplete (%s); "
-                        "downloading it again (%d/%d)",
-                        params["start"],
-                        params["end"],
-                        problem,
-                        attempt,
-                        self._max_attempts,
-                    )
+            self._transport.download(
+                "GET",
+                EXPORT_PATH,
+                archive,
+                params=params,
+                limiter=self._limiter,
+                cost=1,
+                check=extract,
+                check_retryable=lambda exc: isinstance(exc, CorruptArchiveError),
+                expected=(404,),
+                on_expected=lambda response: _read_not_found(response, self._transport.redact),
+            )
+        except _NoExportData:
+            return None
+        except StreamInterruptedError as exc:
+            reworded = self._gave_up(params, exc)
+            if reworded is None:
+                raise
+            raise reworded from exc
         finally:
             archive.unlink(missing_ok=True)
-        raise TransportError(
-            f"the export archive for {params['start']}..{params['end']} was incomplete "
-            f"{self._max_attempts} times ({problem})",
-            method="GET",
-            url=EXPORT_PATH,
-            service="amplitude",
-            attempts=self._max_attempts,
-            hint="The download keeps getting cut short; check the network or proxy, "
-            "or export a shorter window.",
-        )
+        return extracted
+
+    @staticmethod
+    def _gave_up(params: dict[str, str], exc: StreamInterruptedError) -> TransportError | None:
+        """The transport's "no complete response" said in the export's terms (None: its
+        own words say it best, e.g. a connection that kept dropping)."""
+        cause = exc.__cause__
+        window = f"{params['start']}..{params['end']}"
+        if isinstance(cause, CorruptArchiveError):
+            return TransportError(
+                f"the export archive for {window} was incomplete {exc.attempts} times "
+                f"({exc.detail}); {exc.reason}",
+                method="GET",
+                url=EXPORT_PATH,
+                service="amplitude",
+                attempts=exc.attempts,
+                hint="The download keeps getting cut short; check the network or proxy, "
+                "or export a shorter window.",
+            )
+        if isinstance(cause, _NotTheNoDataAnswer):
+            return DamagedResponseError(
+                f"the export of {window} answered {exc.detail}, not Amplitude's own "
+                f'"no data" answer ({NO_DATA_DETAILS!r}), {exc.attempts} times; '
+                "the window was not taken as empty",
+                status=404,
+                method="GET",
+                url=EXPORT_PATH,
+                service="amplitude",
+                attempts=exc.attempts,
+                detail=exc.detail,
+                reason=exc.reason,
+                hint="Something between this host and Amplitude (a proxy, gateway or "
+                "firewall) answered instead of the Export API, or base_url points elsewhere; "
+                "check base_url and the proxies, then run the partition again.",
+            )
+        return None

@@ -9,6 +9,10 @@ module reads 400/413/429 itself instead of letting the transport retry them blin
   injectable factor), resend the other events at once and the throttled ones after the pause;
   events over a daily quota are reported, not resent (Amplitude drops them anyway);
 * 5xx / dropped connections: the transport retries (see ``send``'s comment on why it is safe).
+
+``/identify`` and ``/groupidentify`` name no event in their 429, so they add no loop of their
+own: the transport retries the 429 (not processed, so safe even for a cumulative ``$add``),
+honouring ``Retry-After``, and a limiter holds the documented 15 s pause as a minimum.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from analytics_assets.http.errors import ApiError, AuthenticationError, BadRequestError
+from analytics_assets.http.errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    RateLimitedError,
+)
 from analytics_assets.http.transport import Secret, Transport
 
 __all__ = [
@@ -118,8 +127,9 @@ class Ingestor:
         self._max_bytes = BATCH_MAX_BYTES if batch_api else HTTPAPI_MAX_BYTES
         # Contract §1: pause a throttled user/device 30 s (HTTP V2); batch docs suggest 15 s.
         self._pause = (15.0 if batch_api else 30.0) * throttle_pause_factor
-        # /identify and /groupidentify: "429 as HTTP V2 (pause 15 s)" (contract §1.3).
-        self._identify_pause = 15.0 * throttle_pause_factor
+        # /identify and /groupidentify: "429 as HTTP V2 (pause 15 s)" (contract §1.3); the
+        # transport retries the 429 and this limiter keeps the pause as a minimum.
+        self._identify_limiter = _MinimumPause(15.0 * throttle_pause_factor, clock, sleep)
         self._max_throttle = max_throttle_retries
         self._sleep = sleep
         self._clock = clock
@@ -383,47 +393,75 @@ class Ingestor:
 
     def _post_identify(self, path: str, batch: list[dict[str, Any]]) -> int:
         form = {"api_key": self._key.get(), "identification": orjson.dumps(batch).decode()}
-        for round_ in range(self._max_throttle + 1):
-            try:
-                response = self._t.request(
-                    "POST",
-                    path,
-                    data=form,
-                    idempotent=_identify_idempotent(batch),
-                    expected=(429,),
-                )
-            except BadRequestError as exc:
-                if "invalid_api_key" in (exc.body_excerpt or "").lower():
-                    raise AuthenticationError(
-                        f"HTTP 400 invalid_api_key on {path}",
-                        status=400,
-                        method="POST",
-                        url=path,
-                        service="amplitude",
-                        hint=_BAD_KEY_HINT,
-                    ) from None
-                raise
-            if response.status_code != 429:
-                return len(batch)
-            pause = self._identify_pause
-            logger.info(
-                "[amplitude] %s throttled (429); pausing %.1f s (%d/%d)",
+        try:
+            self._t.request(
+                "POST",
                 path,
-                pause,
-                round_ + 1,
-                self._max_throttle,
+                data=form,
+                idempotent=_identify_idempotent(batch),
+                limiter=self._identify_limiter,
             )
-            self._throttled_retries += 1
-            self._sleep(pause)
-        raise ApiError(
-            f"{path} still throttled after {self._max_throttle} pauses",
-            status=429,
-            method="POST",
-            url=path,
-            service="amplitude",
-            hint="Send fewer identify updates per user per hour (Amplitude drops more than "
-            "1,800 per user per hour), or retry later.",
-        )
+        except BadRequestError as exc:
+            if "invalid_api_key" in (exc.body_excerpt or "").lower():
+                raise AuthenticationError(
+                    f"HTTP 400 invalid_api_key on {path}",
+                    status=400,
+                    method="POST",
+                    url=path,
+                    service="amplitude",
+                    hint=_BAD_KEY_HINT,
+                ) from None
+            raise
+        except RateLimitedError as exc:
+            # The transport's error, with the step that helps identify in particular.
+            raise RateLimitedError(
+                exc.summary,
+                retry_after=exc.retry_after,
+                status=exc.status,
+                method=exc.method,
+                url=exc.url,
+                service="amplitude",
+                body_excerpt=exc.body_excerpt,
+                attempts=exc.attempts,
+                hint="Send fewer identify updates per user per hour (Amplitude drops more than "
+                "1,800 per user per hour), or retry later.",
+            ) from None
+        return len(batch)
+
+
+class _MinimumPause:
+    """A limiter that, after a 429, holds the next send until at least ``pause`` seconds
+    (or the server's ``Retry-After``, if longer) have passed; otherwise it never waits.
+
+    The transport's backoff after a 429 without ``Retry-After`` starts below a second,
+    while Amplitude documents 15 s for identify; the wait here is pacing, so it does not
+    use up the call's retry-time budget.
+    """
+
+    def __init__(
+        self, pause: float, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
+        self._pause = pause
+        self._clock = clock
+        self._sleep = sleep
+        self._until = 0.0
+
+    def acquire(self, cost: float = 1) -> float:
+        wait = self._until - self._clock()
+        if wait <= 0:
+            return 0.0
+        logger.info("[amplitude] identify throttled (429); pausing %.1f s", wait)
+        self._sleep(wait)
+        return wait
+
+    def release(self, cost: float = 1) -> None:
+        return None
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        self._until = self._clock() + max(self._pause, retry_after or 0.0)
+
+    def on_success(self) -> None:
+        return None
 
 
 def _identify_idempotent(batch: list[dict[str, Any]]) -> bool:

@@ -6,6 +6,7 @@ from analytics_assets.http.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    DamagedResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
@@ -17,6 +18,8 @@ from analytics_assets.http.errors import (
 from analytics_assets.http.limits import AdaptiveTokenBucket, CompositeLimiter, CostBudget, Limiter
 from analytics_assets.http.shared_budget import BudgetLedger, SharedBudget
 from analytics_assets.http.transport import (
+    DamagedBodyError,
+    JsonAnswer,
     Redactor,
     Secret,
     StatsSnapshot,
@@ -24,11 +27,13 @@ from analytics_assets.http.transport import (
     TransportConfig,
     TransportStats,
     is_transport_fault,
+    json_body_problem,
     parse_retry_after,
     redact,
     redact_url,
     reveal,
     server_message,
+    stream_to_file,
 )
 
 __all__ = [
@@ -40,6 +45,9 @@ __all__ = [
     "CompositeLimiter",
     "ConfigurationError",
     "CostBudget",
+    "DamagedBodyError",
+    "DamagedResponseError",
+    "JsonAnswer",
     "Limiter",
     "NotFoundError",
     "PermissionDeniedError",
@@ -56,9 +64,11 @@ __all__ = [
     "TransportStats",
     "error_class_for_status",
     "is_transport_fault",
+    "json_body_problem",
     "parse_retry_after",
     "redact",
     "redact_url",
     "reveal",
     "server_message",
+    "stream_to_file",
 ]

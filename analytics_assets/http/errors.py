@@ -15,6 +15,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "DamagedResponseError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
@@ -224,6 +225,17 @@ class StreamInterruptedError(TransportError):
         self.detail = detail
         self.reason = reason
         super().__init__(summary, **kwargs)
+
+
+class DamagedResponseError(StreamInterruptedError):
+    """Every answer, until the retries ran out, arrived damaged: HTML where JSON was
+    expected, an empty body, JSON cut short (its ``Content-Length`` matching the cut), or a
+    body shorter than its ``Content-Length``. ``detail`` says what the last one was."""
+
+    default_hint = (
+        "The answers were damaged on the way, by the network or a proxy between this host "
+        "and the API; run the job again, and if it keeps happening check the proxies."
+    )
 
 
 class ConfigurationError(ApiError):

@@ -3,9 +3,11 @@
 It owns a pooled ``httpx.Client`` and adds what each endpoint would otherwise re-implement:
 client-side limits (see ``limits.py``), retries with exponential backoff and full jitter,
 ``Retry-After``, a total retry-time budget, streamed bodies (``consume``, ``download``) that
-survive dropped connections, typed errors with the server's message and a next step,
-statistics, and secret redaction in every log line and error. There is one retry loop
-(``_send`` plus ``consume`` around it); clients add none of their own.
+survive dropped connections, JSON answers (``request_json``, ``get_json``) whose damaged
+bodies (HTML, empty, cut short) are retried like dropped connections, typed errors with the
+server's message and a next step, statistics, and secret redaction in every log line and
+error. There is one retry loop (``_send`` plus ``consume`` around it); clients add none of
+their own.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit, urlunsplit
 
 import httpx
+import orjson
 
 from analytics_assets.http.errors import (
     STATUS_HINTS,
     ApiError,
     AuthenticationError,
     ConfigurationError,
+    DamagedResponseError,
     RateLimitedError,
     StreamInterruptedError,
     TransportError,
@@ -48,6 +52,8 @@ from analytics_assets.http.errors import (
 from analytics_assets.http.limits import Limiter
 
 __all__ = [
+    "DamagedBodyError",
+    "JsonAnswer",
     "Redactor",
     "Secret",
     "StatsSnapshot",
@@ -55,11 +61,13 @@ __all__ = [
     "TransportConfig",
     "TransportStats",
     "is_transport_fault",
+    "json_body_problem",
     "parse_retry_after",
     "redact",
     "redact_url",
     "reveal",
     "server_message",
+    "stream_to_file",
 ]
 
 logger = logging.getLogger("analytics_assets.http")
@@ -514,20 +522,102 @@ def _full_jitter(cap: float) -> float:
     return random.uniform(0.0, cap)
 
 
+class DamagedBodyError(Exception):
+    """A body that arrived but is not what was asked for: shorter than its
+    ``Content-Length``, HTML or an empty body where JSON was expected, JSON cut short (a
+    proxy can cut a body and fix up ``Content-Length`` to match).
+
+    A transport fault like a dropped connection (:func:`is_transport_fault`): the request is
+    sent again within the same attempts and budget. Its text says what came back, already
+    redacted, and never holds more than a short excerpt of the body; ``hint`` is the next
+    step the final error gives if every attempt ends like this.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# Next steps for a damaged body: cut short on the way, or another party's page instead.
+CUT_SHORT_HINT = (
+    "The answer was cut short or garbled on the way (a dropped connection or a proxy); run "
+    "the job again, and if it keeps happening check the network and proxies between this "
+    "host and the API."
+)
+FOREIGN_PAGE_HINT = (
+    "Something other than the API answered: a proxy, gateway or captive portal between this "
+    "host and the API, or base_url points at a web page instead of the API host. Check "
+    "base_url and any proxy; if it was passing, run the job again."
+)
+
+
 def is_transport_fault(exc: BaseException) -> bool:
-    """True for a body that broke in transit (dropped connection, read timeout…): the
-    default ``retryable`` of :meth:`Transport.consume`."""
-    return isinstance(exc, httpx.TransportError)
+    """True for a body that broke in transit (dropped connection, read timeout…) or arrived
+    damaged (:class:`DamagedBodyError`): the default ``retryable`` of
+    :meth:`Transport.consume`."""
+    return isinstance(exc, httpx.TransportError | DamagedBodyError)
 
 
-class _IncompleteBody(Exception):
+class _IncompleteBody(DamagedBodyError):
     """A body that ended cleanly but shorter than its ``Content-Length`` said."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint=CUT_SHORT_HINT)
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _IncompleteBody):
+    if isinstance(exc, DamagedBodyError):
         return str(exc)  # already says what happened ("truncated body: …")
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# What a JSON text may start with (after whitespace): anything else is another format.
+_JSON_STARTS = frozenset(b'{["-0123456789tfn')
+_EXCERPT_CHARS = 80
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    """A JSON answer of :meth:`Transport.request_json`: ``status``, the parsed ``data``
+    (None for an empty answer where allowed, or an expected error status whose body is not
+    JSON) and the read, closed ``response`` (headers, request, ``content``)."""
+
+    status: int
+    data: Any
+    response: httpx.Response = field(repr=False)
+
+
+def json_body_problem(body: bytes, content_type: str | None) -> tuple[Any, str | None]:
+    """``(value, None)`` when ``body`` is a JSON text, else ``(None, what is wrong)``.
+
+    What is wrong is said the way a person would check it: an empty body, HTML where JSON
+    was expected (with the page's own words), JSON cut short after N bytes (a body cut on
+    the way whose length still matches its ``Content-Length``), JSON damaged at a byte, or
+    another format. A body that parses is accepted whatever its content type says:
+    Amplitude labels some answers oddly (``/identify`` sends ``success`` as ``text/html``),
+    so the label only names what came back.
+    """
+    try:
+        return orjson.loads(body), None
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    kind = (content_type or "").split(";")[0].strip().lower() or "no content type"
+    size = f"{len(body):,} bytes"
+    text = body.strip()
+    if not text:
+        return None, f"an empty body where JSON was expected ({kind})"
+    if "html" in kind or text[:1] == b"<":
+        words = server_message(body, "text/html") or ""
+        if len(words) > _EXCERPT_CHARS:
+            words = words[: _EXCERPT_CHARS - 1] + "…"
+        said = f': "{words}"' if words else ""
+        return None, f"HTML where JSON was expected ({kind}, {size}{said})"
+    if text[0] in _JSON_STARTS:
+        if error.pos >= len(body.rstrip()):
+            return None, f"JSON cut short after {size} ({kind})"
+        return None, f"JSON damaged at byte {error.pos:,} of {size} ({error.msg}; {kind})"
+    words = " ".join(text[:_EXCERPT_CHARS].decode("utf-8", "replace").split())
+    return None, f'a body that is not JSON where JSON was expected ({kind}, {size}: "{words}")'
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -621,6 +711,45 @@ class _TrackedStream(httpx.SyncByteStream):
             self._inner.close()
         finally:
             self._on_close()
+
+
+def stream_to_file(
+    response: httpx.Response,
+    dest: Path,
+    *,
+    chunk_size: int = 1 << 20,
+    check: Callable[[Path], None] | None = None,
+) -> int:
+    """Write a streamed response's body to ``dest``; return the bytes written.
+
+    The body goes to a temporary file beside ``dest``, renamed over it only when whole: a
+    body shorter than its ``Content-Length`` raises :class:`DamagedBodyError`, and
+    ``check(tmp)`` (if given) may refuse it; on any failure nothing is left behind. The
+    response is closed (connection and limiter slot freed) before ``check`` runs. The
+    ``read`` of :meth:`Transport.download` and of clients that stream a file through
+    :meth:`Transport.consume` themselves (a redirect to follow by hand).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+    written = 0
+    try:
+        with tmp.open("wb") as fh:
+            for chunk in response.iter_bytes(chunk_size):
+                fh.write(chunk)
+                written += len(chunk)
+        response.close()  # frees the connection and the limiter slot before `check`
+        # Content-Length counts the bytes on the wire, before any Content-Encoding.
+        declared = response.headers.get("content-length", "")
+        encoded = response.headers.get("content-encoding", "identity") != "identity"
+        received = response.num_bytes_downloaded if encoded else written
+        if declared.isdigit() and received != int(declared):
+            raise _IncompleteBody(f"truncated body: {received} of {declared} bytes")
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing left after a failure (no-op on success)
+    return written
 
 
 class Transport:
@@ -775,6 +904,8 @@ class Transport:
         chunk_size: int = 1 << 20,
         check: Callable[[Path], None] | None = None,
         check_retryable: Callable[[BaseException], bool] | None = None,
+        expected: tuple[int, ...] = (),
+        on_expected: Callable[[httpx.Response], None] | None = None,
     ) -> int:
         """Stream a response body to ``dest`` in chunks; return the bytes written.
 
@@ -789,36 +920,26 @@ class Transport:
         ``check_retryable`` is true (the file was damaged on the way) downloads it again in
         the same loop, like a dropped connection; any other propagates. Either way no file
         is left behind.
+
+        An answer whose status is in ``expected`` is not written: ``on_expected(response)``
+        gets it unread and says what it means by raising. A retryable exception (a
+        :class:`DamagedBodyError`, or one ``check_retryable`` accepts: say, an intermediary's
+        error page where the service's own answer was expected) sends the request again in
+        the same loop; any other propagates to the caller (say, the service's own "no data"
+        answer). If it returns, nothing is written and 0 is returned.
         """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
 
         def write(response: httpx.Response) -> Iterator[int]:
-            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
-            written = 0
-            try:
-                with tmp.open("wb") as fh:
-                    for chunk in response.iter_bytes(chunk_size):
-                        fh.write(chunk)
-                        written += len(chunk)
-                response.close()  # frees the connection and the limiter slot before `check`
-                # Content-Length counts the bytes on the wire, before any Content-Encoding.
-                declared = response.headers.get("content-length", "")
-                encoded = response.headers.get("content-encoding", "identity") != "identity"
-                received = response.num_bytes_downloaded if encoded else written
-                if declared.isdigit() and received != int(declared):
-                    raise _IncompleteBody(f"truncated body: {received} of {declared} bytes")
-                if check is not None:
-                    check(tmp)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)  # nothing left after a failure (no-op on success)
-            yield written
+            if response.status_code in expected and on_expected is not None:
+                on_expected(response)
+                yield 0
+                return
+            yield stream_to_file(response, dest, chunk_size=chunk_size, check=check)
 
         def fault(exc: BaseException) -> bool:
-            if isinstance(exc, _IncompleteBody) or is_transport_fault(exc):
-                return True
-            return check_retryable is not None and check_retryable(exc)
+            return is_transport_fault(exc) or (check_retryable is not None and check_retryable(exc))
 
         items = self.consume(
             method,
@@ -833,9 +954,94 @@ class Transport:
             limiter=limiter,
             cost=cost,
             timeout=timeout,
+            expected=expected if on_expected is not None else (),
         )
         with contextlib.closing(items):  # finish the generator now, not when it is collected
             return next(items)  # `write` yields once, after the file is in place
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+        content: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        limiter: Limiter | None = None,
+        cost: float = 1,
+        timeout: float | httpx.Timeout | None = None,
+        expected: tuple[int, ...] = (),
+        allow_empty: bool = False,
+    ) -> JsonAnswer:
+        """Send a request whose answer is JSON; return it parsed, as a :class:`JsonAnswer`.
+
+        A success answer (2xx) whose body is not JSON (HTML from a proxy or captive portal,
+        an empty body, JSON cut short with a ``Content-Length`` that matches the cut) is a
+        :class:`DamagedBodyError`: the request is sent again in the one retry loop of
+        :meth:`consume`, like a dropped connection (same attempts, backoff, budget, stats
+        and idempotency rule). When the retries run out, :class:`DamagedResponseError` says
+        what the last body was ("HTML where JSON was expected …", "JSON cut short after N
+        bytes …"), redacted. ``allow_empty`` accepts an empty body or 204 as ``data=None``
+        (writes that answer nothing). An answer with a status in ``expected`` is returned
+        with ``data`` parsed when it is JSON, else None: its caller reads it as an error.
+        A redirect (when the transport does not follow them) raises :class:`ApiError`.
+        """
+        merged = {"Accept": "application/json", **(headers or {})}
+
+        def read(response: httpx.Response) -> Iterator[JsonAnswer]:
+            status = response.status_code
+            if 300 <= status < 400:
+                location = response.headers.get("location", "")
+                raise ApiError(
+                    f"unexpected redirect (HTTP {status})"
+                    + (f" to {self.redact_url(location)}" if location else ""),
+                    status=status,
+                    method=response.request.method,
+                    url=self.redact_url(response.request.url),
+                    service=self.service,
+                    hint="Check base_url: the API host itself answers, it does not redirect.",
+                )
+            body = response.read()
+            content_type = response.headers.get("content-type")
+            if status >= 400 or (allow_empty and (status == 204 or not body.strip())):
+                value, _ = json_body_problem(body, content_type) if body.strip() else (None, "")
+                yield JsonAnswer(status, value, response)
+                return
+            value, problem = json_body_problem(body, content_type)
+            if problem is not None:
+                # JSON that broke off is the right host's answer cut on the way; anything
+                # else came from someone else (or base_url points at a web page).
+                cut = problem.startswith(("JSON", "an empty body"))
+                raise DamagedBodyError(
+                    self.redact(f"{problem}, HTTP {status}"),
+                    hint=CUT_SHORT_HINT if cut else FOREIGN_PAGE_HINT,
+                )
+            yield JsonAnswer(status, value, response)
+
+        answers = self.consume(
+            method,
+            path,
+            read,
+            params=params,
+            json=json,
+            data=data,
+            content=content,
+            headers=merged,
+            idempotent=idempotent,
+            limiter=limiter,
+            cost=cost,
+            timeout=timeout,
+            expected=expected,
+        )
+        with contextlib.closing(answers):
+            return next(answers)
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        """The parsed JSON of a GET (see :meth:`request_json`)."""
+        return self.request_json("GET", path, **kwargs).data
 
     def consume(
         self,
@@ -940,6 +1146,14 @@ class Transport:
         else:
             delay = call.plan_retry(None)
         if delay is None:
+            if isinstance(failure, DamagedBodyError):
+                # A damaged body is told apart from a broken connection: the fix differs.
+                raise DamagedResponseError(
+                    f"no complete response ({detail}); {call.stop_reason}",
+                    reason=call.stop_reason,
+                    hint=failure.hint,
+                    **kwargs,
+                ) from failure
             raise StreamInterruptedError(
                 f"no complete response ({detail}); {call.stop_reason}",
                 reason=call.stop_reason,

@@ -577,9 +577,13 @@ class PendoClient:
         return self._transport.request("GET", path, limiter=self.limiter, **kwargs)
 
     def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self._json(self._get(path, params=params))
+        # The transport's JSON read: a damaged answer (HTML from a proxy, an empty body,
+        # JSON cut short) is sent again like a dropped connection, in the one retry loop.
+        return self._transport.get_json(path, params=params, limiter=self.limiter)
 
     def _json(self, response: httpx.Response) -> Any:
+        """A write's answer as JSON (writes keep their own wording of an unreadable answer:
+        the write-back logs the batch unconfirmed)."""
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:

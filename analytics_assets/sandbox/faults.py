@@ -1,11 +1,21 @@
 """Fault injection and request counters, as ASGI middleware around the whole sandbox.
 
 A fault rule says what goes wrong (a 5xx, a 429 burst, added latency, a connection
-dropped mid-body, a truncated body), for which requests (service, method, path
-pattern), how often (probability) and for how long (a count or a duration). Rules
-are set at start (``SandboxConfig.faults``) or at run time through
-``POST /_sandbox/faults``. The counters record every answer as the client saw it,
-faults included, so tests assert on what actually crossed the wire.
+dropped mid-body, a truncated body, an intermediary's HTML error page, a damaged 200
+answer), for which requests (service, method, path pattern), how often (probability)
+and for how long (a count or a duration). Rules are set at start
+(``SandboxConfig.faults``) or at run time through ``POST /_sandbox/faults``. The
+counters record every answer as the client saw it, faults included, so tests assert on
+what actually crossed the wire.
+
+Kinds: ``error`` (the service's own error body with ``status``), ``throttle`` (429,
+optional ``retry_after``), ``latency`` (``latency_seconds`` before answering), ``drop``
+(the connection closes after ``fraction`` of the body), ``truncate`` (the body cut to
+``fraction``, Content-Length fixed up to match), ``html`` (an intermediary's HTML error
+page with ``status``, e.g. a proxy's 404, 502 or 503, the API never reached) and
+``damage`` (a 200 answer's body replaced as ``damage`` says: ``html``, a captive
+portal's page; ``empty``; ``cut``, cut to ``fraction`` with a matching Content-Length;
+answers other than 200 pass unchanged).
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTROL_PREFIX = "/_sandbox"
-FAULT_KINDS = ("error", "throttle", "latency", "drop", "truncate")
+FAULT_KINDS = ("error", "throttle", "latency", "drop", "truncate", "html", "damage")
+DAMAGE_KINDS = ("html", "empty", "cut")
 
 
 class DroppedConnection(Exception):
@@ -62,8 +73,10 @@ class FaultRule:
     status: int = 503
     latency_seconds: float = 0.0
     retry_after: float | None = None
-    # drop/truncate: the share of the body (or of its first chunk) that is sent.
+    # drop/truncate (and damage "cut"): the share of the body (or of its first chunk) sent.
     fraction: float = 0.5
+    # damage: what a 200 answer's body becomes (see DAMAGE_KINDS).
+    damage: str = "html"
     id: int = 0
     created: float = field(default_factory=time.monotonic)
     applied: int = 0
@@ -75,6 +88,8 @@ class FaultRule:
             raise ValueError("probability must be between 0 and 1")
         if not 0.0 <= self.fraction < 1.0:
             raise ValueError("fraction must be in [0, 1)")
+        if self.damage not in DAMAGE_KINDS:
+            raise ValueError(f"unknown damage {self.damage!r}; use one of {DAMAGE_KINDS}")
         re.compile(self.path)
 
     def expired(self, now: float) -> bool:
@@ -208,6 +223,32 @@ def _fault_body(service: str, status: int) -> tuple[bytes, str]:
     return b"Internal Server Error", "text/plain; charset=utf-8"
 
 
+_REASONS = {
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
+
+
+def html_error_page(status: int) -> bytes:
+    """The error page a reverse proxy (nginx's stock page) sends when the API is not reached."""
+    title = f"{status} {_REASONS.get(status, 'Error')}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    ).encode()
+
+
+#: What a captive portal or a misrouted proxy answers with 200 instead of the API's JSON.
+PORTAL_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+    b"<body><h1>Sign in to continue</h1><p>Your session has expired.</p></body></html>"
+)
+
+
 def _throttle_body(service: str) -> tuple[bytes, str]:
     if service == "amplitude":
         details = "Too Many Requests: Exceeded rate limit with query of cost 1"
@@ -266,11 +307,20 @@ class SandboxMiddleware:
             body, ctype = _fault_body(service, fired["error"].status)
             await _respond(send, fired["error"].status, body, [(b"content-type", ctype.encode())])
             return
+        if "html" in fired:
+            status = fired["html"].status
+            headers = [(b"content-type", b"text/html")]
+            await _respond(send, status, html_error_page(status), headers)
+            return
         if "drop" in fired:
             await self.app(scope, receive, _dropping_send(send, fired["drop"].fraction))
             return
         if "truncate" in fired:
             await self.app(scope, receive, _truncating_send(send, fired["truncate"].fraction))
+            return
+        if "damage" in fired:
+            rule = fired["damage"]
+            await self.app(scope, receive, _damaging_send(send, rule.damage, rule.fraction))
             return
         await self.app(scope, receive, send)
 
@@ -326,3 +376,49 @@ def _truncating_send(send: Send, fraction: float) -> Send:
         state["done"] = True
 
     return truncating
+
+
+_BODY_HEADERS = (b"content-length", b"content-type", b"content-encoding")
+
+
+def _damaging_send(send: Send, damage: str, fraction: float) -> Send:
+    """Replace a 200 answer's body, complete on the wire (Content-Length matches): a
+    captive portal's HTML page, an empty body, or the body cut to ``fraction``. Other
+    statuses pass unchanged. The whole body is gathered first (the answers this is meant
+    for are JSON documents; a streamed file is gathered too)."""
+    state: dict[str, Any] = {"start": None, "buffer": b"", "pass": False}
+
+    async def damaging(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if message["status"] != 200:
+                state["pass"] = True
+                await send(message)
+            else:
+                state["start"] = message
+            return
+        if state["pass"]:
+            await send(message)
+            return
+        if state["start"] is None:
+            return  # already answered: whatever the app still sends is ignored
+        state["buffer"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        whole = state["buffer"]
+        # A cut body keeps its headers (an encoded body stays encoded, and breaks on
+        # decoding); a replaced one is a page of its own.
+        replaced = (b"content-length",) if damage == "cut" else _BODY_HEADERS
+        headers = [(k, v) for k, v in state["start"]["headers"] if k.lower() not in replaced]
+        if damage == "html":
+            body = PORTAL_PAGE
+            headers.append((b"content-type", b"text/html; charset=utf-8"))
+        elif damage == "empty":
+            body = b""
+        else:
+            body = whole[: int(len(whole) * fraction)]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**state["start"], "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        state["start"] = None
+
+    return damaging

@@ -25,6 +25,7 @@ from analytics_assets.http.errors import (
     ConfigurationError,
     NotFoundError,
     ServerError,
+    TransportError,
 )
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
@@ -296,6 +297,96 @@ def test_cohort_302_to_another_host_carries_no_credentials(tmp_path: Path) -> No
         assert "authorization" not in request.headers
         flat = str(request.headers) + request.query
         assert "scripted-api-key-123" not in flat and "scripted-secret-456" not in flat
+
+
+def test_cohort_file_cut_at_a_line_end_is_fetched_again_when_the_size_is_known(
+    sandbox: SandboxServer, client: AmplitudeClient, faults: None, tmp_path: Path
+) -> None:
+    """A file cut short with a matching Content-Length reads as a shorter CSV: the size
+    the cohort list gives tells, and the one retry loop fetches it again."""
+    cohort = next(c for c in client.list_cohorts() if (c.get("size") or 0) > 50)
+    control(sandbox, "/faults", "POST", json={"kind": "truncate", "count": 1, "path": "/file$"})
+    before = client.stats.snapshot()
+    path = client.download_cohort(
+        cohort["id"], tmp_path / "c.csv", poll_interval=0.02, expected_members=cohort["size"]
+    )
+    assert len(list(client.read_cohort_csv(path))) == cohort["size"]
+    assert control(sandbox, "/counters")["faults"].get("truncate", 0) >= 1
+    spent = client.stats.delta(before)
+    assert spent.retries >= 1 and spent.transport_errors >= 1
+    assert not list(tmp_path.glob(".*part"))
+
+
+def _cohort_script(api: ScriptedServer, *file_answers: Reply) -> None:
+    api.script(
+        Reply(202, body={"request_id": "r-1", "cohort_id": "c1"}),
+        Reply(200, body={"request_id": "r-1", "async_status": "JOB COMPLETED"}),
+        *file_answers,
+    )
+
+
+EXPIRED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    b"<Message>Request has expired</Message></Error>"
+)
+
+
+def test_an_expired_presigned_link_asks_file_for_a_fresh_one(tmp_path: Path, fake_clock) -> None:
+    """The presigned link lives a minute: S3's 403 is a fault of the one loop, which asks
+    /file again (its link stays valid 7 days) and follows the fresh link."""
+    with ScriptedServer() as api, ScriptedServer() as s3:
+        _cohort_script(
+            api,
+            Reply(302, headers={"Location": f"{s3.url}/bucket/c1.csv?X-Amz-Signature=old"}),
+            Reply(302, headers={"Location": f"{s3.url}/bucket/c1.csv?X-Amz-Signature=new"}),
+        )
+        s3.script(
+            Reply(403, {"Content-Type": "application/xml"}, EXPIRED),
+            Reply(200, {"Content-Type": "text/csv"}, b"user_id\nu1\nu2\n"),
+        )
+        with AmplitudeClient(
+            "scripted-api-key-123",
+            "scripted-secret-456",
+            base_url=api.url,
+            sleep=fake_clock.sleep,
+            clock=fake_clock,
+        ) as client:
+            path = client.download_cohort(
+                "c1", tmp_path / "c1.csv", poll_interval=0.01, expected_members=2
+            )
+            stats = client.stats.snapshot()
+        assert [r["user_id"] for r in client.read_cohort_csv(path)] == ["u1", "u2"]
+        assert [r.path for r in api.requests[2:]] == ["/api/5/cohorts/request/r-1/file"] * 2
+        assert [r.query for r in s3.requests] == ["X-Amz-Signature=old", "X-Amz-Signature=new"]
+    assert stats.retries == 1 and len(fake_clock.sleeps) == 1  # one backoff, one loop
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c1.csv"]
+
+
+def test_a_cohort_file_short_every_time_fails_and_writes_nothing(
+    tmp_path: Path, fake_clock
+) -> None:
+    with ScriptedServer() as api:
+        short = Reply(200, {"Content-Type": "text/csv"}, b"user_id\nu1\n")
+        _cohort_script(api, short, short, short)
+        with (
+            AmplitudeClient(
+                "scripted-api-key-123",
+                "scripted-secret-456",
+                base_url=api.url,
+                max_attempts=3,
+                sleep=fake_clock.sleep,
+                clock=fake_clock,
+            ) as client,
+            pytest.raises(TransportError) as info,
+        ):
+            client.download_cohort(
+                "c1", tmp_path / "c1.csv", poll_interval=0.01, expected_members=5
+            )
+    text = str(info.value)
+    assert "holds 1 members but the cohort list says 5" in text
+    assert info.value.attempts == 3 and "gave up after 3 attempts" in text
+    assert list(tmp_path.iterdir()) == []
+    assert "scripted-secret-456" not in text
 
 
 def test_download_cohort_deadline(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
-"""AmplitudeClient.export over real HTTP against the sandbox: clean runs, no data, truncated
-archives, windows split on 400/504, the 365-day cap, flat memory."""
+"""AmplitudeClient.export over real HTTP against the sandbox: clean runs, no data (only on
+the Export API's own 404), truncated archives, windows split on 400/504, the 365-day cap,
+flat memory."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from scripted_server import Reply, ScriptedServer
 
 from analytics_assets.amplitude.client import AmplitudeClient, ExportTooLargeError
-from analytics_assets.http.errors import TransportError
+from analytics_assets.amplitude.export import is_no_data_answer
+from analytics_assets.http.errors import DamagedResponseError, TransportError
 from analytics_assets.sandbox.amplitude.events import AVG_RECORD_BYTES, EXPORT_EVENTS_PER_SECOND
 from analytics_assets.sandbox.config import AmplitudeLimits, SandboxConfig
 from analytics_assets.sandbox.server import SandboxServer
@@ -41,6 +45,20 @@ def client(sandbox: SandboxServer) -> Iterator[AmplitudeClient]:
     keys = sandbox.config.amplitude_keys["us"]
     with AmplitudeClient(
         keys.api_key, keys.secret_key, base_url=sandbox.urls.amplitude("us"), max_retry_time=30
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def quick_client(sandbox: SandboxServer) -> Iterator[AmplitudeClient]:
+    """A client whose backoff sleeps return at once (for faults that repeat every time)."""
+    keys = sandbox.config.amplitude_keys["us"]
+    with AmplitudeClient(
+        keys.api_key,
+        keys.secret_key,
+        base_url=sandbox.urls.amplitude("us"),
+        max_retry_time=30,
+        sleep=lambda _seconds: None,
     ) as c:
         yield c
 
@@ -117,12 +135,137 @@ def test_truncated_archive_is_downloaded_again(
 
 
 def test_archive_truncated_every_time_fails_clearly(
-    client: AmplitudeClient, control: str, tmp_path: Path
+    quick_client: AmplitudeClient, control: str, tmp_path: Path
 ) -> None:
+    # The re-downloads now back off like every other retry: the sleeps are skipped here.
     httpx.post(f"{control}/faults", json={"kind": "truncate", "count": 50, "path": "/api/2/export"})
-    with pytest.raises(TransportError, match="incomplete"):
-        client.export(DAY_START, DAY_START + timedelta(hours=5), tmp_path)
+    before = quick_client.stats.snapshot()
+    with pytest.raises(TransportError, match="incomplete") as info:
+        quick_client.export(DAY_START, DAY_START + timedelta(hours=5), tmp_path)
     assert not list(tmp_path.iterdir())
+    # One retry loop: the transport's attempts, backoff and stats, not a loop around it.
+    spent = quick_client.stats.delta(before)
+    assert info.value.attempts == 6 == spent.requests_sent
+    assert spent.retries == 5 and spent.transport_errors == 6
+    assert "was incomplete 6 times" in str(info.value)
+
+
+# --- evidence before emptiness: only the Export API's own 404 means "no data" -------------
+
+
+def test_genuine_no_data_is_flagged_on_the_result(client: AmplitudeClient, tmp_path: Path) -> None:
+    future = NOW + timedelta(days=2)
+    result = client.export(future, future + timedelta(hours=3), tmp_path)
+    assert result.no_data and result.no_data_windows == result.windows
+    assert result.files == []
+
+
+def test_a_day_with_data_is_not_flagged_empty(clean_run) -> None:
+    assert not clean_run.no_data and clean_run.no_data_windows == []
+
+
+def test_an_intermediarys_html_404_is_retried_not_read_as_no_data(
+    client: AmplitudeClient, control: str, tmp_path: Path, clean_run
+) -> None:
+    """Issue 18: a proxy's HTML 404 on /api/2/export emptied a day that had data."""
+    httpx.post(
+        f"{control}/faults",
+        json={"kind": "html", "status": 404, "count": 1, "path": "/api/2/export"},
+    )
+    before = client.stats.snapshot()
+    result = client.export(DAY_START, DAY_END, tmp_path)
+    assert digest(result.files) == digest(clean_run.files)
+    assert not result.no_data
+    spent = client.stats.delta(before)
+    assert spent.responses_by_status.get(404) == 1 and spent.retries == 1
+    assert httpx.get(f"{control}/counters").json()["faults"].get("html", 0) >= 1
+
+
+def test_an_html_404_every_time_fails_loudly_naming_it(
+    quick_client: AmplitudeClient, control: str, tmp_path: Path, sandbox: SandboxServer
+) -> None:
+    httpx.post(
+        f"{control}/faults",
+        json={"kind": "html", "status": 404, "count": 50, "path": "/api/2/export"},
+    )
+    with pytest.raises(DamagedResponseError) as info:
+        quick_client.export(DAY_START, DAY_END, tmp_path)
+    text = str(info.value)
+    assert "HTTP 404 with HTML where JSON was expected (text/html" in text
+    assert "404 Not Found" in text and "not taken as empty" in text
+    assert info.value.status == 404 and info.value.attempts == 6
+    assert not list(tmp_path.iterdir())
+    keys = sandbox.config.amplitude_keys["us"]
+    assert keys.api_key not in text and keys.secret_key not in text
+
+
+NO_DATA = {
+    "error": {
+        "http_code": 404,
+        "type": "unspecified",
+        "message": "Unspecified Error",
+        "metadata": {"details": "Raw data files were not found."},
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("bogus", "said"),
+    [
+        (Reply(404, {"content-type": "text/html"}, b"<html><h1>Not Found</h1></html>"), "HTML"),
+        (Reply(404, {}, b""), "an empty body"),
+        (Reply(404, {}, {"message": "Not Found"}), "Not Found"),
+        (Reply(404, {}, {"error": {"metadata": {"details": "No such route"}}}), "No such route"),
+    ],
+)
+def test_only_the_export_apis_own_404_body_means_no_data(
+    tmp_path: Path, fake_clock, bogus: Reply, said: str
+) -> None:
+    """Against a scripted server: each other 404 is retried, then the real one is empty."""
+    with ScriptedServer() as api:
+        api.script(bogus, Reply(404, {"content-type": "application/json"}, NO_DATA))
+        with AmplitudeClient(
+            "scripted-api-key-123",
+            "scripted-secret-456",
+            base_url=api.url,
+            sleep=fake_clock.sleep,
+            clock=fake_clock,
+        ) as c:
+            result = c.export(DAY_START, DAY_START, tmp_path)
+        assert result.no_data and result.files == []
+        assert len(api.requests) == 2 and len(fake_clock.sleeps) == 1
+        api.script(*[bogus] * 2)
+        with (
+            AmplitudeClient(
+                "scripted-api-key-123",
+                "scripted-secret-456",
+                base_url=api.url,
+                max_attempts=2,
+                sleep=fake_clock.sleep,
+                clock=fake_clock,
+            ) as c,
+            pytest.raises(DamagedResponseError, match=said) as info,
+        ):
+            c.export(DAY_START, DAY_START, tmp_path)
+    assert "scripted-secret-456" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_is_no_data_answer_reads_the_body_not_the_status() -> None:
+    assert is_no_data_answer(json.dumps(NO_DATA).encode())
+    # The live recording's spacing and a missing final period are the same answer.
+    assert is_no_data_answer(
+        b'{"error": {"http_code": 404, "metadata": {"details": "Raw data files were not found"}}}'
+    )
+    for other in (
+        b"",
+        b"<html>Raw data files were not found.</html>",
+        b"Raw data files were not found.",
+        b'{"error": "Raw data files were not found."}',
+        b'{"error": {"metadata": {"details": "Invalid API Key"}}}',
+        b"[]",
+    ):
+        assert not is_no_data_answer(other), other
 
 
 def test_dropped_connection_is_retried(

@@ -31,7 +31,7 @@ from analytics_assets.amplitude.tidy import (
     retention_rows,
     series_rows,
 )
-from analytics_assets.http.errors import ConfigurationError
+from analytics_assets.http.errors import ConfigurationError, RateLimitedError
 
 API_KEY = "unit-amplitude-api-key-0001"
 SECRET = "unit-amplitude-secret-key-0001"
@@ -372,6 +372,48 @@ def test_identify_is_form_encoded_in_batches_of_1024() -> None:
         m = client.group_identify("company", "acme", {"$set": {"plan": "pro"}})
     assert n == 2100 and m == 1
     assert seen == [1024, 1024, 52, 1]
+
+
+THROTTLED_IDENTIFY = {"code": 429, "error": "Too many requests for some devices and users"}
+
+
+def test_identify_429_is_retried_by_the_transport_with_a_minimum_pause() -> None:
+    """No loop of its own: the transport's retry of a 429 (Retry-After honoured, attempts
+    and stats shared), and the documented 15 s as the least pause before resending."""
+    answers = [
+        httpx.Response(429, json=THROTTLED_IDENTIFY),  # no Retry-After: 15 s pause
+        httpx.Response(429, headers={"Retry-After": "40"}, json=THROTTLED_IDENTIFY),
+        httpx.Response(200, text="success"),
+    ]
+    sent: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        return answers.pop(0)
+
+    clock = _Clock()
+    with _ingest_client(handler, clock) as client:
+        # $add is cumulative, yet a 429 was not processed: resending it is safe.
+        n = client.identify([{"user_id": "user-1", "user_properties": {"$add": {"n": 1}}}])
+        stats = client.stats.snapshot()
+    assert n == 1 and len(sent) == 3 and sent[0] == sent[1] == sent[2]
+    assert stats.retries == 2 and stats.throttled == 2
+    # First: the transport's backoff (jitter below 0.5 s), then the rest of the 15 s pause.
+    assert sum(clock.sleeps[:-1]) == pytest.approx(15.0)
+    assert clock.sleeps[-1] == 40.0  # Retry-After above the minimum: the server's wait
+    assert clock.now == pytest.approx(55.0)
+
+
+def test_identify_still_throttled_fails_with_the_identify_hint() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json=THROTTLED_IDENTIFY)
+
+    clock = _Clock()
+    with _ingest_client(handler, clock) as client, pytest.raises(RateLimitedError) as info:
+        client.group_identify("company", "acme", {"$set": {"plan": "pro"}})
+    text = str(info.value)
+    assert info.value.attempts == 6 and "1,800 per user per hour" in text
+    assert API_KEY not in text and SECRET not in text
 
 
 def test_membership_changes_are_chunked_at_100000_ids() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import json
 import logging
 import pickle
 import re
@@ -40,7 +41,8 @@ from analytics_assets.http import (
     redact,
     redact_url,
 )
-from analytics_assets.http.errors import StreamInterruptedError
+from analytics_assets.http.errors import DamagedResponseError, StreamInterruptedError
+from analytics_assets.http.transport import DamagedBodyError, json_body_problem
 
 
 def make(server: ScriptedServer | str, clock: Any, service: str = "pendo", **cfg: Any) -> Transport:
@@ -528,6 +530,185 @@ def test_consume_closes_and_releases_the_limiter_when_the_consumer_stops_early(f
         items.close()
     assert limiter.calls.count(("release", 1)) == 1
     assert finished == ["reader cleaned up"]
+
+
+# --- download: an expected status read by the caller ---------------------------------------
+
+
+class _Sentinel(Exception):
+    """What a caller's ``on_expected`` raises for the service's own answer."""
+
+
+def test_download_on_expected_resends_a_retryable_answer_and_propagates_the_rest(
+    server, fake_clock, tmp_path
+):
+    """A 404 that is an intermediary's page is resent in the same loop; the service's own
+    404 reaches the caller; neither writes a file."""
+    server.script(
+        (404, HTML, "<html><body><h1>404 Not Found</h1>nginx</body></html>"),
+        (404, {}, {"error": {"metadata": {"details": "no data"}}}),
+    )
+    seen: list[bytes] = []
+
+    def on_expected(response: httpx.Response) -> None:
+        body = response.read()
+        seen.append(body)
+        if body.startswith(b"<"):
+            raise DamagedBodyError("HTTP 404 with HTML")
+        raise _Sentinel("the service's own 404")
+
+    dest = tmp_path / "a.zip"
+    with make(server, fake_clock) as t, pytest.raises(_Sentinel):
+        t.download("GET", "/api/2/export", dest, expected=(404,), on_expected=on_expected)
+    assert len(seen) == 2 and len(server.requests) == 2
+    assert fake_clock.sleeps == [0.5]
+    assert list(tmp_path.iterdir()) == []
+    server.script((404, {}, "x"))
+    with make(server, fake_clock) as t:
+        assert t.download("GET", "/f", dest, expected=(404,), on_expected=lambda r: None) == 0
+        stats = t.stats.snapshot()
+    assert stats.retries == 0 and not dest.exists()
+
+
+def test_download_on_expected_gives_up_with_the_last_answer_named(server, fake_clock, tmp_path):
+    server.script(*[(404, HTML, "<html>404</html>")] * 3)
+
+    def on_expected(response: httpx.Response) -> None:
+        raise DamagedBodyError("HTTP 404 with HTML where the no-data answer was expected")
+
+    with make(server, fake_clock, max_attempts=3) as t, pytest.raises(DamagedResponseError) as info:
+        t.download("GET", "/x", tmp_path / "x", expected=(404,), on_expected=on_expected)
+    assert info.value.attempts == 3 and len(server.requests) == 3
+    assert "HTTP 404 with HTML where the no-data answer was expected" in str(info.value)
+
+
+# --- JSON answers: a damaged body is retried like a dropped connection -----------------------
+
+
+def json_answer(body: bytes, content_type: str | None = "application/json") -> httpx.Response:
+    headers = {"content-type": content_type} if content_type else {}
+    return httpx.Response(200, headers=headers, content=body)
+
+
+GOOD = b'{"results": [1, 2, 3]}'
+PORTAL = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("damaged", "content_type", "said"),
+    [
+        (PORTAL, "text/html", "HTML where JSON was expected (text/html, 82 bytes"),
+        (b"", "application/json", "an empty body where JSON was expected"),
+        (GOOD[:13], "application/json", "JSON cut short after 13 bytes"),
+        (b'{"a": 1}} trailing', "application/json", "JSON damaged at byte 8 of 18 bytes"),
+        (b"Internal error", "text/plain", "a body that is not JSON where JSON was expected"),
+    ],
+)
+def test_get_json_resends_a_damaged_answer_in_the_one_loop(fake_clock, damaged, content_type, said):
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("analytics_assets.http").addHandler(handler)
+    try:
+        t, sent = mock_transport(
+            [json_answer(damaged, content_type), httpx.Response(503), json_answer(GOOD)],
+            fake_clock,
+        )
+        with t:
+            assert t.get_json("/api/v1/feature") == {"results": [1, 2, 3]}
+            stats = t.stats.snapshot()
+    finally:
+        logging.getLogger("analytics_assets.http").removeHandler(handler)
+    assert len(sent) == 3
+    assert fake_clock.sleeps == [0.5, 1.0]  # one backoff series for the damage and the 503
+    assert (stats.retries, stats.transport_errors) == (2, 1)
+    assert sent[0].headers["accept"] == "application/json"
+    assert any(said in w for w in warnings), warnings
+
+
+def test_get_json_gives_up_saying_what_was_wrong_never_the_key(fake_clock):
+    key = "integration-key-0123456789"
+    page = f"<html><title>Proxy error</title><body>bad key {key}</body></html>".encode()
+    t, sent = mock_transport(
+        [json_answer(page, "text/html")] * 3, fake_clock, max_attempts=3, secrets=(key,)
+    )
+    with t, pytest.raises(DamagedResponseError) as info:
+        t.get_json("/api/v1/report")
+    err = info.value
+    text = str(err)
+    assert len(sent) == 3 and err.attempts == 3 and err.items_yielded == 0
+    assert "no complete response (HTML where JSON was expected (text/html" in text
+    assert "Proxy error" in text and "gave up after 3 attempts" in text
+    assert key not in text and key not in repr(err) and key not in str(err.__cause__)
+    assert "base_url" in text  # another party's page: the hint points at the host
+    assert isinstance(err, StreamInterruptedError) and isinstance(err, TransportError)
+
+
+def test_json_cut_short_says_so_and_does_not_blame_the_host(server, fake_clock):
+    """Over a real socket: a body cut with a Content-Length that matches the cut."""
+    cut = b'{"cohorts": [{"id": "c1"}, {"id": "c'
+    server.script(*[(200, {"content-type": "application/json"}, cut)] * 2)
+    with make(server, fake_clock, max_attempts=2) as t, pytest.raises(DamagedResponseError) as info:
+        t.get_json("/api/3/cohorts")
+    text = str(info.value)
+    assert f"JSON cut short after {len(cut)} bytes" in text
+    assert "base_url" not in text and "cut short or garbled on the way" in text
+    assert len(server.requests) == 2
+
+
+def test_request_json_never_resends_a_damaged_answer_to_a_non_idempotent_post(fake_clock):
+    t, sent = mock_transport([json_answer(b"<html>oops</html>", "text/html")], fake_clock)
+    with t, pytest.raises(DamagedResponseError) as info:
+        t.request_json("POST", "/api/3/cohorts/upload", json={"name": "x"})
+    assert len(sent) == 1 and fake_clock.sleeps == []
+    assert "may already have processed this POST" in str(info.value)
+
+
+def test_request_json_expected_statuses_empty_answers_and_redirects(fake_clock):
+    t, _ = mock_transport(
+        [
+            httpx.Response(409, json={"success": False, "errors": [{"message": "exists"}]}),
+            httpx.Response(409, content=b"<html>conflict</html>"),
+            httpx.Response(204),
+            json_answer(b"", None),
+            json_answer(b'{"ok": true}', "text/plain"),  # parses: the label is not trusted
+            httpx.Response(302, headers={"location": "https://elsewhere.test/?token=abc"}),
+        ],
+        fake_clock,
+        follow_redirects=False,
+    )
+    with t:
+        conflict = t.request_json("POST", "/t", data={"a": "1"}, expected=(409,))
+        assert conflict.status == 409 and conflict.data["errors"][0]["message"] == "exists"
+        assert t.request_json("POST", "/t", expected=(409,)).data is None
+        assert t.request_json("PUT", "/t", allow_empty=True).data is None
+        assert t.request_json("PUT", "/t", allow_empty=True).status == 200
+        assert t.get_json("/t") == {"ok": True}
+        with pytest.raises(ApiError, match="unexpected redirect") as info:
+            t.get_json("/t")
+        assert "abc" not in str(info.value)
+        assert t.stats.snapshot().retries == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"a": 1}', "application/json", None),
+        (b"null", None, None),
+        (b"  ", "application/json", "an empty body where JSON was expected (application/json)"),
+        (b"<html><h1>502 Bad Gateway</h1></html>", "text/html; charset=utf-8",
+         'HTML where JSON was expected (text/html, 37 bytes: "502 Bad Gateway")'),
+        (b"<p>hi</p>", None, 'HTML where JSON was expected (no content type, 9 bytes: "hi")'),
+        (b'[1, 2, 3', None, "JSON cut short after 8 bytes (no content type)"),
+        (b'[1, 2, 3]  \n', None, None),
+        (b'{"a": tru', "application/json", "JSON cut short after 9 bytes (application/json)"),
+    ],
+)  # fmt: skip
+def test_json_body_problem_names_what_came_back(body, content_type, expected):
+    value, problem = json_body_problem(body, content_type)
+    assert problem == expected
+    if expected is None:
+        assert value == json.loads(body)
 
 
 # --- error mapping ---------------------------------------------------------------------------

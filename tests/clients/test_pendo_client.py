@@ -33,6 +33,7 @@ from analytics_assets.http import (
     PermissionDeniedError,
     TransportError,
 )
+from analytics_assets.http.errors import DamagedResponseError
 from analytics_assets.pendo.client import (
     PENDO_HOSTS,
     AggregationLimitError,
@@ -606,6 +607,56 @@ def test_a_dropped_get_is_retried(sb):
     with client(sb) as c:
         control(sb, "POST", "/faults", {"kind": "drop", "count": 2, "path": "feature"})
         assert c.list_features()
+
+
+# Issue 18: a damaged 200 on a plain JSON read is retried like a dropped connection.
+JSON_READS: dict[str, tuple[str, Any]] = {
+    "catalog list": ("feature$", lambda c: c.list_features()),
+    "metadata schema": ("schema/account$", lambda c: c.get_metadata_schema("account")),
+    "report results": ("results.json$", lambda c: c.report_results(c.list_reports()[0]["id"])),
+    "token verify": ("token/verify$", lambda c: c.verify_token(refresh=True)),
+}
+
+
+@pytest.mark.parametrize("damage", ["html", "empty", "cut"])
+@pytest.mark.parametrize("read", sorted(JSON_READS))
+def test_a_damaged_json_answer_is_retried_to_the_same_answer(sb, read, damage):
+    path, call = JSON_READS[read]
+    with client(sb) as c:
+        clean = call(c)
+        before = c.stats.snapshot()
+        control(
+            sb, "POST", "/faults", {"kind": "damage", "damage": damage, "count": 1, "path": path}
+        )
+        assert call(c) == clean
+        spent = c.stats.delta(before)
+    assert control(sb, "GET", "/counters")["faults"] == {"damage": 1}
+    assert spent.retries == 1 and spent.transport_errors == 1
+
+
+def test_an_html_page_on_every_attempt_fails_saying_so(sb):
+    with client(sb, max_attempts=3) as c:
+        control(sb, "POST", "/faults", {"kind": "damage", "damage": "html", "path": "tracktype"})
+        with pytest.raises(DamagedResponseError) as info:
+            c.list_track_types()
+    text = str(info.value)
+    assert "HTML where JSON was expected (text/html" in text and "Sign in" in text
+    assert "gave up after 3 attempts" in text and READ_KEY not in text
+    assert requests_to(sb, "GET", "/tracktype") == 3
+
+
+def test_json_cut_short_every_time_says_how_many_bytes(sb):
+    with client(sb, max_attempts=2) as c:
+        control(sb, "POST", "/faults", {"kind": "damage", "damage": "cut", "path": "feature$"})
+        with pytest.raises(DamagedResponseError, match=r"JSON cut short after [\d,]+ bytes"):
+            c.list_features()
+
+
+def test_an_intermediarys_502_page_is_retried(sb):
+    with client(sb) as c:
+        control(sb, "POST", "/faults", {"kind": "html", "status": 502, "count": 2, "path": "page$"})
+        assert c.list_pages()
+        assert c.stats.snapshot().responses_by_status.get(502) == 2
 
 
 @pytest.mark.parametrize("retry_after", [None, 1])

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,7 @@ from analytics_assets.amplitude.client import AmplitudeClient
 from analytics_assets.amplitude.export import (
     CorruptArchiveError,
     extract_archive,
+    is_no_data_answer,
 )
 from analytics_assets.amplitude.tidy import (
     chart_rows,
@@ -43,11 +45,12 @@ from analytics_assets.amplitude.tidy import (
     retention_rows,
     series_rows,
 )
-from analytics_assets.http.errors import ApiError
+from analytics_assets.http.errors import ApiError, DamagedResponseError
 from analytics_assets.http.limits import AdaptiveTokenBucket
 from analytics_assets.http.transport import (
     Transport,
     TransportConfig,
+    json_body_problem,
     parse_retry_after,
     server_message,
 )
@@ -1420,3 +1423,136 @@ def test_every_error_status_with_any_body_is_a_typed_error(
     clear_error(error, ApiError)
     assert f"HTTP {status}" in str(error)
     assert error.status == status  # type: ignore[attr-defined]
+
+
+# ============================================================================== damaged answers
+# Issue 18: a JSON read whose body arrives damaged (cut short with a matching length, HTML, an
+# empty body) is retried like a dropped connection; the error after the retries names it.
+
+
+def _orjson_ok(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+@PROPS
+@given(
+    body=st.binary(max_size=300)
+    | any_json.map(dumps)
+    | st.builds(lambda v, n: dumps(v)[:n], any_json, st.integers(0, 200))
+    | st.text(max_size=120).map(lambda t: f"<html><body>{t}</body></html>".encode())
+    | st.sampled_from([b"", b"  \n", *BAD_UTF8]),
+    content_type=st.none() | st.sampled_from(["application/json", "text/html", "text/plain", ""]),
+)
+def test_json_body_problem_is_the_parse_or_a_short_reason(body: bytes, content_type: Any) -> None:
+    value, problem = json_body_problem(body, content_type)
+    assert (problem is None) == _orjson_ok(body)
+    if problem is None:
+        assert value == orjson.loads(body)
+        return
+    assert value is None and problem.strip() and len(problem) < 300
+    if not body.strip():
+        assert problem.startswith("an empty body")
+    elif body.lstrip().startswith(b"<"):
+        assert problem.startswith("HTML where JSON was expected")
+
+
+@PROPS
+@given(answer=any_json, cut=st.floats(0, 1, exclude_max=True))
+def test_a_json_text_cut_anywhere_says_cut_short_after_its_length(answer: Any, cut: float) -> None:
+    whole = dumps(answer)
+    body = whole[: int(len(whole) * cut)]
+    assume(body.strip() and not _orjson_ok(body))
+    _, problem = json_body_problem(body, "application/json")
+    assert problem == f"JSON cut short after {len(body):,} bytes (application/json)"
+
+
+def _retrying_get_json(answers: list[httpx.Response], attempts: int = 2) -> tuple[Transport, list]:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return answers.pop(0)
+
+    config = TransportConfig(
+        base_url="http://api.test",
+        service="pendo",
+        secrets=("property-test-key",),
+        max_attempts=attempts,
+    )
+    transport = Transport(
+        config,
+        sleep=lambda _s: None,
+        jitter=lambda cap: cap,
+        http_transport=httpx.MockTransport(handler),
+    )
+    return transport, sent
+
+
+@PROPS
+@given(data=st.data(), answer=rows_of_objects | any_json)
+def test_a_damaged_json_answer_is_asked_again_and_the_whole_one_returned(
+    data: Any, answer: Any
+) -> None:
+    good = dumps(answer)
+    bad = data.draw(
+        damaged(good)
+        | st.just(b"")
+        | st.text(max_size=60).map(lambda t: f"<html><h1>{t}</h1></html>".encode())
+    )
+    assume(not _orjson_ok(bad))
+    content_type = data.draw(st.sampled_from(["application/json", "text/html", None]))
+    headers = {"content-type": content_type} if content_type else {}
+    answers = [
+        httpx.Response(200, headers=headers, content=bad),
+        httpx.Response(200, headers={"content-type": "application/json"}, content=good),
+    ]
+    transport, sent = _retrying_get_json(answers)
+    with transport:
+        assert transport.get_json("/api/v1/feature") == orjson.loads(good)
+        stats = transport.stats.snapshot()
+    assert len(sent) == 2 and (stats.retries, stats.transport_errors) == (1, 1)
+
+
+@FEW
+@given(bad=st.binary(max_size=80).filter(lambda b: not _orjson_ok(b)))
+def test_a_json_read_damaged_every_time_is_a_clear_typed_error(
+    bad: bytes, clear_error: ClearError
+) -> None:
+    answers = [httpx.Response(200, content=bad + b"property-test-key") for _ in range(2)]
+    transport, sent = _retrying_get_json(answers)
+    with transport:
+        _, error = _call(transport.get_json, "/api/v1/page")
+    assert isinstance(error, DamagedResponseError) and len(sent) == 2
+    clear_error(error, ApiError)
+    assert "property-test-key" not in str(error)
+    assert "where JSON was expected" in str(error) or "JSON " in str(error)
+
+
+@PROPS
+@given(
+    body=st.binary(max_size=200)
+    | any_json.map(dumps)
+    | st.builds(lambda d: dumps({"error": {"http_code": 404, "metadata": {"details": d}}}), values)
+    | st.text(max_size=60).map(
+        lambda t: f"<html>{t} Raw data files were not found.</html>".encode()
+    )
+)
+@example(body=dumps({"error": {"metadata": {"details": "Raw data files were not found."}}}))
+def test_only_the_export_envelope_with_its_words_means_no_data(body: bytes) -> None:
+    ok, value = parse_json(body)
+    details = (
+        ((value.get("error") or {}).get("metadata") or {}).get("details")
+        if ok
+        and isinstance(value, dict)
+        and isinstance(value.get("error"), dict)
+        and isinstance(value["error"].get("metadata"), dict)
+        else None
+    )
+    genuine = isinstance(details, str) and " ".join(details.split()).rstrip(".").lower() == (
+        "raw data files were not found"
+    )
+    assert is_no_data_answer(body) == (genuine and _orjson_ok(body))

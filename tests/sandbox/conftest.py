@@ -9,17 +9,16 @@ other limits or settings asks ``sandbox_factory`` for a server of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from sandbox_clock import NOW
 
 from analytics_assets.sandbox import SandboxConfig, SandboxServer
 from analytics_assets.sandbox.company import Company
 
 SEED = 7
-NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # 10:00 in New York, a Wednesday
 KEY_HEADER = "x-pendo-integration-key"
 
 

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import httpx
 import numpy as np
 import pytest
-from conftest import NOW
+from sandbox_clock import NOW
 
 from analytics_assets.sandbox import SandboxServer
 from analytics_assets.sandbox.company import Company
