@@ -118,10 +118,12 @@ def test_invalid_events_are_reported_and_the_rest_ingested(
 def test_throttled_devices_pause_and_only_their_events_are_resent(
     sandbox: SandboxServer, client: AmplitudeClient, control: str, tmp_path: Path
 ) -> None:
-    # One device sends 6,800 events (more than its 6,000 burst) among other devices' events.
+    # One device sends 9,000 events (3,000 over its 6,000 burst: at 200 events/s the
+    # allowance refills that only after 15 s, so a slow, loaded machine still gets 429s)
+    # among other devices' events.
     hot = [
         {**e, "user_id": "hot-user-1", "device_id": "hot-device-1"}
-        for e in events("Throttle Test", 6800, users=1)
+        for e in events("Throttle Test", 9000, users=1)
     ]
     # (A different property: identical content would share an insert_id and count once.)
     cold = events("Throttle Test", 300, users=30, event_properties={"side": "cold"})
