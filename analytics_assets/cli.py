@@ -1,17 +1,44 @@
-"""The ``analytics-assets`` command: ``sandbox``, ``demo`` and ``dev``."""
+"""The ``analytics-assets`` command: ``sandbox``, ``demo``, ``dev`` and ``sql``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-def _sandbox_config(args: argparse.Namespace):
+if TYPE_CHECKING:
+    from analytics_assets.demo import DemoWorld
     from analytics_assets.sandbox.config import SandboxConfig
 
-    config = SandboxConfig(seed=args.seed, scale=args.scale, host=args.host, port=args.port)
-    config.pendo_timezone = args.timezone
+
+# The world `demo` runs against by default; `dev` serves the last demo's world instead.
+DEFAULT_SEED = 42
+DEFAULT_TIMEZONE = "America/New_York"
+# Scale 5 (500 accounts): enough weekend traffic for every default alert rule to show.
+DEMO_SCALE = 5.0
+DEV_PORT = 8765
+
+
+def _sandbox_config(args: argparse.Namespace, world: DemoWorld | None = None) -> SandboxConfig:
+    """The sandbox's settings from the flags; with ``world`` (``dev``), the demo's world
+    for every world setting no flag gave."""
+    from analytics_assets.sandbox.config import SandboxConfig
+
+    config = SandboxConfig(host=args.host, port=args.port or 0)
+    if world is not None:
+        world.apply(config)
+    else:
+        config.seed, config.scale, config.pendo_timezone = DEFAULT_SEED, 1.0, DEFAULT_TIMEZONE
+    if args.seed is not None:
+        config.seed = args.seed
+    if args.scale is not None:
+        config.scale = args.scale
+    if args.timezone is not None:
+        config.pendo_timezone = args.timezone
+        if world is not None:  # the demo's rule: Amplitude's days are the subscription's
+            config.amplitude_timezone = args.timezone
     if getattr(args, "amplitude_events_per_pendo_event", None) is not None:
         config.amplitude_events_per_pendo_event = args.amplitude_events_per_pendo_event
     if getattr(args, "amplitude_export_max_gb", None) is not None:
@@ -31,17 +58,37 @@ def _sandbox_config(args: argparse.Namespace):
     return config
 
 
-def _add_sandbox_options(parser: argparse.ArgumentParser, port: int, scale: float = 1.0) -> None:
-    parser.add_argument("--port", type=int, default=port, help="port on loopback (0 = any free)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (keep it loopback)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic company")
+def _add_sandbox_options(
+    parser: argparse.ArgumentParser, port: int, scale: float | None = 1.0, *, of_demo: bool = False
+) -> None:
+    """The sandbox's flags; ``of_demo``: world flags default to the last demo's world."""
     parser.add_argument(
-        "--scale", type=float, default=scale, help="size: 1 = 100 accounts; 1000 = 100,000 accounts"
+        "--port",
+        type=int,
+        default=None if of_demo else port,
+        help="port on loopback (0 = any free)"
+        + (f" (default: the last demo's, else {port})" if of_demo else ""),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (keep it loopback)")
+    inherited = " (default: the last demo's, else %s)"
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None if of_demo else DEFAULT_SEED,
+        help="seed of the synthetic company" + (inherited % DEFAULT_SEED if of_demo else ""),
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None if of_demo else scale,
+        help="size: 1 = 100 accounts; 1000 = 100,000 accounts"
+        + (inherited % "1" if of_demo else ""),
     )
     parser.add_argument(
         "--timezone",
-        default="America/New_York",
-        help="the Pendo subscription's time zone (day buckets)",
+        default=None if of_demo else DEFAULT_TIMEZONE,
+        help="the Pendo subscription's time zone (day buckets)"
+        + (inherited % DEFAULT_TIMEZONE if of_demo else ""),
     )
     parser.add_argument(
         "--amplitude-events-per-pendo-event",
@@ -100,9 +147,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from analytics_assets.demo import run_dev
+    from analytics_assets.demo import load_world, run_dev
 
-    return run_dev(_sandbox_config(args), webserver_port=args.webserver_port)
+    # The last demo's world, so the UI shows what the demo printed; flags override it.
+    world = load_world()
+    config = _sandbox_config(args, world)
+    if world is None and args.scale is None:
+        config.scale = DEMO_SCALE  # no demo yet: the demo's default world all the same
+    if args.port is None:
+        # The demo's port: the code location then loads exactly as it did for the demo.
+        config.port = world.port if world is not None and world.port else DEV_PORT
+    return run_dev(config, webserver_port=args.webserver_port, world=world)
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from analytics_assets.demo import run_sql
+
+    warehouse = Path(args.warehouse).resolve() if args.warehouse else None
+    return run_sql(args.query, warehouse=warehouse, max_rows=args.max_rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,16 +189,34 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--amplitude-secret-key", help="US project secret key to accept")
     sandbox.set_defaults(func=_cmd_sandbox)
 
-    demo = sub.add_parser("demo", help="run the daily job against the sandbox and show the result")
-    # Scale 5 (500 accounts): enough weekend traffic for every default alert rule to show.
-    _add_sandbox_options(demo, port=0, scale=5.0)
+    demo = sub.add_parser(
+        "demo", help="run the project's jobs and sensors against the sandbox and show the result"
+    )
+    _add_sandbox_options(demo, port=0, scale=DEMO_SCALE)
     demo.add_argument("--days", type=int, default=3, help="how many recent days to materialize")
     demo.set_defaults(func=_cmd_demo)
 
-    dev = sub.add_parser("dev", help="start the sandbox and `dagster dev` pointed at it")
-    _add_sandbox_options(dev, port=8765)
+    dev = sub.add_parser(
+        "dev",
+        help="serve the last demo's sandbox world again and `dagster dev` on its Dagster home",
+    )
+    _add_sandbox_options(dev, port=DEV_PORT, scale=None, of_demo=True)
     dev.add_argument("--webserver-port", type=int, default=3000)
     dev.set_defaults(func=_cmd_dev)
+
+    sql = sub.add_parser(
+        "sql",
+        help="query the warehouse (a snapshot copy, so a reader never blocks a run); no "
+        "query: every table and its row count",
+    )
+    sql.add_argument("query", nargs="?", help='e.g. "SELECT * FROM analytics.alerts"')
+    sql.add_argument(
+        "--warehouse",
+        help="the DuckDB file (default: $ANALYTICS_ASSETS_WAREHOUSE, else "
+        "<data dir>/warehouse.duckdb)",
+    )
+    sql.add_argument("--max-rows", type=int, default=40, help="rows to print at most")
+    sql.set_defaults(func=_cmd_sql)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of the browser test: the demo's Dagster home, a webserver on it, and Chromium.
+"""Fixtures of the browser test: the demo's Dagster home, `analytics-assets dev` on it, and
+Chromium.
 
 Order of work (all module-scoped, so the demo and the webserver run once):
 
@@ -9,15 +10,19 @@ Order of work (all module-scoped, so the demo and the webserver run once):
    logger and process-wide caches (Amplitude budgets, the sync configuration) that other
    tests of the session rely on. What the demo materialized is then read from its instance,
    never recomputed from the clock, so a run that crosses midnight still checks the right days.
-3. ``dagster_ui``: ``dagster-webserver -w workspace.yaml`` on a free loopback port with
-   ``DAGSTER_HOME`` = the demo's home and the demo's environment; ready once ``/server_info``
-   answers and GraphQL says the code location is ``LOADED``. No daemon: the webserver lists
-   schedules and sensors without it.
+3. ``dagster_ui``: ``analytics-assets dev`` in the demo's data directory, as the README says
+   to run it after the demo: it serves the demo's sandbox world again (its settings and
+   staged writes, from ``demo.json``, on the demo's sandbox port) and ``dagster dev`` (the
+   webserver and the daemon) on the demo's home, the webserver on a free loopback port;
+   ready once ``/server_info`` answers and GraphQL says the code location is ``LOADED``.
 4. ``browser`` / ``page``: headless Chromium through Playwright's sync API, with the launch
    flags this closed network needs. A failing test leaves ``FAILED-<test>.png``.
 
-Screenshots, the demo's output and the webserver's log go to ``tests/_output/browser/``
-(gitignored; ``BROWSER_TEST_OUTPUT`` overrides).
+Screenshots, the demo's output and dev's log go to ``tests/_output/browser/`` (gitignored;
+``BROWSER_TEST_OUTPUT`` overrides). ``BROWSER_TEST_DEMO_DATA=<data dir>`` reuses an earlier
+demo's data directory instead of running the demo (when working on these tests). With
+``BROWSER_TEST_DOCS=1`` the shots the README shows are also written, at a smaller size, to
+``docs/screenshots/``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ OUTPUT_DIR = Path(
 
 DEMO_SEED = 42
 DEMO_DAYS = 2
-DEMO_TIMEOUT_SECONDS = 420
+# The demo runs the jobs through the instance (a run worker per run) and the sensors' late
+# data re-runs with the multiprocess executor: about 3 minutes on a 2-core machine.
+DEMO_TIMEOUT_SECONDS = 600
 WEBSERVER_START_SECONDS = 180
 # The SPA renders after several GraphQL round trips; CI machines are slow.
 UI_TIMEOUT_MS = 60_000
@@ -67,23 +74,25 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1600, "height": 1200}
+# The README's screenshots: the visible page at this size, small enough to keep in the repo.
+DOCS_DIR = REPO_ROOT / "docs" / "screenshots"
+DOCS_VIEWPORT = {"width": 1280, "height": 800}
+WRITE_DOCS = os.environ.get("BROWSER_TEST_DOCS") == "1"
 # Dagster's "Join the Dagster community" dialog on localhost covers the page until dismissed;
 # the UI remembers a dismissal in localStorage under this key.
 DISMISS_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', '1');"
 
-# run_demo in a child process; it writes its exit status and the environment it pointed
-# the project at (sandbox base URLs and keys, as sandbox_environment() builds it) to argv[3].
+# run_demo in a child process, with the world `analytics-assets demo` uses (seed 42,
+# scale 5); it writes its exit status to argv[3].
 DEMO_SCRIPT = """\
-import json, os, sys
-from analytics_assets.demo import run_demo, sandbox_environment
+import json, sys
+from analytics_assets.demo import run_demo
 from analytics_assets.sandbox.config import SandboxConfig
-from analytics_assets.sandbox.server import SandboxUrls
 
-config = SandboxConfig(seed=int(sys.argv[1]))
+config = SandboxConfig(seed=int(sys.argv[1]), scale=5.0)
 status = run_demo(config, days=int(sys.argv[2]))
-names = sandbox_environment(config, SandboxUrls("http://127.0.0.1:0")).keys()
 with open(sys.argv[3], "w") as out:
-    json.dump({"status": status, "env": {n: os.environ[n] for n in names}}, out)
+    json.dump({"status": status}, out)
 sys.exit(status)
 """
 
@@ -110,11 +119,12 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 @dataclass(frozen=True)
 class DemoRun:
-    """What the demo left behind: its directories, environment and daily partitions."""
+    """What the demo left behind: its directories, world, output and daily partitions."""
 
     data_dir: Path
     dagster_home: Path
-    env: dict[str, str]  # the sandbox environment the demo ran with
+    world: dict[str, Any]  # demo.json: the sandbox world, days, staged writes and runs
+    output: str  # what the demo printed
     partition_keys: tuple[str, ...]  # materialized daily partitions, oldest first
     seconds: float
 
@@ -123,6 +133,7 @@ class DemoRun:
 class DagsterUI:
     base_url: str
     demo: DemoRun
+    sandbox_url: str  # the sandbox `dev` serves the demo's world on
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST a query to the webserver's ``/graphql``; the ``data`` of the answer."""
@@ -177,10 +188,17 @@ def _materialized_keys(dagster_home: Path) -> tuple[str, ...]:
 def demo_run(
     chromium_executable: str, tmp_path_factory: pytest.TempPathFactory, output_dir: Path
 ) -> DemoRun:
+    log_file = output_dir / "demo.log"
+    reused = os.environ.get("BROWSER_TEST_DEMO_DATA")
+    if reused:  # working on these tests: an earlier demo's data directory, as it is
+        data_dir = Path(reused).resolve()
+        home = data_dir / "dagster_home"
+        world = json.loads((data_dir / "demo.json").read_text())
+        output = log_file.read_text() if log_file.exists() else ""
+        return DemoRun(data_dir, home, world, output, _materialized_keys(home), 0.0)
     root = tmp_path_factory.mktemp("browser-demo")
     data_dir = root / "data"
     result_file = root / "demo-result.json"
-    log_file = output_dir / "demo.log"
     started = time.monotonic()
     with log_file.open("w") as log:
         try:
@@ -195,11 +213,11 @@ def demo_run(
     seconds = time.monotonic() - started
     if process.returncode != 0 or not result_file.exists():
         pytest.fail(f"the demo exited with {process.returncode}:\n{_tail(log_file)}")
-    result = json.loads(result_file.read_text())
     home = data_dir / "dagster_home"
     keys = _materialized_keys(home)
     assert len(keys) == DEMO_DAYS, f"the demo materialized {keys}, expected {DEMO_DAYS} days"
-    return DemoRun(data_dir, home, result["env"], keys, seconds)
+    world = json.loads((data_dir / "demo.json").read_text())
+    return DemoRun(data_dir, home, world, log_file.read_text(), keys, seconds)
 
 
 def _wait_until_loaded(ui: DagsterUI, process: subprocess.Popen[bytes], log_file: Path) -> None:
@@ -207,7 +225,9 @@ def _wait_until_loaded(ui: DagsterUI, process: subprocess.Popen[bytes], log_file
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {process.returncode}:\n{_tail(log_file)}")
+            pytest.fail(
+                f"analytics-assets dev exited with {process.returncode}:\n{_tail(log_file)}"
+            )
         try:
             httpx.get(f"{ui.base_url}/server_info", timeout=5).raise_for_status()
             data = ui.graphql(
@@ -228,17 +248,18 @@ def _wait_until_loaded(ui: DagsterUI, process: subprocess.Popen[bytes], log_file
             last_error = repr(exc)
         time.sleep(1)
     pytest.fail(
-        f"dagster-webserver not ready in {WEBSERVER_START_SECONDS} s ({last_error}):\n"
+        f"analytics-assets dev not ready in {WEBSERVER_START_SECONDS} s ({last_error}):\n"
         f"{_tail(log_file)}"
     )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the webserver and its code server: the process group this fixture started."""
+    """Stop `dev`, its `dagster dev` and their children: the process group this fixture
+    started (SIGTERM, which `dev` hands on to `dagster dev` as Ctrl+C would)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
@@ -249,18 +270,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def dagster_ui(demo_run: DemoRun, output_dir: Path) -> Iterator[DagsterUI]:
     port = free_port()
+    # `dev` finds the demo's world in the data directory; no sandbox flag, so it serves it
+    # on the demo's port, as a user who runs the two README commands gets it.
     env = _base_env(demo_run.data_dir)
-    env.update(demo_run.env)
-    env["DAGSTER_HOME"] = str(demo_run.dagster_home)
-    log_file = output_dir / "webserver.log"
-    cmd = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port),
-           "-w", str(REPO_ROOT / "workspace.yaml")]  # fmt: skip
+    log_file = output_dir / "dev.log"
+    cmd = [sys.executable, "-m", "analytics_assets.cli", "dev", "--webserver-port", str(port)]
     with log_file.open("w") as log:
         process = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cmd, cwd=demo_run.data_dir.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-    ui = DagsterUI(f"http://127.0.0.1:{port}", demo_run)
+    sandbox = f"http://127.0.0.1:{demo_run.world['port']}"
+    ui = DagsterUI(f"http://127.0.0.1:{port}", demo_run, sandbox)
     try:
         _wait_until_loaded(ui, process, log_file)
         yield ui
@@ -314,18 +335,31 @@ def page(
 
 
 @pytest.fixture
-def screenshot(page: Page, output_dir: Path) -> Callable[[str], Path]:
-    """``screenshot(name)``: the page as ``<output>/<name>.png``."""
+def screenshot(page: Page, output_dir: Path) -> Callable[..., Path]:
+    """``screenshot(name, docs=False)``: the page as ``<output>/<name>.png``; with ``docs``
+    and ``BROWSER_TEST_DOCS=1``, also the visible page at the README's size, as
+    ``docs/screenshots/<name>.png``."""
 
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-    def take(name: str) -> Path:
+    def settle() -> None:
         # Let the page's pending queries land (spinners), without failing on a page that
         # keeps polling: the screenshot is evidence, the assertions are the test.
         with contextlib.suppress(PlaywrightTimeoutError):
             page.wait_for_load_state("networkidle", timeout=15_000)
+
+    def take(name: str, docs: bool = False) -> Path:
+        settle()
         path = output_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
+        if docs and WRITE_DOCS:
+            size = page.viewport_size
+            page.set_viewport_size(DOCS_VIEWPORT)
+            settle()
+            DOCS_DIR.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(DOCS_DIR / f"{name}.png"))
+            if size is not None:
+                page.set_viewport_size(size)
         return path
 
     return take

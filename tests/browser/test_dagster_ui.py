@@ -1,17 +1,24 @@
 """The Dagster UI, in a real browser, on the Dagster home the demo leaves behind.
 
-Headless Debian Chromium (Playwright, sync API) against ``dagster-webserver`` checks what a
+Headless Debian Chromium (Playwright, sync API) against ``analytics-assets dev`` checks what a
 user sees after ``analytics-assets demo``: every asset group in the lineage graph and the
-catalog, the materialized partitions of a daily asset, green checks, and the schedules and
-sensors on the Automation page. What to expect comes from the code location's definitions
-and from the demo's instance, never from the clock. Each browser check has a GraphQL
-cross-check against the same webserver, so a failure says whether the data or the page is
-wrong. Screenshots: ``tests/_output/browser/``.
+catalog, the materialized partitions of a daily asset (and no missing day in the demo's
+range: the partitions start where its history does), green checks, the schedules and
+sensors on the Automation page; the runs of ``daily_sync``, ``catalog_refresh`` and the
+write-back under their jobs, with the jobs' tags, re-executable from the UI; each sensor's
+ticks, cursor and the alerts in its tick logs; and that ``dev`` serves the demo's very
+sandbox world (a sensor preview asks for no re-run, the staged changes are there). What to
+expect comes from the code location's definitions, the demo's instance and its
+``demo.json``, never from the clock. Each browser check has a GraphQL cross-check against the
+same webserver, so a failure says whether the data or the page is wrong. Screenshots:
+``tests/_output/browser/`` (the README's, with ``BROWSER_TEST_DOCS=1``: ``docs/screenshots/``).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,24 +33,35 @@ pytest.importorskip(
 )
 
 import dagster as dg  # noqa: E402
+import httpx  # noqa: E402
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from analytics_assets import definitions  # noqa: E402
+from analytics_assets.crm_writeback import JOB_NAME as WRITEBACK_JOB  # noqa: E402
+from analytics_assets.demo import snapshot_copy  # noqa: E402
+from analytics_assets.sandbox.config import SandboxConfig  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
 LOCATION = "analytics_assets"
+REPOSITORY = "__repository__"  # the one repository of a Definitions code location
+DAILY_JOB, CATALOG_JOB = "daily_sync", "catalog_refresh"
+JOBS = (DAILY_JOB, CATALOG_JOB, WRITEBACK_JOB)
+ACTIVITY_SENSOR = "pendo_activity_sensor"
 ALL_ASSETS = [a for a in definitions.defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
 REQUIRED_GROUPS = {"pendo", "amplitude", "analytics"}
 PARTITIONED = dg.AssetKey(["pendo", "account_daily_usage"])
 PARTITIONED_KEYS = {
     key for asset in ALL_ASSETS if asset.partitions_def is not None for key in asset.keys
 }
-Screenshot = Callable[[str], Path]
+Screenshot = Callable[..., Path]
 
 
 class Demo(Protocol):
+    data_dir: Path
     partition_keys: tuple[str, ...]
+    world: dict[str, Any]
+    output: str
 
 
 class UI(Protocol):
@@ -51,6 +69,7 @@ class UI(Protocol):
 
     base_url: str
     demo: Demo
+    sandbox_url: str
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
@@ -303,3 +322,277 @@ def test_graphql_schedules_and_sensors(dagster_ui: UI) -> None:
     assert sorted(s["name"] for s in repo["schedules"]) == schedule_names()
     # Dagster adds its automation-condition sensor by itself; every defined sensor is served.
     assert set(sensor_names()) <= {s["name"] for s in repo["sensors"]}
+
+
+# --------------------------------------------------------------------------------- runs
+
+RUNS_QUERY = """query Runs($job: String!) { runsOrError(filter: {pipelineName: $job}) {
+  __typename ... on Runs { results { runId status pipelineSnapshotId parentPipelineSnapshotId
+    hasReExecutePermission repositoryOrigin { repositoryLocationName repositoryName }
+    tags { key value } } } } }"""
+JOB_SNAPSHOT_QUERY = """query Job($location: String!, $repo: String!, $job: String!) {
+  pipelineOrError(params: {repositoryLocationName: $location, repositoryName: $repo,
+    pipelineName: $job}) { __typename ... on Pipeline { pipelineSnapshotId } } }"""
+
+
+def job_runs(ui: UI, job: str) -> list[dict[str, Any]]:
+    return list(ui.graphql(RUNS_QUERY, {"job": job})["runsOrError"]["results"])
+
+
+def job_tags(job: str) -> dict[str, str]:
+    return dict(definitions.defs.get_repository_def().get_job(job).tags)
+
+
+def tags_of(run: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
+def demo_run_ids(ui: UI, label: str) -> list[str]:
+    """The runs demo.json lists under a label containing ``label``."""
+    return [r["run_id"] for r in ui.demo.world["runs"] if label in r["label"]]
+
+
+def test_graphql_jobs_have_reexecutable_runs_with_their_tags(dagster_ui: UI) -> None:
+    for job in JOBS:
+        runs = job_runs(dagster_ui, job)
+        assert runs, f"{job} has no run"
+        loaded = dagster_ui.graphql(
+            JOB_SNAPSHOT_QUERY, {"location": LOCATION, "repo": REPOSITORY, "job": job}
+        )["pipelineOrError"]["pipelineSnapshotId"]
+        for run in runs:
+            where = (job, run["runId"])
+            assert run["status"] == "SUCCESS", where
+            # A code-location origin and the job as it is loaded now: the UI re-executes such
+            # a run without a warning ("origin and snapshot" match); an in-process run of
+            # `materialize` has neither, and its Re-execute is disabled.
+            assert run["repositoryOrigin"] == {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+            }, where
+            assert run["hasReExecutePermission"], where
+            assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == loaded, where
+            assert job_tags(job).items() <= tags_of(run).items(), where
+    # Every demo day has its own daily_sync run, and every run the demo listed is there.
+    partitions = {tags_of(r).get("dagster/partition") for r in job_runs(dagster_ui, DAILY_JOB)}
+    assert set(dagster_ui.demo.partition_keys) <= partitions
+    listed = {r["run_id"] for r in dagster_ui.demo.world["runs"]}
+    served = {r["runId"] for job in JOBS for r in job_runs(dagster_ui, job)}
+    assert listed <= served
+
+
+def test_job_pages_list_their_runs(page: Page, screenshot: Screenshot, dagster_ui: UI) -> None:
+    for job in JOBS:
+        runs = job_runs(dagster_ui, job)
+        page.goto(f"/locations/{LOCATION}/jobs/{job}/runs")
+        for run in runs:
+            expect(page.get_by_text(run["runId"][:8], exact=True).first).to_be_visible()
+        for key, value in job_tags(job).items():
+            expect(page.get_by_text(f"{key}: {value}").first).to_be_visible()
+        if job == DAILY_JOB:
+            for day in dagster_ui.demo.partition_keys:
+                expect(page.get_by_text(f"partition: {day}").first).to_be_visible()
+        screenshot(f"05-job-{job}-runs", docs=job == DAILY_JOB)
+
+
+# ------------------------------------------------------------------------------ sensors
+
+SENSOR_QUERY = """query Sensor($selector: SensorSelector!) { sensorOrError(sensorSelector:
+  $selector) { __typename ... on Sensor { name sensorState { status
+    typeSpecificData { ... on SensorData { lastCursor } }
+    ticks(limit: 20) { tickId status runIds cursor logEvents { events { message } } } } } } }"""
+
+
+def sensor_state(ui: UI, name: str) -> dict[str, Any]:
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
+                "sensorName": name}  # fmt: skip
+    data = ui.graphql(SENSOR_QUERY, {"selector": selector})["sensorOrError"]
+    assert data["__typename"] == "Sensor", data
+    return data["sensorState"]
+
+
+def alert_lines(state: dict[str, Any]) -> list[str]:
+    return [
+        event["message"]
+        for tick in state["ticks"]
+        for event in tick["logEvents"]["events"]
+        if event["message"].startswith("ALERT [")
+    ]
+
+
+def stored_alerts(data_dir: Path, tmp_path: Path) -> int:
+    """Rows of analytics.alerts, read from a copy (never holding the warehouse's lock)."""
+    import duckdb
+
+    copy = snapshot_copy(data_dir / "warehouse.duckdb", tmp_path)
+    with duckdb.connect(str(copy), read_only=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM analytics.alerts").fetchone()[0])
+
+
+def test_graphql_sensors_have_ticks_cursors_and_their_alerts(
+    dagster_ui: UI, tmp_path: Path
+) -> None:
+    logged = 0
+    for name in sensor_names():
+        state = sensor_state(dagster_ui, name)
+        # The demo's two ticks, through the daemon's own loop; then stopped again, as every
+        # sensor starts in this project, with the cursor kept for when it is turned on.
+        assert len(state["ticks"]) == 2, (name, state["ticks"])
+        assert state["status"] == "STOPPED", name
+        assert state["typeSpecificData"]["lastCursor"], name
+        assert state["ticks"][0]["cursor"] == state["typeSpecificData"]["lastCursor"], name
+        logged += len(alert_lines(state))
+    # Every alert the sensors raised is in their tick logs and in the alerts table, once.
+    assert logged == stored_alerts(dagster_ui.demo.data_dir, tmp_path) > 0
+    activity = sensor_state(dagster_ui, ACTIVITY_SENSOR)
+    assert any("account_activity_dropped" in line for line in alert_lines(activity))
+    # The late-data re-runs the activity sensor asked for are its tick's runs.
+    late = {r["runId"] for r in job_runs(dagster_ui, DAILY_JOB)
+            if tags_of(r).get("dagster/sensor_name") == ACTIVITY_SENSOR}  # fmt: skip
+    assert late == {run for tick in activity["ticks"] for run in tick["runIds"]}
+
+
+def test_sensor_page_shows_ticks_cursor_and_alerts(
+    page: Page, screenshot: Screenshot, dagster_ui: UI
+) -> None:
+    state = sensor_state(dagster_ui, ACTIVITY_SENSOR)
+    page.goto(f"/locations/{LOCATION}/sensors/{ACTIVITY_SENSOR}")
+    expect(page.get_by_text("Cursor", exact=True)).to_be_visible()
+    cursor = state["typeSpecificData"]["lastCursor"]
+    expect(page.get_by_text(cursor[:24]).first).to_be_visible()
+    logs = page.get_by_role("button", name="View logs")
+    expect(logs).to_have_count(len(state["ticks"]))
+    screenshot(f"06-sensor-{ACTIVITY_SENSOR}", docs=True)
+
+    # The latest tick's log: the alerts it raised, as the log sink wrote them.
+    logs.first.click()
+    latest = [e["message"] for e in state["ticks"][0]["logEvents"]["events"]]
+    shown = [m for m in latest if m.startswith("ALERT [")]
+    assert shown, latest
+    for message in shown:
+        expect(page.get_by_text(message[:60]).first).to_be_visible()
+    screenshot(f"06-sensor-{ACTIVITY_SENSOR}-tick-log", docs=True)
+
+
+# --------------------------------------------------------------------------- partitions
+
+PARTITION_KEYS_QUERY = """query Keys($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+  __typename ... on AssetNode { partitionKeys assetPartitionStatuses { __typename
+    ... on TimePartitionStatuses { ranges { startKey endKey status } } } } } }"""
+
+
+def test_graphql_no_demo_day_is_missing(dagster_ui: UI) -> None:
+    days = list(dagster_ui.demo.partition_keys)
+    assert days == dagster_ui.demo.world["days"]
+    for key in sorted(PARTITIONED_KEYS, key=lambda k: k.to_user_string()):
+        node = dagster_ui.graphql(PARTITION_KEYS_QUERY, {"key": {"path": key.path}})
+        node = node["assetNodeOrError"]
+        # The deployment's partitions start on the demo's first day: nothing before it.
+        assert node["partitionKeys"][0] == days[0] == dagster_ui.demo.world["start_date"], key
+        ranges = node["assetPartitionStatuses"]["ranges"]
+        done = expand_ranges([r for r in ranges if r["status"] == "MATERIALIZED"])
+        assert done == days, key
+        # What is missing is only what came after the demo (a day not complete then).
+        missing = [k for k in node["partitionKeys"] if k not in done]
+        assert all(k > days[-1] for k in missing), (key, missing)
+
+
+def test_partitions_page_shows_no_missing_demo_day(
+    page: Page, screenshot: Screenshot, dagster_ui: UI
+) -> None:
+    node = dagster_ui.graphql(PARTITION_KEYS_QUERY, {"key": {"path": PARTITIONED.path}})
+    keys = node["assetNodeOrError"]["partitionKeys"]
+    days = list(dagster_ui.demo.partition_keys)
+    page.goto(asset_url(PARTITIONED, "partitions"))
+    expect(page.locator("label").filter(has_text=re.compile(r"^Missing \(\d+\)$"))).to_have_text(
+        f"Missing ({len(keys) - len(days)})"
+    )
+    expect(page.get_by_text(days[0], exact=True).first).to_be_visible()
+    screenshot("07-partitions-from-the-first-demo-day", docs=True)
+
+
+# ------------------------------------------------------------------------- dev's world
+
+DRY_RUN = """mutation DryRun($selector: SensorSelector!, $cursor: String) {
+  sensorDryRun(selectorData: $selector, cursor: $cursor) { __typename
+    ... on DryRunInstigationTick { evaluationResult { runRequests { runKey }
+      skipReason error { message } } }
+    ... on PythonError { message } } }"""
+
+
+def test_dev_serves_the_demo_world(dagster_ui: UI) -> None:
+    world = dagster_ui.demo.world
+    info = httpx.get(f"{dagster_ui.sandbox_url}/_sandbox/info", timeout=30).json()
+    for name in ("seed", "scale", "pendo_timezone", "amplitude_timezone"):
+        assert info[name] == world[name], name
+    # The writes the demo staged were replayed: the quiet account and the guide's
+    # dismissals, the new account, and the plan someone changed after the write-back.
+    staged = httpx.get(f"{dagster_ui.sandbox_url}/_sandbox/stage", timeout=30).json()["us"]
+    assert staged, "no staged change in dev's sandbox"
+    metadata = httpx.get(
+        f"{dagster_ui.sandbox_url}/_sandbox/pendo/metadata/us/account/account-000001",
+        timeout=30,
+    ).json()
+    assert metadata["custom"]["plan"] == "free"
+    read_key = SandboxConfig().pendo_keys["us"].read
+    names = [
+        json.loads(w["body"])["name"] for w in world["staged"] if w["path"].endswith("/accounts")
+    ]
+    store = httpx.get(f"{dagster_ui.sandbox_url}/_sandbox/pendo/store/us", timeout=30).json()
+    created = store["created"]["account"]
+    assert len(created) == len(names) > 0
+    for account_id, name in zip(created, names, strict=True):
+        account = httpx.get(
+            f"{dagster_ui.sandbox_url}/api/v1/account/{account_id}",
+            headers={"x-pendo-integration-key": read_key},
+            timeout=30,
+        )
+        assert account.status_code == 200, account.text
+        assert account.json()["metadata"]["agent"]["name"] == name
+
+
+def test_graphql_sensor_preview_in_dev_agrees_with_the_demo(dagster_ui: UI) -> None:
+    """A preview of the activity sensor, from its cursor, in dev's world: had dev served
+    another world (another seed, scale or time zone), every demo day would differ from what
+    the demo loaded, and the sensor would ask to re-run them all as late data."""
+    state = sensor_state(dagster_ui, ACTIVITY_SENSOR)
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
+                "sensorName": ACTIVITY_SENSOR}  # fmt: skip
+    result = dagster_ui.graphql(
+        DRY_RUN, {"selector": selector, "cursor": state["typeSpecificData"]["lastCursor"]}
+    )["sensorDryRun"]
+    assert result["__typename"] == "DryRunInstigationTick", result
+    evaluation = result["evaluationResult"]
+    assert evaluation["error"] is None, evaluation
+    assert evaluation["runRequests"] == [], evaluation
+
+
+# ----------------------------------------------------------------------- re-execution
+
+
+def test_a_demo_run_is_reexecuted_from_the_ui(
+    page: Page, screenshot: Screenshot, dagster_ui: UI
+) -> None:
+    """Last: it adds a run. The smallest of the demo's runs (the catalog run after the days)
+    is re-executed with the run page's button, and dev's daemon runs it to success."""
+    candidates = demo_run_ids(dagster_ui, "account_health") or demo_run_ids(dagster_ui, CATALOG_JOB)
+    parent = candidates[-1]
+    page.goto(f"/runs/{parent}")
+    button = page.get_by_role("button", name="Re-execute all (*)")
+    expect(button).to_be_enabled()
+    screenshot("08-run-reexecute", docs=True)
+    button.click()
+    expect(page).not_to_have_url(re.compile(rf"/runs/{parent}$"))
+    deadline = time.monotonic() + 240
+    child: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        child = next(
+            (r for r in job_runs(dagster_ui, CATALOG_JOB)
+             if tags_of(r).get("dagster/parent_run_id") == parent),
+            None,
+        )  # fmt: skip
+        if child is not None and child["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert child is not None, "no re-execution was launched"
+    assert child["status"] == "SUCCESS", child
+    assert tags_of(child)["dagster/root_run_id"] == parent
