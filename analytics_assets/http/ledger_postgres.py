@@ -4,7 +4,7 @@ Chosen by a ``postgresql://`` URL as the ledger (``AMPLITUDE_BUDGET_LEDGER``). T
 arithmetic is :class:`~analytics_assets.http.shared_budget.SharedBudget`'s, the same as
 with SQLite; this module only stores rows and serializes transactions.
 
-Two tables (created on first use, in the connection's ``search_path``: put
+Three tables (created on first use, in the connection's ``search_path``: put
 ``?options=-csearch_path%3Dmy_schema`` in the URL to choose the schema):
 
 * ``rate_budget_family`` (scope, family, paused_until): one row per family. Every
@@ -12,6 +12,9 @@ Two tables (created on first use, in the connection's ``search_path``: put
   check-and-reserve per family (others never wait for it) and holds the 429 pause.
 * ``rate_budget_lease``: one row per request in flight or ended less than a window ago, as
   in SQLite, plus ``holder``: the key of a session-level advisory lock.
+* ``rate_budget_record`` (scope, name, value): small shared values such as the rate
+  Pendo's limiter learned (:meth:`PostgresLedger.update_record`); each update locks its
+  row (``SELECT … FOR UPDATE``), so updates of one record never interleave.
 
 **Dead leases.** A PID means nothing on another host, so each process's connection takes a
 session-level advisory lock on a random 62-bit ``holder`` key when it opens, and stamps it
@@ -41,6 +44,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -60,6 +64,7 @@ T = TypeVar("T")
 
 LEASES = "rate_budget_lease"
 FAMILIES = "rate_budget_family"
+RECORDS = "rate_budget_record"
 
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {FAMILIES} (
@@ -80,6 +85,13 @@ _SCHEMA = (
         host text NOT NULL
     )""",
     f"CREATE INDEX IF NOT EXISTS {LEASES}_family ON {LEASES} (scope, family, ended)",
+    f"""CREATE TABLE IF NOT EXISTS {RECORDS} (
+        scope text NOT NULL,
+        name text NOT NULL,
+        value text,                -- NULL until the first update writes it
+        updated double precision,  -- wall time of the last change, for people reading it
+        PRIMARY KEY (scope, name)
+    )""",
 )
 # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: one creator at a
 # time. Two-key advisory locks never meet the one-key holder locks.
@@ -302,8 +314,9 @@ class PostgresLedger(BudgetLedger):
             # Held for the whole session: while it is, our leases are alive.
             conn.execute("SELECT pg_advisory_lock(%s)", (self._holder,))
             ready = conn.execute(
-                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                (LEASES, FAMILIES),
+                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
+                "AND to_regclass(%s) IS NOT NULL",
+                (LEASES, FAMILIES, RECORDS),  # a ledger from before records: add theirs
             ).fetchone()
             if not (ready and ready[0]):
                 with conn.transaction():
@@ -341,6 +354,54 @@ class PostgresLedger(BudgetLedger):
                     self._drop()
                     # Nothing was committed unless the COMMIT itself was cut off: then run
                     # nothing twice (a lease could be taken twice).
+                    if committing or attempt == 2:
+                        raise
+                    logger.warning(
+                        "rate budget ledger %s: connection lost; reconnecting", self.location
+                    )
+        raise AssertionError("unreachable")
+
+    def update_record(
+        self, scope: str, name: str, work: Callable[[str | None], tuple[str, T]]
+    ) -> T:
+        key = (scope, name)
+        select = f"SELECT value FROM {RECORDS} WHERE scope = %s AND name = %s FOR UPDATE"
+
+        def transact(conn: psycopg.Connection[Any]) -> T:
+            row = conn.execute(select, key).fetchone()
+            if row is None:  # the record's first use: create its row, then lock it like all
+                conn.execute(
+                    f"INSERT INTO {RECORDS} (scope, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    key,
+                )
+                row = conn.execute(select, key).fetchone()
+                assert row is not None
+            new, result = work(row[0])
+            if new != row[0]:
+                conn.execute(
+                    f"UPDATE {RECORDS} SET value = %s, updated = %s WHERE scope = %s AND name = %s",
+                    (new, time.time(), *key),
+                )
+            return result
+
+        return self._in_transaction(transact)
+
+    def _in_transaction(self, transact: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``transact(connection)`` in one transaction, reconnecting once as :meth:`run`
+        does (a separate copy, so the budgets' path stays as it was)."""
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connect()
+                committing = False
+                try:
+                    with conn.transaction():
+                        result = transact(conn)
+                        committing = True
+                    return result
+                except self._psycopg.OperationalError:
+                    if not conn.broken:
+                        raise
+                    self._drop()
                     if committing or attempt == 2:
                         raise
                     logger.warning(

@@ -4,6 +4,8 @@ The limiters here are per process; ``shared_budget.py`` keeps a windowed budget 
 SQLite file shared by every process on the host (Amplitude's budgets use it, see
 ``amplitude/costs.py``): a Dagster backfill runs each step in a new process, and Dagster's
 concurrency pools cap how many steps run at once but carry no time window between them.
+:class:`RateFinder` (Pendo) keeps its state in a :class:`RateStore`: in memory, or in that
+same ledger (``shared_budget.LedgerRateStore``) so every process paces on one schedule.
 
 Every limiter takes an injectable ``clock`` (monotonic seconds) and ``sleep`` so tests can run
 hours of simulated time in microseconds.
@@ -11,24 +13,36 @@ hours of simulated time in microseconds.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, fields
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from analytics_assets.http.budget_checks import check_budget_settings, check_cost
 
 __all__ = [
+    "AUTO",
     "AdaptiveTokenBucket",
     "CompositeLimiter",
     "CostBudget",
     "Limiter",
+    "MemoryRateStore",
+    "RateFinder",
+    "RateSettings",
+    "RateState",
+    "RateStore",
 ]
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+T = TypeVar("T")
 
 # Float slack: a waiter that slept "exactly" until a deadline may wake a few ulps early.
 _EPS = 1e-9
@@ -176,6 +190,406 @@ class AdaptiveTokenBucket:
 
     def __repr__(self) -> str:
         return f"AdaptiveTokenBucket({self.name!r}, rate={self._rate:g}/{self.max_rate:g} per s)"
+
+
+# -- the rate finder (Pendo) -------------------------------------------------------------------
+
+#: ``RateFinder(AUTO)``: no configured rate; start low and find the server's.
+AUTO: Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True)
+class RateSettings:
+    """How :class:`RateFinder` searches for the server's rate and holds just under it.
+
+    The defaults were tuned against the sandbox's token bucket (``bench/pendo_client_bench.py``,
+    table in ``bench/README.md``); each is a share of a rate, a count or seconds of sending.
+    """
+
+    #: After a 429, restart at this share of the rate that earned it ...
+    backoff: float = 0.9
+    #: ... and climb back towards this share of it (the ceiling), where it holds.
+    hold: float = 0.97
+    #: When the first rate tried, or a restart twice in a row, is refused at once, it is
+    #: far too fast: the search drops to this share (once in a row: ``backoff`` squared).
+    search: float = 0.5
+    #: Time constant of the climb from the restart rate to the hold (seconds of sending):
+    #: fast far below the ceiling, slow close to it.
+    approach_seconds: float = 2.0
+    #: Seconds of sending at the hold without a 429 before probing above it ...
+    quiet_seconds: float = 30.0
+    #: ... at rate x (1 + probe t²) after t more seconds: +1 % at 10 s, +9 % at 30 s.
+    probe: float = 1e-4
+    #: "auto" with nothing learned yet starts here (requests/s) ...
+    auto_start: float = 2.0
+    #: ... and doubles every this many seconds of sending until the first 429.
+    doubling_seconds: float = 0.5
+    #: "Refused at once": within this many requests of the start or of the last cut.
+    quick_sends: int = 8
+    #: Once this many requests in a row went through, the search is over: from then on a
+    #: 429 right after a cut is taken for noise (a late request, on a server without
+    #: burst), and only ever backs off by ``backoff``.
+    settle_sends: int = 40
+    #: A request sent after this long a silence (or 1.5 intervals at our rate, if longer)
+    #: found the server's bucket refilled: its 429 says nothing about our rate (a storm,
+    #: another client of the key) and cuts nothing. The server is taken to allow at least
+    #: one request per ``idle_gap``.
+    idle_gap: float = 1.0
+    #: The rate that earned a 429 is the average over about this many seconds of sending
+    #: (never above the paced rate): a server with a burst refuses only after the rate
+    #: has been above its own for a while, so the rate at that moment overshoots.
+    window_seconds: float = 1.0
+    #: Never slower than this (requests/s), whatever the 429s say.
+    min_rate: float = 0.1
+    #: After this long without a request, probing above the hold starts over.
+    forget_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("backoff", "hold", "search"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"RateSettings.{name} must be in (0, 1]")
+        if self.backoff > self.hold:
+            raise ValueError("RateSettings.backoff must not exceed hold")
+        for name in (
+            "approach_seconds",
+            "quiet_seconds",
+            "auto_start",
+            "doubling_seconds",
+            "idle_gap",
+            "window_seconds",
+            "min_rate",
+            "forget_seconds",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"RateSettings.{name} must be a finite number above 0")
+        if self.probe < 0 or self.quick_sends < 0 or self.settle_sends < 0:
+            raise ValueError("RateSettings.probe, quick_sends and settle_sends must be >= 0")
+
+
+@dataclass
+class RateState:
+    """What a :class:`RateFinder` has learned and its schedule: one per key and server,
+    shared by every limiter using the same :class:`RateStore`.
+
+    An *epoch* starts at every cut: the rate then follows :meth:`RateFinder.law` from
+    ``start`` as ``elapsed`` (seconds of sending since the cut) grows. Times are the
+    limiter's clock (wall time when the store is shared between processes)."""
+
+    start: float  # the rate the epoch started at (requests/s)
+    ceiling: float | None = None  # the rate that earned the last 429; None: none yet
+    epoch: int = 0
+    sent: int = 0  # requests sent in this epoch (by every limiter sharing the state)
+    elapsed: float = 0.0  # seconds of sending in this epoch (idle time does not count)
+    next_at: float = 0.0  # the schedule: when the next request is due (GCRA)
+    paused_until: float = 0.0  # Retry-After: nothing is sent before this
+    last_sent: float = 0.0
+    # The recent rate: the paced gaps between requests and their count, both decayed
+    # with `window_seconds`.
+    span: float = 0.0
+    gaps: float = 0.0
+    throttled: int = 0  # 429s seen, by every limiter sharing the state
+    quick: bool = False  # the last cut came within quick_sends of the one before
+    settled: bool = False  # an epoch reached settle_sends: the search is over
+    learned_at: float = 0.0  # when the ceiling was last set
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> RateState:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        # Fields a newer or older version wrote and this one does not know are dropped.
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RateStore(Protocol):
+    """Where a :class:`RateFinder` keeps its :class:`RateState`.
+
+    ``update(work)`` runs ``work(state or None) -> (new state, result)`` so that no other
+    update of the same state interleaves (a lock, or a database transaction) and returns
+    ``result``. ``shared``: other processes see the state (its times must be wall time)."""
+
+    shared: bool
+    location: str
+
+    def update(self, work: Callable[[RateState | None], tuple[RateState, T]]) -> T: ...
+
+
+class MemoryRateStore:
+    """A :class:`RateState` in this process only (a lock around it)."""
+
+    shared = False
+    location = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: RateState | None = None
+
+    def update(self, work: Callable[[RateState | None], tuple[RateState, T]]) -> T:
+        with self._lock:
+            self._state, result = work(self._state)
+            return result
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """What one request was sent under, for judging the 429 it may earn."""
+
+    epoch: int
+    rate: float  # the rate that would earn its 429: see _take
+    recent: float  # the average rate over the last window_seconds (or the paced rate)
+    gap: float  # seconds since the request before it
+
+
+class RateFinder:
+    """Thread-safe (and, with a shared store, process-safe) limiter that finds the rate a
+    server allows and holds just under it, for Pendo, which publishes none.
+
+    ``rate``: the most the user allows (requests/s; the rate starts there), or ``"auto"``:
+    start at ``settings.auto_start`` and double every ``doubling_seconds`` of sending
+    until the first 429. The state (:class:`RateState`) lives in ``store``: in memory by
+    default, or in the budget ledger (``shared_budget.LedgerRateStore``) so that every
+    step of a backfill, on every host using the ledger, starts from what was learned and
+    paces on the same schedule: together they send at the learned rate.
+
+    On a 429 that our rate earned (see below) the rate that earned it becomes the
+    *ceiling*: the average rate over the last second of sending (the paced rate while
+    ramping, which an average cannot follow). The rate restarts at ``backoff`` (90 %) of it
+    (or at the recent average, if lower) and climbs towards ``hold`` (97 %) of it, quickly
+    at first and ever more slowly (``approach_seconds``). After ``quiet_seconds`` of sending
+    there without a 429 it probes above, slowly at first (``probe``), in case the server
+    allows more. While it is still searching (until ``settle_sends`` requests in a row go
+    through), a rate refused within ``quick_sends`` requests is far too fast: if it was the
+    first rate tried (say, a configured 4x the server's) or the second restart in a row,
+    the rate drops to ``search`` (half) of it; otherwise to ``backoff`` squared.
+
+    Not cuts: a 429 for a request sent before the last cut (in flight then: the cut already
+    answered it), and one for a request sent after a silence (``idle_gap``: the server's
+    bucket was full: a storm, or another client of the same key). ``Retry-After`` pauses
+    every acquirer until then and costs no more than the pause: pacing resumes at the (cut)
+    rate when it ends.
+
+    The schedule is a GCRA (a token bucket of ``burst`` requests); seconds of sending
+    (``elapsed``) advance only while the limiter is what holds requests back, so an idle
+    or slow client neither ramps nor probes on rates it has not tried.
+    """
+
+    def __init__(
+        self,
+        rate: float | Literal["auto"] | None = AUTO,
+        burst: int = 1,
+        *,
+        settings: RateSettings | None = None,
+        store: RateStore | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep = time.sleep,
+        name: str = "rate-finder",
+    ) -> None:
+        if rate is None or rate == AUTO:
+            self.cap = math.inf
+        elif isinstance(rate, str) or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"{name}: rate must be a number above 0 or 'auto', got {rate!r}")
+        else:
+            self.cap = float(rate)
+        if burst < 1:
+            raise ValueError(f"{name}: burst must be >= 1, got {burst}")
+        self.name = name
+        self.burst = burst
+        self.settings = settings or RateSettings()
+        self.store: RateStore = store if store is not None else MemoryRateStore()
+        # Shared states hold times other processes compare: wall time, not monotonic.
+        self._clock = clock or (time.time if self.store.shared else time.monotonic)
+        self._sleep = sleep
+        self._floor = min(self.settings.min_rate, self.cap)
+        self._local = threading.local()
+        self._rate = self.settings.auto_start if self.auto else self.cap
+        self._ceiling: float | None = None
+        self._waited = 0.0
+        self.throttled = 0  # 429s this object saw
+        self.cuts = 0  # of which cut the rate
+
+    @property
+    def auto(self) -> bool:
+        return math.isinf(self.cap)
+
+    @property
+    def rate(self) -> float:
+        """The rate the last request was paced at (requests/s)."""
+        return self._rate
+
+    @property
+    def ceiling(self) -> float | None:
+        """The rate that earned the last 429, as last seen (None: none yet)."""
+        return self._ceiling
+
+    @property
+    def waited_seconds(self) -> float:
+        """Total seconds this object's acquirers have waited."""
+        return self._waited
+
+    def state(self) -> RateState:
+        """A copy of the current state (read in the store)."""
+
+        def read(state: RateState | None) -> tuple[RateState, RateState]:
+            state = state or self._fresh()
+            return state, RateState(**asdict(state))
+
+        return self.store.update(read)
+
+    # -- the law
+
+    def _fresh(self) -> RateState:
+        return RateState(start=self.settings.auto_start if self.auto else self.cap)
+
+    def law(self, state: RateState) -> float:
+        """The rate the state allows, before this limiter's cap and floor."""
+        s = self.settings
+        if state.ceiling is None:
+            # Nothing refused yet: ramp (a configured rate is its own cap from the start).
+            return state.start * 2 ** min(state.elapsed / s.doubling_seconds, 64)
+        hold = s.hold * state.ceiling
+        rate = hold - (hold - state.start) * math.exp(-state.elapsed / s.approach_seconds)
+        above = state.elapsed - s.quiet_seconds
+        if above > 0:
+            rate *= 1 + s.probe * above * above
+        return rate
+
+    def _silence(self, rate: float) -> float:
+        """A gap after which the server's bucket holds a request for us again: its rate is
+        taken to be at least 1/idle_gap, and it let through at least our rate before."""
+        return max(self.settings.idle_gap, 1.5 / rate)
+
+    def _paced(self, state: RateState) -> float:
+        return max(self._floor, min(self.cap, self.law(state)))
+
+    def _take(
+        self, state: RateState | None, cost: float
+    ) -> tuple[RateState, tuple[float, float, float | None]]:
+        """(state, (seconds to wait, the paced rate, the ceiling)): a wait of 0 means the
+        request was let through."""
+        state = state or self._fresh()
+        s = self.settings
+        now = self._clock()
+        if state.last_sent and now - state.last_sent > s.forget_seconds:
+            state.elapsed = min(state.elapsed, s.quiet_seconds)  # probe afresh
+        rate = self._paced(state)
+        if state.paused_until > now:
+            return state, (state.paused_until - now, rate, state.ceiling)
+        interval = cost / rate
+        due = max(state.next_at, now)
+        early = due - (self.burst - cost) / rate - now  # GCRA: a bucket of `burst`
+        if early > _EPS:
+            return state, (early, rate, state.ceiling)
+        gap = now - state.last_sent if state.last_sent else math.inf
+        decay = math.exp(-gap / s.window_seconds)
+        state.span *= decay
+        state.gaps *= decay
+        # Only while we are what holds requests back (not after a pause, a retry's backoff
+        # or a slow caller) does a gap measure our rate, and count as sending time.
+        if gap <= 2 * interval:
+            state.elapsed += interval
+            state.span += gap
+            state.gaps += 1
+        recent = min(rate, state.gaps / state.span) if state.span > 0 else rate
+        # While ramping (nothing refused yet) the rate grows too fast for the average to
+        # keep up: the paced rate is the better guess of the ceiling then.
+        earned = rate if state.ceiling is None else recent
+        self._local.ticket = _Ticket(state.epoch, earned, recent, gap)
+        state.next_at = due + interval
+        state.last_sent = now
+        state.sent += 1
+        state.settled = state.settled or state.sent >= s.settle_sends
+        return state, (0.0, rate, state.ceiling)
+
+    def _throttled(
+        self, state: RateState | None, retry_after: float | None, ticket: _Ticket | None
+    ) -> tuple[RateState, tuple[str, float | None, float]]:
+        """(state, (what happened, for the log; the ceiling; the rate now))."""
+        state = state or self._fresh()
+        s = self.settings
+        now = self._clock()
+        state.throttled += 1
+        if ticket is None:  # not sent through this limiter's acquire: judge it as current
+            rate = self._paced(state)
+            ticket = _Ticket(state.epoch, rate, rate, 0.0)
+        verdict = ""
+        if ticket.epoch != state.epoch:
+            verdict = "sent before the last cut"
+        elif ticket.gap >= self._silence(ticket.rate):
+            verdict = "sent after a silence: not our rate"
+        else:
+            quick = state.sent <= s.quick_sends and not state.settled
+            if quick and (state.ceiling is None or state.quick):
+                # The first rate tried, or a restart refused twice in a row: far too fast.
+                factor, why = s.search, " (still too fast: searching lower)"
+            elif quick:
+                # Once: only a little lower. On a server without burst, one request that
+                # arrived late looks the same.
+                factor, why = s.backoff * s.backoff, " (refused at once: a little lower)"
+            else:
+                factor, why = s.backoff, ""
+            state.quick = quick
+            state.ceiling = ticket.rate
+            # Never restart above the recent average: after a ramp it lags the paced rate,
+            # and the climb back from there crosses the server's rate gently.
+            state.start = max(self._floor, min(ticket.rate * factor, ticket.recent))
+            state.epoch += 1
+            state.sent = 0
+            state.elapsed = 0.0
+            state.span = state.gaps = 0.0  # the average is of this epoch's rate only
+            state.learned_at = now
+            state.next_at = max(state.next_at, state.last_sent + 1 / state.start)
+            verdict = f"ceiling {ticket.rate:.3g}/s, restarting at {state.start:.3g}/s{why}"
+        if retry_after is not None and retry_after > 0:
+            state.paused_until = max(state.paused_until, now + retry_after)
+            # Paused time earns no burst: pacing resumes from the end of the pause.
+            rate = self._paced(state)
+            state.next_at = max(state.next_at, state.paused_until + (self.burst - 1) / rate)
+        return state, (verdict, state.ceiling, self._paced(state))
+
+    # -- the Limiter protocol
+
+    def acquire(self, cost: float = 1) -> float:
+        if cost > self.burst:
+            raise ValueError(f"{self.name}: cost {cost} exceeds the burst size {self.burst}")
+        start = self._clock()
+        while True:
+            wait, rate, ceiling = self.store.update(lambda state: self._take(state, cost))
+            self._rate, self._ceiling = rate, ceiling
+            if wait <= 0:
+                waited = max(0.0, self._clock() - start)
+                self._waited += waited
+                return waited
+            # Sleep outside the store, then look again: a pause or a cut may come meanwhile.
+            self._sleep(max(wait, _EPS))
+
+    def release(self, cost: float = 1) -> None:
+        """Nothing to give back: a request's place in the schedule is spent when sent."""
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        self.throttled += 1
+        ticket: _Ticket | None = getattr(self._local, "ticket", None)
+        self._local.ticket = None
+        verdict, self._ceiling, self._rate = self.store.update(
+            lambda state: self._throttled(state, retry_after, ticket)
+        )
+        if verdict.startswith("ceiling"):
+            self.cuts += 1
+            logger.info("%s: 429: %s", self.name, verdict)
+        else:
+            logger.debug("%s: 429 (%s)", self.name, verdict or "no cut")
+
+    def on_success(self) -> None:
+        self._local.ticket = None
+
+    def __repr__(self) -> str:
+        cap = "auto" if self.auto else f"{self.cap:g}"
+        return (
+            f"RateFinder({self.name!r}, rate={self._rate:.3g}/s, cap={cap}, "
+            f"store={self.store.location!r})"
+        )
 
 
 class CostBudget:

@@ -37,6 +37,12 @@ Common to both:
   ``poll`` seconds; one waiting for the window sleeps until enough cost leaves it.
 
 Rows are keyed by ``scope`` (a fingerprint of the project, never its key) and family name.
+
+The same ledger also keeps *records*: one small text value per (scope, name), read and
+rewritten in one transaction (:meth:`BudgetLedger.update_record`). Pendo's
+:class:`~analytics_assets.http.limits.RateFinder` keeps the rate it learned and its
+schedule in one (:class:`LedgerRateStore`), so every step of a backfill starts from what
+was learned and all of them together pace at it.
 """
 
 from __future__ import annotations
@@ -59,10 +65,12 @@ from typing import TypeVar
 
 from analytics_assets.http.budget_checks import check_budget_settings, check_cost
 from analytics_assets.http.errors import ConfigurationError
+from analytics_assets.http.limits import RateState
 from analytics_assets.http.transport import redact_url
 
 __all__ = [
     "BudgetLedger",
+    "LedgerRateStore",
     "LedgerSession",
     "OpenLease",
     "SQLiteLedger",
@@ -176,6 +184,14 @@ class BudgetLedger(ABC):
         """``work`` in one transaction that no other transaction on the same (scope, family)
         interleaves with, in any process using this ledger; its result once committed."""
 
+    def update_record(
+        self, scope: str, name: str, work: Callable[[str | None], tuple[str, T]]
+    ) -> T:
+        """``work(the record's text, or None if there is none) -> (new text, result)`` in one
+        transaction that no other update of the same (scope, name) interleaves with, in any
+        process using this ledger; ``result`` once committed."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no records")
+
     @abstractmethod
     def close(self) -> None:
         """Close this process's connection (the next use opens a new one)."""
@@ -207,6 +223,13 @@ _SCHEMA = (
         family TEXT NOT NULL,
         until REAL NOT NULL,
         PRIMARY KEY (scope, family)
+    )""",
+    """CREATE TABLE IF NOT EXISTS record (  -- e.g. the rate Pendo's limiter learned
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated REAL NOT NULL,  -- wall time of the last change, for people reading it
+        PRIMARY KEY (scope, name)
     )""",
 )
 
@@ -379,6 +402,24 @@ class SQLiteLedger(BudgetLedger):
         # under a millisecond per transaction costs nothing worth a finer lock.
         with self.transaction() as db:
             return work(_SQLiteSession(db, (scope, family), self.host))
+
+    def update_record(
+        self, scope: str, name: str, work: Callable[[str | None], tuple[str, T]]
+    ) -> T:
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT value FROM record WHERE scope = ? AND name = ?", (scope, name)
+            ).fetchone()
+            old = row[0] if row else None
+            new, result = work(old)
+            if new != old:
+                db.execute(
+                    "INSERT INTO record (scope, name, value, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (scope, name) DO UPDATE "
+                    "SET value = excluded.value, updated = excluded.updated",
+                    (scope, name, new, time.time()),
+                )
+            return result
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -634,3 +675,40 @@ class SharedBudget:
             f"window={self.window_seconds:g}s, max_concurrent={self.max_concurrent}, "
             f"max_concurrent_cost={self.max_concurrent_cost}, ledger={self.ledger.location!r})"
         )
+
+
+# -- a rate finder's state ---------------------------------------------------------------------
+
+
+class LedgerRateStore:
+    """A :class:`~analytics_assets.http.limits.RateFinder`'s state as a record of a
+    :class:`BudgetLedger`: shared by every process (and host, with Postgres) that opens it
+    with the same ``scope`` (a fingerprint of the key and server, never the key).
+
+    Every request reads and rewrites it in one transaction (well under a millisecond in
+    SQLite; one round trip to Postgres), as :class:`SharedBudget`'s leases do; the state
+    holds wall times, so the limiter uses ``time.time``."""
+
+    shared = True
+
+    def __init__(self, ledger: BudgetLedger | str | Path, scope: str, name: str = "rate") -> None:
+        self.ledger = ledger if isinstance(ledger, BudgetLedger) else ledger_at(ledger)
+        self.scope = scope
+        self.name = name
+        self.location = self.ledger.location
+
+    def update(self, work: Callable[[RateState | None], tuple[RateState, T]]) -> T:
+        def step(text: str | None) -> tuple[str, T]:
+            old = None
+            if text:
+                try:
+                    old = RateState.from_json(text)
+                except (ValueError, TypeError) as exc:  # damaged by hand: learn afresh
+                    logger.warning("%r: unreadable state (%s); starting afresh", self, exc)
+            state, result = work(old)
+            return state.to_json(), result
+
+        return self.ledger.update_record(self.scope, self.name, step)
+
+    def __repr__(self) -> str:
+        return f"LedgerRateStore({self.location!r}, {self.name!r})"

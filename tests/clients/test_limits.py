@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import pytest
@@ -15,6 +17,12 @@ from analytics_assets.amplitude.costs import (
     taxonomy_cost,
 )
 from analytics_assets.http import AdaptiveTokenBucket, CompositeLimiter, CostBudget, Limiter
+from analytics_assets.http.limits import (
+    MemoryRateStore,
+    RateFinder,
+    RateSettings,
+    RateState,
+)
 
 # --- token bucket ------------------------------------------------------------------------------
 
@@ -99,6 +107,234 @@ def test_a_429_resets_the_recovery_count(fake_clock):
     b.on_success()
     b.on_success()
     assert b.rate == 2.5
+
+
+# --- rate finder (Pendo) -----------------------------------------------------------------------
+
+
+def finder(clock, rate=20.0, **kwargs) -> RateFinder:
+    return RateFinder(rate, clock=clock, sleep=clock.sleep, **kwargs)
+
+
+def send(limiter, n: int) -> None:
+    """n requests back to back, as a client that keeps the limiter busy."""
+    for _ in range(n):
+        limiter.acquire()
+        limiter.on_success()
+
+
+def test_rate_finder_holds_a_configured_rate_until_refused(fake_clock):
+    f = finder(fake_clock, rate=10)
+    start = fake_clock()
+    send(f, 101)
+    assert fake_clock() - start == pytest.approx(10.0, abs=1e-6)
+    assert f.waited_seconds == pytest.approx(10.0, abs=1e-6)
+    assert (f.rate, f.ceiling) == (10, None)  # a configured rate is its own cap
+
+
+def test_rate_finder_allows_its_burst_then_paces(fake_clock):
+    f = finder(fake_clock, rate=4, burst=5)
+    waits = [f.acquire() for _ in range(7)]
+    assert waits[:5] == [0, 0, 0, 0, 0]
+    assert waits[5:] == [pytest.approx(0.25), pytest.approx(0.25)]
+    with pytest.raises(ValueError, match="burst"):
+        f.acquire(6)
+
+
+def test_a_429_sets_the_ceiling_and_the_rate_climbs_back_just_under_it(fake_clock):
+    f = finder(fake_clock, rate=40)
+    send(f, 50)  # 40/s held for over a second: the rate that earns the 429 is 40
+    f.on_throttled(None)
+    assert f.ceiling == pytest.approx(40)
+    assert f.rate == pytest.approx(36)  # backoff: 90 % of the rate that earned it
+    rates = []
+    for _ in range(20):  # 20 x 1 s of sending
+        send(f, int(f.rate))
+        rates.append(f.rate)
+    assert rates == sorted(rates)  # climbs, ever more slowly ...
+    assert rates[-1] == pytest.approx(0.97 * 40, rel=1e-3)  # ... to the hold, not above
+    assert rates[1] - rates[0] > 10 * (rates[-1] - rates[-2])
+
+
+def test_after_a_quiet_hold_it_probes_above_slowly(fake_clock):
+    settings = RateSettings()
+    f = finder(fake_clock, rate="auto", settings=settings)
+    f.store.update(lambda state: (RateState(start=72, ceiling=80), None))  # learned: 80/s
+    hold = settings.hold * 80
+    probed = []
+    while f.state().elapsed < settings.quiet_seconds + 20:
+        send(f, 10)
+        above = f.state().elapsed - settings.quiet_seconds
+        if above <= 0:
+            assert f.rate <= hold
+        else:
+            probed.append((above, f.rate))
+    assert all(rate <= hold * (1 + settings.probe * t * t) + 1e-6 for t, rate in probed)
+    assert probed[0][1] == pytest.approx(hold, rel=1e-3)  # slowly at first ...
+    assert probed[-1][1] == pytest.approx(hold * 1.04, rel=0.01)  # ... +4 % after 20 s
+
+
+def test_a_restart_refused_at_once_searches_lower(fake_clock):
+    f = finder(fake_clock, rate=80)
+    send(f, 2)
+    f.on_throttled(None)  # the configured rate, refused at once: search
+    assert (f.ceiling, f.rate) == (80, 40)
+    send(f, 2)
+    f.on_throttled(None)  # and again at once
+    assert f.ceiling == pytest.approx(40, rel=0.05)  # the rate climbs from 40 at once
+    assert f.rate == pytest.approx(0.5 * f.ceiling)
+    send(f, 30)
+    f.on_throttled(None)  # after a while: just under
+    assert f.rate == pytest.approx(0.9 * f.ceiling)
+
+
+def test_a_429_right_after_a_restart_backs_off_a_little_more_until_settled(fake_clock):
+    # While searching: a restart refused at once (once) goes a little lower, not to half.
+    f = finder(fake_clock, rate=20)
+    send(f, 20)
+    f.on_throttled(None)
+    send(f, 3)
+    f.on_throttled(None)
+    assert f.rate == pytest.approx(0.81 * f.ceiling, rel=0.01)
+    # Once settled (settle_sends requests in a row went through), it is taken for noise,
+    # a late request on a server without burst: the usual backoff, no more.
+    g = finder(fake_clock, rate=20)
+    send(g, RateSettings().settle_sends)
+    g.on_throttled(None)
+    for _ in range(3):
+        send(g, 3)
+        g.on_throttled(None)
+        assert g.rate == pytest.approx(0.9 * g.ceiling, rel=0.01)
+
+
+def test_429s_of_requests_in_flight_before_a_cut_count_once(fake_clock):
+    f = finder(fake_clock, rate=40)
+    send(f, 50)
+    # Two requests in flight on two threads, both answered 429.
+    a, b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    with a, b:
+        a.submit(f.acquire).result()
+        b.submit(f.acquire).result()
+        a.submit(f.on_throttled, None).result()
+        after_first = f.rate
+        b.submit(f.on_throttled, None).result()
+    assert f.rate == after_first == pytest.approx(36)
+    assert (f.throttled, f.cuts) == (2, 1)
+    assert f.state().throttled == 2
+
+
+def test_retry_after_pauses_everyone_without_cutting_to_the_floor(fake_clock):
+    f = finder(fake_clock, rate=40)
+    send(f, 50)
+    f.on_throttled(5)
+    assert f.acquire() == pytest.approx(5.0)  # the pause, then straight on
+    assert f.rate == pytest.approx(36)  # one cut, not a collapse
+    waits = [f.acquire() for _ in range(3)]
+    assert waits == [pytest.approx(1 / f.rate, rel=0.05)] * 3
+
+
+def test_a_429_after_a_silence_says_nothing_about_our_rate(fake_clock):
+    f = finder(fake_clock, rate=40)
+    send(f, 50)
+    fake_clock.sleep(5)  # idle: the server's bucket is full again
+    f.acquire()
+    f.on_throttled(2)  # a storm, or another client of the key: pause, but no cut
+    assert (f.rate, f.ceiling, f.cuts) == (40, None, 0)
+    assert f.acquire() == pytest.approx(2.0)
+    f.on_throttled(2)  # the first request after the pause refused too: still no cut
+    assert (f.rate, f.cuts) == (40, 0)
+
+
+def test_auto_starts_low_and_doubles_until_the_first_429(fake_clock):
+    settings = RateSettings()
+    f = finder(fake_clock, rate="auto")
+    assert f.auto and f.rate == settings.auto_start
+    start = fake_clock()
+    while fake_clock() - start < 2.0:
+        send(f, 1)
+    # 2 s of sending: about 4 doublings (every 0.5 s; the first gap is not counted).
+    assert 2 * 2**3 <= f.rate < 2 * 2**4.5
+    ramped = f.rate
+    send(f, 20)
+    f.on_throttled(None)
+    assert f.ceiling == pytest.approx(f.state().ceiling)
+    assert ramped < f.ceiling  # the paced rate that earned it
+    # It restarts at 90 % of it, or at the recent average if lower (that lags a ramp).
+    assert f.rate <= 0.9 * f.ceiling + 1e-9
+
+
+def test_an_idle_or_slow_client_neither_ramps_nor_probes(fake_clock):
+    f = finder(fake_clock, rate="auto")
+    for _ in range(20):
+        f.acquire()
+        fake_clock.sleep(3)  # a slow caller: one request every 3 s
+    assert f.rate == RateSettings().auto_start
+    assert f.state().elapsed == 0
+
+
+def test_the_floor_and_the_cap_hold(fake_clock):
+    f = finder(fake_clock, rate=10, settings=RateSettings(min_rate=1.0))
+    for _ in range(12):  # refused at once, again and again
+        send(f, 2)
+        f.on_throttled(None)
+    assert f.rate == 1.0
+    g = finder(fake_clock, rate=5)
+    g.store.update(lambda state: (RateState(start=50, ceiling=60), None))  # learned: 60/s
+    send(g, 3)
+    assert g.rate == 5  # the user's cap
+    assert g.ceiling == 60
+
+
+def test_a_learned_state_is_where_a_new_limiter_starts(fake_clock):
+    store = MemoryRateStore()
+    first = finder(fake_clock, rate=80, store=store)
+    send(first, 50)
+    first.on_throttled(None)
+    send(first, 400)  # settled under the ceiling
+    second = finder(fake_clock, rate=80, store=store)
+    send(second, 1)
+    assert second.rate == pytest.approx(first.rate, rel=0.02)
+    assert second.rate < 80 and second.ceiling == first.ceiling
+    # One schedule: the two together keep the rate.
+    start = fake_clock()
+    for _ in range(30):
+        first.acquire()
+        second.acquire()
+    assert 60 / (fake_clock() - start) == pytest.approx(second.rate, rel=0.05)
+
+
+def test_rate_state_round_trips_and_ignores_unknown_fields():
+    state = RateState(start=3.5, ceiling=7.0, epoch=2, next_at=12.5)
+    assert RateState.from_json(state.to_json()) == state
+    assert RateState.from_json('{"start": 2, "from_a_newer_version": 1}') == RateState(start=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rate": 0}, "rate must be a number above 0 or 'auto'"),
+        ({"rate": math.inf}, "rate must be a number above 0 or 'auto'"),
+        ({"rate": "fast"}, "rate must be a number above 0 or 'auto'"),
+        ({"burst": 0}, "burst must be >= 1"),
+    ],
+)
+def test_rate_finder_refuses_impossible_settings(fake_clock, kwargs, match):
+    kwargs.setdefault("rate", 5)
+    with pytest.raises(ValueError, match=match):
+        RateFinder(clock=fake_clock, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"hold": 1.2}, {"backoff": 0.99, "hold": 0.97}, {"approach_seconds": 0}, {"probe": -1}],
+)
+def test_rate_settings_are_checked(kwargs):
+    with pytest.raises(ValueError, match="RateSettings"):
+        RateSettings(**kwargs)
+
+
+def test_rate_finder_satisfies_the_protocol(fake_clock):
+    assert isinstance(finder(fake_clock), Limiter)
 
 
 # --- cost budget -------------------------------------------------------------------------------
