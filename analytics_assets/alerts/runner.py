@@ -44,7 +44,7 @@ from analytics_assets.alerts.state import SensorState, bound_outbox, dump_state,
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.http.errors import ApiError
 from analytics_assets.pendo.resource import PendoResource
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import WarehouseResource
 
 # ------------------------------------------------------------------------------ clients
 
@@ -235,7 +235,7 @@ class AlertSensorRunner:
 
     def _evaluate(
         self, context: Any, rules: list[RuleSpec], snapshots: dict, state: SensorState,
-        warehouse: DuckDBWarehouse | None,
+        warehouse: WarehouseResource | None,
     ) -> list[Alert]:  # fmt: skip
         ruleset = self.settings.rules
         alerts: list[Alert] = []
@@ -260,7 +260,7 @@ class AlertSensorRunner:
         return alerts
 
     def _with_reference(
-        self, rule: RuleSpec, snapshot: Any, context: Any, warehouse: DuckDBWarehouse | None
+        self, rule: RuleSpec, snapshot: Any, context: Any, warehouse: WarehouseResource | None
     ) -> Any:
         cond = rule.condition
         if not isinstance(cond, FieldChangedCondition) or cond.reference == "previous":

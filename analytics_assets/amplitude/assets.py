@@ -3,10 +3,10 @@
 ``amplitude_assets(...)`` builds them for one calendar, naming and selection (the
 ``AmplitudeSync`` component calls it; so can a project in Python). The raw export is
 never held in a frame: the client streams the zip to disk and extracts its gzipped
-JSON-lines members, and DuckDB reads those files itself with an explicit schema, inside
-the one transaction that replaces the partition. Dashboard figures are asked for the
-project-local day of the partition (set the Amplitude project's time zone to the Pendo
-subscription's, as the README says).
+JSON-lines members, and the warehouse loads those files itself with an explicit schema
+(``load_json_lines``), inside the one transaction that replaces the partition. Dashboard
+figures are asked for the project-local day of the partition (set the Amplitude
+project's time zone to the Pendo subscription's, as the README says).
 """
 
 import difflib
@@ -20,7 +20,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import duckdb
 
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.api_session import api_metadata
@@ -28,10 +27,20 @@ from analytics_assets.component_fields import NamedItem
 from analytics_assets.http.errors import TransportError
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import DailyCalendar
-from analytics_assets.warehouse import checks, isal_gzip
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
-from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
+from analytics_assets.warehouse.types import (
+    BOOL,
+    DATE,
+    FLOAT,
+    INT,
+    JSON,
+    STR,
+    TS,
+    TS_NAIVE,
+    JsonField,
+)
 
 SYSTEM = "amplitude"
 DEFAULT_NAMING = AssetNaming(SYSTEM)
@@ -63,7 +72,7 @@ CHART_PREFIX = "chart_"
 DAY = Column("day", DATE, "The local day (the partition)")
 
 Compute = Callable[
-    [dg.AssetExecutionContext, AmplitudeResource, DuckDBWarehouse], dg.MaterializeResult
+    [dg.AssetExecutionContext, AmplitudeResource, WarehouseResource], dg.MaterializeResult
 ]
 
 
@@ -97,10 +106,6 @@ def _table(naming: AssetNaming, name: str) -> str:
     return table
 
 
-def _schema_of(table: str) -> str:
-    return table.split(".", 1)[0]
-
-
 def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
     meta = api_metadata(client, since, "amplitude")
     spent = getattr(client, "cost_spent", None)
@@ -110,7 +115,7 @@ def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
 
 
 def _materialize(
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     table: str,
     columns: list[Column] | None,
     cost: dict[str, Any],
@@ -153,7 +158,9 @@ def _amplitude_asset(
         check_specs=check_specs(key),
     )
     def _asset(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         return compute(context, amplitude, warehouse)
 
@@ -178,7 +185,9 @@ def _daily_active_users_asset(calendar: DailyCalendar, naming: AssetNaming) -> d
     table = _table(naming, DAILY_ACTIVE_USERS)
 
     def compute(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         day = calendar.window(context.partition_key).day
         with amplitude.session(context) as client:
@@ -222,7 +231,9 @@ def _event_type_daily_totals_asset(
     table = _table(naming, EVENT_TYPE_DAILY_TOTALS)
 
     def compute(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         day = calendar.window(context.partition_key).day
         rows = []
@@ -269,138 +280,94 @@ def _event_type_daily_totals_asset(
 
 # ----- the raw event export -------------------------------------------------------------------
 
-# (column in the export, column in the table, DuckDB type). An explicit schema makes
-# DuckDB skip type inference (the slow, memory-hungry part of read_json) and makes a
+# (field in the export, column in the table, column type). An explicit schema lets the
+# warehouse skip type inference (the slow, memory-hungry part of reading JSON) and makes a
 # record with an unexpected shape fail loudly instead of being coerced or dropped.
-EXPORT_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("$insert_id", "insert_id", "VARCHAR"),
-    ("uuid", "uuid", "VARCHAR"),
-    ("event_id", "event_id", "BIGINT"),
-    ("event_type", "event_type", "VARCHAR"),
-    ("amplitude_event_type", "amplitude_event_type", "VARCHAR"),
-    ("user_id", "user_id", "VARCHAR"),
-    ("device_id", "device_id", "VARCHAR"),
-    ("amplitude_id", "amplitude_id", "BIGINT"),
-    ("session_id", "session_id", "BIGINT"),
-    ("app", "app", "BIGINT"),
-    ("event_time", "event_time", "TIMESTAMP"),
-    ("client_event_time", "client_event_time", "TIMESTAMP"),
-    ("client_upload_time", "client_upload_time", "TIMESTAMP"),
-    ("server_received_time", "server_received_time", "TIMESTAMP"),
-    ("server_upload_time", "server_upload_time", "TIMESTAMP"),
-    ("processed_time", "processed_time", "TIMESTAMP"),
-    ("user_creation_time", "user_creation_time", "TIMESTAMP"),
-    ("event_properties", "event_properties", "JSON"),
-    ("user_properties", "user_properties", "JSON"),
-    ("global_user_properties", "global_user_properties", "JSON"),
-    ("group_properties", "group_properties", "JSON"),
-    ("groups", "groups", "JSON"),
-    ("data", "data", "JSON"),
-    ("plan", "plan", "JSON"),
-    ("platform", "platform", "VARCHAR"),
-    ("os_name", "os_name", "VARCHAR"),
-    ("os_version", "os_version", "VARCHAR"),
-    ("device_brand", "device_brand", "VARCHAR"),
-    ("device_carrier", "device_carrier", "VARCHAR"),
-    ("device_family", "device_family", "VARCHAR"),
-    ("device_manufacturer", "device_manufacturer", "VARCHAR"),
-    ("device_model", "device_model", "VARCHAR"),
-    ("device_type", "device_type", "VARCHAR"),
-    ("country", "country", "VARCHAR"),
-    ("region", "region", "VARCHAR"),
-    ("city", "city", "VARCHAR"),
-    ("dma", "dma", "VARCHAR"),
-    ("language", "language", "VARCHAR"),
-    ("ip_address", "ip_address", "VARCHAR"),
-    ("location_lat", "location_lat", "DOUBLE"),
-    ("location_lng", "location_lng", "DOUBLE"),
-    ("library", "library", "VARCHAR"),
-    ("version_name", "version_name", "VARCHAR"),
-    ("start_version", "start_version", "VARCHAR"),
-    ("paying", "paying", "VARCHAR"),
-    ("revenue", "revenue", "DOUBLE"),
-    ("price", "price", "DOUBLE"),
-    ("quantity", "quantity", "BIGINT"),
-    ("productId", "product_id", "VARCHAR"),
-    ("revenueType", "revenue_type", "VARCHAR"),
-    ("sample_rate", "sample_rate", "VARCHAR"),
-    ("is_attribution_event", "is_attribution_event", "BOOLEAN"),
-    ("idfa", "idfa", "VARCHAR"),
-    ("adid", "adid", "VARCHAR"),
-    ("partner_id", "partner_id", "VARCHAR"),
-    ("source_id", "source_id", "VARCHAR"),
-    ("data_type", "data_type", "VARCHAR"),
-)
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def export_select_sql(files: list[Path], day: date, *, isal: bool = True) -> str:
-    """A SELECT that makes DuckDB read the export's gzipped JSON lines into table columns.
-
-    With ``isal`` the files are inflated by ISA-L (``analytics_assets.warehouse.isal_gzip``, read
-    through a warehouse connection), about twice as fast as DuckDB's own inflate; a file
-    too big for that (its gzip trailer's size could have wrapped) is read by DuckDB's."""
-    columns = ", ".join(f"{_sql_string(src)}: '{typ}'" for src, _, typ in EXPORT_FIELDS)
-    select = ", ".join(f'"{src}" AS {dst}' for src, dst, _ in EXPORT_FIELDS)
-    fast = [f for f in files if isal and isal_gzip.can_read(f)]
-    sources = [([isal_gzip.url(f) for f in fast], "none")] if fast else []
-    if rest := [f.as_posix() for f in files if f not in fast]:
-        sources.append((rest, "gzip"))
-    return " UNION ALL ".join(
-        f"SELECT DATE {_sql_string(day.isoformat())} AS day, {select} "
-        f"FROM read_json([{', '.join(map(_sql_string, paths))}], format='newline_delimited', "
-        f"compression='{compression}', columns={{{columns}}}, "
-        f"timestampformat='%Y-%m-%d %H:%M:%S.%f', maximum_object_size=16777216)"
-        for paths, compression in sources
+EXPORT_FIELDS: tuple[JsonField, ...] = tuple(
+    JsonField(*field)
+    for field in (
+        ("$insert_id", "insert_id", STR),
+        ("uuid", "uuid", STR),
+        ("event_id", "event_id", INT),
+        ("event_type", "event_type", STR),
+        ("amplitude_event_type", "amplitude_event_type", STR),
+        ("user_id", "user_id", STR),
+        ("device_id", "device_id", STR),
+        ("amplitude_id", "amplitude_id", INT),
+        ("session_id", "session_id", INT),
+        ("app", "app", INT),
+        ("event_time", "event_time", TS_NAIVE),
+        ("client_event_time", "client_event_time", TS_NAIVE),
+        ("client_upload_time", "client_upload_time", TS_NAIVE),
+        ("server_received_time", "server_received_time", TS_NAIVE),
+        ("server_upload_time", "server_upload_time", TS_NAIVE),
+        ("processed_time", "processed_time", TS_NAIVE),
+        ("user_creation_time", "user_creation_time", TS_NAIVE),
+        ("event_properties", "event_properties", JSON),
+        ("user_properties", "user_properties", JSON),
+        ("global_user_properties", "global_user_properties", JSON),
+        ("group_properties", "group_properties", JSON),
+        ("groups", "groups", JSON),
+        ("data", "data", JSON),
+        ("plan", "plan", JSON),
+        ("platform", "platform", STR),
+        ("os_name", "os_name", STR),
+        ("os_version", "os_version", STR),
+        ("device_brand", "device_brand", STR),
+        ("device_carrier", "device_carrier", STR),
+        ("device_family", "device_family", STR),
+        ("device_manufacturer", "device_manufacturer", STR),
+        ("device_model", "device_model", STR),
+        ("device_type", "device_type", STR),
+        ("country", "country", STR),
+        ("region", "region", STR),
+        ("city", "city", STR),
+        ("dma", "dma", STR),
+        ("language", "language", STR),
+        ("ip_address", "ip_address", STR),
+        ("location_lat", "location_lat", FLOAT),
+        ("location_lng", "location_lng", FLOAT),
+        ("library", "library", STR),
+        ("version_name", "version_name", STR),
+        ("start_version", "start_version", STR),
+        ("paying", "paying", STR),
+        ("revenue", "revenue", FLOAT),
+        ("price", "price", FLOAT),
+        ("quantity", "quantity", INT),
+        ("productId", "product_id", STR),
+        ("revenueType", "revenue_type", STR),
+        ("sample_rate", "sample_rate", STR),
+        ("is_attribution_event", "is_attribution_event", BOOL),
+        ("idfa", "idfa", STR),
+        ("adid", "adid", STR),
+        ("partner_id", "partner_id", STR),
+        ("source_id", "source_id", STR),
+        ("data_type", "data_type", STR),
     )
-
-
-# DuckDB keeps every file of a scan open until the query ends (~0.5 MB each through
-# isal_gzip), so a day is inserted in batches of files, in one transaction: the step's
-# memory does not grow with the number of files a day's volume brings.
-EXPORT_BATCH_FILES = 24
+)
+# The events table's columns: the partition column, then the export's fields.
+EVENTS_COLUMNS = [DAY, *(Column(f.name, f.type) for f in EXPORT_FIELDS)]
 
 
 def _load_export(
     context: dg.AssetExecutionContext,
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     files: list[Path],
     day: date,
     table: str = EVENTS_TABLE,
 ) -> int:
-    batches = [files[i : i + EXPORT_BATCH_FILES] for i in range(0, len(files), EXPORT_BATCH_FILES)]
-
-    def load(isal: bool) -> int:
-        # Millions of wide rows under the warehouse's memory_limit: without insertion
-        # order DuckDB reads and inserts on every thread (bench/README.md, Daily sync).
-        return warehouse.replace_partition(
-            table,
-            [export_select_sql(batch, day, isal=isal) for batch in batches],
-            "day",
-            day,
-            preserve_insertion_order=False,
-        )
-
-    try:
-        return load(isal=True)
-    except duckdb.Error as exc:
-        # A file whose gzip trailer misstates its size (several members): nothing was
-        # written (the partition's transaction rolled back); DuckDB's own reader needs no size.
-        if isal_gzip.GzipSizeError.__name__ not in str(exc):
-            raise
-        reason = next(line for line in str(exc).splitlines() if "GzipSizeError" in line)
-        context.log.warning(f"{reason}; loading {day} with DuckDB's own gzip reader instead")
-        return load(isal=False)
+    """The day's export files into its partition, in one transaction, the backend's fastest
+    way (DuckDB's ``read_json``; Postgres's ``COPY``); no files empties the partition."""
+    return warehouse.load_json_lines(table, files, EXPORT_FIELDS, "day", day)
 
 
 def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefinition:
     table = _table(naming, EVENTS)
 
     def compute(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         window = calendar.window(context.partition_key)
         first_hour, last_hour = window.utc_hours()
@@ -417,13 +384,7 @@ def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefi
             # The table exists (with its explicit schema) even before the first events
             # arrive, so an empty day (Amplitude's 404) still replaces its partition, with
             # nothing.
-            warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {_schema_of(table)}")
-            warehouse.execute(events_table_ddl(table))
-            if files:
-                rows = _load_export(context, warehouse, files, window.day, table)
-            else:
-                warehouse.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
-                rows = 0
+            rows = _load_export(context, warehouse, files, window.day, table)
             load_seconds = time.perf_counter() - loading
         context.log.info(
             f"{table}: {rows} events for {window.day} from {len(files)} files; download "
@@ -453,17 +414,13 @@ def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefi
         naming,
         EVENTS,
         "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
-        "local day; streamed to disk and loaded by DuckDB, never held in memory whole. Late "
+        "local day; streamed to disk and loaded by the warehouse itself, never held in memory "
+        "whole. Late "
         "uploads land in the partition of the day they were uploaded.",
         compute,
         lambda key: [checks.keys_spec(key, ["uuid"])],
         calendar,
     )
-
-
-def events_table_ddl(table: str) -> str:
-    columns = ", ".join(f"{dst} {typ}" for _, dst, typ in EXPORT_FIELDS)
-    return f"CREATE TABLE IF NOT EXISTS {table} (day DATE, {columns})"
 
 
 # ----- saved charts ---------------------------------------------------------------------------
@@ -477,7 +434,9 @@ def chart_asset(chart: NamedItem, naming: AssetNaming = DEFAULT_NAMING) -> dg.As
     table = _table(naming, name)
 
     def compute(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
@@ -539,7 +498,9 @@ def _cohorts_asset(naming: AssetNaming) -> dg.AssetsDefinition:
     table = _table(naming, COHORTS)
 
     def compute(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
@@ -647,7 +608,9 @@ def _cohort_membership_asset(
     table = _table(naming, COHORT_MEMBERSHIP)
 
     def compute(
-        context: dg.AssetExecutionContext, amplitude: AmplitudeResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext,
+        amplitude: AmplitudeResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         expected: dict[str, int | None] = {}
         with (

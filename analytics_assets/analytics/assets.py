@@ -15,8 +15,9 @@ import dagster as dg
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse import checks
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import Query, WarehouseResource
 from analytics_assets.warehouse.loading import table_metadata
+from analytics_assets.warehouse.types import DATE, FLOAT, INT, STR, Column
 
 KINDS = {"duckdb"}
 OWNERS = ["team:data-engineering", "team:customer-success"]
@@ -41,16 +42,28 @@ def analytics_assets(
     ]
 
 
-def _usage_ddl(table: str) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table} (day DATE, account_id VARCHAR, "
-        "pendo_events BIGINT, pendo_minutes BIGINT, pendo_active_visitors BIGINT, "
-        "amplitude_events BIGINT, amplitude_active_users BIGINT)"
-    )
+USAGE_COLUMNS = [
+    Column("day", DATE, "The local day (the partition)"),
+    Column("account_id", STR),
+    Column("pendo_events", INT),
+    Column("pendo_minutes", INT),
+    Column("pendo_active_visitors", INT),
+    Column("amplitude_events", INT),
+    Column("amplitude_active_users", INT),
+]
 
-
-def _schema(table: str) -> str:
-    return table.rsplit(".", 1)[0]
+HEALTH_COLUMNS = [
+    Column("account_id", STR),
+    Column("as_of", DATE, "The newest day of account_daily_usage"),
+    Column("pendo_events_7d", INT),
+    Column("pendo_events_28d", INT),
+    Column("amplitude_events_7d", INT),
+    Column("amplitude_events_28d", INT),
+    Column("active_days_7d", INT),
+    Column("active_days_28d", INT),
+    Column("last_active_day", DATE),
+    Column("trend_7d_vs_28d", FLOAT, "The last 7 days' daily average over the 28 days'"),
+]
 
 
 def _account_daily_usage(
@@ -79,51 +92,50 @@ def _account_daily_usage(
         automation_condition=dg.AutomationCondition.eager(),
     )
     def _usage(
-        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         window = calendar.window(context.partition_key)
-        has_events = warehouse.table_exists(events)
-        amplitude_cte = (
-            f"""
-            SELECT v.account_id, count(*) AS amplitude_events,
-                   count(DISTINCT e.user_id) AS amplitude_active_users
-            FROM {events} e JOIN {visitors} v ON v.visitor_id = e.user_id
-            WHERE e.event_time >= ? AND e.event_time < ?
-              AND v.account_id IS NOT NULL AND v.account_id <> ''
-            GROUP BY v.account_id
-            """
-            if has_events and warehouse.table_exists(visitors)
-            else "SELECT NULL::VARCHAR AS account_id, 0::BIGINT AS amplitude_events, "
-            "0::BIGINT AS amplitude_active_users WHERE ? IS NULL AND ? IS NULL"
-        )
         # Amplitude's export times are naive UTC; compare against the local day in UTC.
         start = window.start.astimezone(UTC).replace(tzinfo=None)
         end = window.end.astimezone(UTC).replace(tzinfo=None)
+        if warehouse.table_exists(events) and warehouse.table_exists(visitors):
+            amplitude_cte = f"""
+                SELECT v.account_id, count(*) AS amplitude_events,
+                       count(DISTINCT e.user_id) AS amplitude_active_users
+                FROM {events} e JOIN {visitors} v ON v.visitor_id = e.user_id
+                WHERE e.event_time >= ? AND e.event_time < ?
+                  AND v.account_id IS NOT NULL AND v.account_id <> ''
+                GROUP BY v.account_id
+            """
+            amplitude_params = [start, end]
+        else:
+            # No export loaded yet: Pendo's figures alone, Amplitude's as zeros.
+            amplitude_cte = (
+                "SELECT CAST(NULL AS VARCHAR) AS account_id, CAST(0 AS BIGINT) AS "
+                "amplitude_events, CAST(0 AS BIGINT) AS amplitude_active_users WHERE 1 = 0"
+            )
+            amplitude_params = []
+        # Portable SQL (warehouse/base.py): the day is a parameter rather than a DATE
+        # literal, and the table's declared types do the casts on insert.
         select = f"""
             WITH p AS (
                 SELECT account_id, events, minutes, active_visitors
                 FROM {pendo_usage} WHERE day = ?
             ), a AS ({amplitude_cte})
-            SELECT DATE '{window.day.isoformat()}' AS day,
+            SELECT CAST(? AS DATE) AS day,
                    coalesce(p.account_id, a.account_id) AS account_id,
-                   coalesce(p.events, 0)::BIGINT AS pendo_events,
-                   coalesce(p.minutes, 0)::BIGINT AS pendo_minutes,
-                   coalesce(p.active_visitors, 0)::BIGINT AS pendo_active_visitors,
-                   coalesce(a.amplitude_events, 0)::BIGINT AS amplitude_events,
-                   coalesce(a.amplitude_active_users, 0)::BIGINT AS amplitude_active_users
+                   CAST(coalesce(p.events, 0) AS BIGINT) AS pendo_events,
+                   CAST(coalesce(p.minutes, 0) AS BIGINT) AS pendo_minutes,
+                   CAST(coalesce(p.active_visitors, 0) AS BIGINT) AS pendo_active_visitors,
+                   CAST(coalesce(a.amplitude_events, 0) AS BIGINT) AS amplitude_events,
+                   CAST(coalesce(a.amplitude_active_users, 0) AS BIGINT) AS amplitude_active_users
             FROM p FULL OUTER JOIN a ON p.account_id = a.account_id
         """
-        with warehouse.connection() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_schema(table)}")
-                conn.execute(_usage_ddl(table))
-                conn.execute(f"DELETE FROM {table} WHERE day = ?", [window.day])
-                conn.execute(f"INSERT INTO {table} BY NAME {select}", [window.day, start, end])
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
+        params = [window.day, *amplitude_params, window.day]
+        # The table, the delete and the insert: one transaction (replace_partition).
+        warehouse.replace_partition(
+            table, Query(select, params), "day", window.day, columns=USAGE_COLUMNS
+        )
         partition = ("day", window.day)
         return dg.MaterializeResult(
             metadata=table_metadata(warehouse, table, partition=partition),
@@ -156,10 +168,12 @@ def _account_health(naming: AssetNaming) -> dg.AssetsDefinition:
         check_specs=[checks.keys_spec(key, ["account_id"])],
         automation_condition=dg.AutomationCondition.eager(),
     )
-    def _health(warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+    def _health(warehouse: WarehouseResource) -> dg.MaterializeResult:
         # Health over no usage yet is an empty table, not an error.
-        warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {_schema(table)}")
-        warehouse.execute(_usage_ddl(usage))
+        warehouse.create_table(usage, USAGE_COLUMNS)
+        # Portable SQL (warehouse/base.py): CASE inside the aggregates where DuckDB would
+        # take FILTER; date minus date is a number of days, date minus a number a date.
+        active = "pendo_events + amplitude_events > 0"
         warehouse.replace_table(
             table,
             f"""
@@ -171,21 +185,22 @@ def _account_health(naming: AssetNaming) -> dg.AssetsDefinition:
             )
             SELECT account_id,
                    (SELECT d FROM latest) AS as_of,
-                   sum(pendo_events) FILTER (WHERE age < 7) AS pendo_events_7d,
+                   sum(CASE WHEN age < 7 THEN pendo_events END) AS pendo_events_7d,
                    sum(pendo_events) AS pendo_events_28d,
-                   sum(amplitude_events) FILTER (WHERE age < 7) AS amplitude_events_7d,
+                   sum(CASE WHEN age < 7 THEN amplitude_events END) AS amplitude_events_7d,
                    sum(amplitude_events) AS amplitude_events_28d,
-                   count(*) FILTER (WHERE age < 7 AND pendo_events + amplitude_events > 0)
-                       AS active_days_7d,
-                   count(*) FILTER (WHERE pendo_events + amplitude_events > 0) AS active_days_28d,
-                   max(day) FILTER (WHERE pendo_events + amplitude_events > 0) AS last_active_day,
+                   count(CASE WHEN age < 7 AND {active} THEN 1 END) AS active_days_7d,
+                   count(CASE WHEN {active} THEN 1 END) AS active_days_28d,
+                   max(CASE WHEN {active} THEN day END) AS last_active_day,
                    CASE WHEN coalesce(sum(pendo_events + amplitude_events), 0) = 0 THEN NULL
-                        ELSE round((coalesce(sum(pendo_events + amplitude_events)
-                                     FILTER (WHERE age < 7), 0) / 7.0)
+                        ELSE round((coalesce(sum(CASE WHEN age < 7
+                                                      THEN pendo_events + amplitude_events END),
+                                             0) / 7.0)
                                    / (sum(pendo_events + amplitude_events) / 28.0), 3)
                    END AS trend_7d_vs_28d
             FROM u GROUP BY account_id
             """,
+            columns=HEALTH_COLUMNS,
         )
         return dg.MaterializeResult(
             metadata=table_metadata(warehouse, table),

@@ -57,7 +57,7 @@ from analytics_assets.http.errors import ApiError, AuthenticationError, Permissi
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 from analytics_assets.pendo.client import MAX_BATCH
 from analytics_assets.pendo.resource import PendoResource
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import WarehouseResource
 
 __all__ = [
     "DEFAULT_SCHEDULE_CRON",
@@ -218,7 +218,7 @@ def crm_writeback_preflight(
 
 @dg.op(tags={"service": "warehouse"})
 def read_crm_export(
-    context: dg.OpExecutionContext, config: CrmStepConfig, warehouse: DuckDBWarehouse
+    context: dg.OpExecutionContext, config: CrmStepConfig, warehouse: WarehouseResource
 ) -> CrmExport:
     """Read the CRM export; rows the reader cannot split are kept for the quarantine."""
     path, table = config.source()
@@ -246,7 +246,7 @@ def validate_crm_rows(
     context: dg.OpExecutionContext,
     preflight: Preflight,
     export: CrmExport,
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
 ) -> ValidationResult:
     """Convert every row; set bad rows aside in analytics.writeback_quarantine."""
     try:
@@ -323,7 +323,7 @@ def diff_crm_against_pendo(
     preflight: Preflight,
     validated: ValidationResult,
     current: dict[str, dict[str, Any]],
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
 ) -> DiffResult:
     """Keep only the records whose values differ from Pendo's (all with ``force``)."""
     diff = diff_records(
@@ -351,7 +351,7 @@ def diff_crm_against_pendo(
 
 
 def _report_resume(
-    context: dg.OpExecutionContext, warehouse: DuckDBWarehouse, diff: DiffResult
+    context: dg.OpExecutionContext, warehouse: WarehouseResource, diff: DiffResult
 ) -> dict[str, Any]:
     """Say what this run skips or resends of an earlier run that stopped midway."""
     previous = previous_incomplete_run(warehouse, context.run_id)
@@ -387,7 +387,7 @@ def push_crm_changes(
     preflight: Preflight,
     diff: DiffResult,
     pendo_write: PendoResource,
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
 ) -> PushSummary:
     """Send the changes in batches of at most 1,000; log every record's outcome."""
     batch_size = check_batch_size(config.batch_size)

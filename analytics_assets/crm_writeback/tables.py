@@ -67,7 +67,8 @@ QUARANTINE_COLUMNS = (
 
 
 class Warehouse(Protocol):
-    """What the write-back needs of the warehouse resource (DuckDBWarehouse has it)."""
+    """What the write-back needs of the warehouse resource (every ``WarehouseResource``
+    has it). Its SQL is the portable subset every backend runs (``warehouse/base.py``)."""
 
     def append(self, table: str, data: Any) -> int: ...
 

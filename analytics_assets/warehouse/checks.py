@@ -3,7 +3,8 @@
 Each check is a plain function of the warehouse (and the partition), so tests can
 feed it broken tables. Assets declare the specs (``check_specs``) and run the checks
 in the same step, where the partition being written is known; the UI shows them
-next to each materialization.
+next to each materialization. The SQL is the subset every backend runs unchanged
+(``warehouse/base.py``): no ``FILTER``, an alias on every derived table.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import WarehouseResource
 
 KEYS_UNIQUE = "keys_unique_and_not_null"
 NOT_EMPTY = "partition_not_empty_when_source_had_data"
@@ -42,7 +43,7 @@ def not_empty_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
 
 
 def check_keys_unique(
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     table: str,
     keys: Sequence[str],
     partition: tuple[str, Any] | None = None,
@@ -51,9 +52,9 @@ def check_keys_unique(
     key_list = ", ".join(keys)
     nulls = " OR ".join(f"{k} IS NULL" for k in keys)
     stats = warehouse.records(
-        f"SELECT count(*) AS rows, count(*) FILTER (WHERE {nulls}) AS null_keys, "
+        f"SELECT count(*) AS n_rows, count(CASE WHEN {nulls} THEN 1 END) AS null_keys, "
         f"(SELECT count(*) FROM (SELECT {key_list} FROM {table} WHERE {where} "
-        f"GROUP BY {key_list} HAVING count(*) > 1)) AS duplicated_keys "
+        f"GROUP BY {key_list} HAVING count(*) > 1) AS dup) AS duplicated_keys "
         f"FROM {table} WHERE {where}",
         params + params,
     )[0]
@@ -62,7 +63,7 @@ def check_keys_unique(
         check_name=KEYS_UNIQUE,
         passed=null_keys == 0 and duplicated == 0,
         metadata={
-            "rows": int(stats["rows"]),
+            "rows": int(stats["n_rows"]),
             "null_keys": null_keys,
             "duplicated_keys": duplicated,
             "keys": ", ".join(keys),
@@ -71,7 +72,7 @@ def check_keys_unique(
 
 
 def check_not_empty(
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     table: str,
     source_had_data: bool,
     partition: tuple[str, Any] | None = None,
@@ -95,7 +96,7 @@ def account_totals_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
 
 
 def check_account_totals(
-    warehouse: DuckDBWarehouse, account_table: str, visitor_table: str, day: Any
+    warehouse: WarehouseResource, account_table: str, visitor_table: str, day: Any
 ) -> dg.AssetCheckResult:
     mismatched = warehouse.records(
         f"""
@@ -136,7 +137,7 @@ def cohort_sizes_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
 
 
 def check_cohort_sizes(
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     membership_table: str,
     expected: dict[str, int | None],
     day: Any,

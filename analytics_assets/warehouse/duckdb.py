@@ -1,22 +1,20 @@
-"""The warehouse resource: where every asset writes, DuckDB by default.
+"""The DuckDB backend: a DuckDB file as the warehouse, the embedded default.
 
-One mechanism for the whole project: assets write through this resource and return
-``MaterializeResult`` (as Dagster's own data platform does for API ingestion), so the
-raw Amplitude export can be loaded by the database straight from files, without
-passing through a pandas frame. Partitioned tables are written with
-``replace_partition``: delete the partition's rows and insert the new ones in one
-transaction, so a re-run or a backfill never duplicates or loses rows.
-
-Another warehouse (Snowflake, BigQuery) is another implementation of these few
-methods bound to the same resource key; the assets do not change.
+Assets write through the ``WarehouseResource`` interface (``warehouse/base.py``); here it
+is DuckDB reading the staged Parquet files (``read_parquet``) and the raw Amplitude export
+(``read_json`` over ``isalgz://`` paths) itself, without passing rows through a pandas
+frame. Partitioned tables are written with ``replace_partition``: delete the
+partition's rows and insert the new ones in one transaction, so a re-run or a backfill
+never duplicates or loses rows.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -25,25 +23,28 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from analytics_assets.warehouse import isal_gzip
+from analytics_assets.warehouse.base import (
+    Data,
+    ParquetFile,
+    Query,
+    WarehouseError,
+    WarehouseResource,
+    check_json_key,
+    check_table,
+    split_table,
+    type_of_value,
+)
+from analytics_assets.warehouse.types import Column, JsonField, sql_type
 
 if TYPE_CHECKING:
-    # Only for hints: pandas, pyarrow and numpy cost a step process ~80 MB and half a
-    # second to import, and most steps (the raw export's load among them) never use them.
     import pandas as pd
-    import pyarrow as pa
-
-    Data = pd.DataFrame | pa.Table
 
 ATTACH_RETRIES = 10
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-
-
-def _check_table(table: str) -> str:
-    # Table names come from code, never from users; still, refuse anything that is
-    # not a plain (schema.)identifier before it reaches SQL text.
-    if not _IDENTIFIER.match(table):
-        raise ValueError(f"invalid table name {table!r}: use schema.table with plain identifiers")
-    return table
+DEFAULT_DATABASE = "data/warehouse.duckdb"
+# DuckDB keeps every file of a scan open until the query ends (~0.5 MB each through
+# isal_gzip), so a day of JSON lines is inserted in batches of files, in one transaction:
+# the step's memory does not grow with the number of files a day's volume brings.
+JSON_BATCH_FILES = 24
 
 
 def _attach(conn: duckdb.DuckDBPyConnection, database: str, row_group_size: int) -> None:
@@ -62,15 +63,97 @@ def _attach(conn: duckdb.DuckDBPyConnection, database: str, row_group_size: int)
     conn.execute("USE warehouse")
 
 
-def _schema_of(table: str) -> str | None:
-    return table.split(".", 1)[0] if "." in table else None
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
-DEFAULT_DATABASE = "data/warehouse.duckdb"
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
-class DuckDBWarehouse(dg.ConfigurableResource):
+def _column_list(columns: Sequence[Column]) -> str:
+    return ", ".join(f"{_ident(c.name)} {sql_type(c.type, 'duckdb')}" for c in columns)
+
+
+def table_ddl(table: str, columns: Sequence[Column]) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of ``columns`` in DuckDB's types (for benches that
+    drive a DuckDB connection themselves; the resource's ``create_table`` does the same)."""
+    return f"CREATE TABLE IF NOT EXISTS {check_table(table)} ({_column_list(columns)})"
+
+
+def _run(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> None:
+    # Without parameters the statement is run exactly as the load has always run it.
+    if params:
+        conn.execute(sql, list(params))
+    else:
+        conn.execute(sql)
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """DuckDB's errors as the interface's ``WarehouseError`` (the original as its cause)."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise WarehouseError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def export_select_sql(
+    files: Sequence[Path], day: date, fields: Sequence[JsonField], *, isal: bool = True
+) -> str:
+    """A SELECT that makes DuckDB read gzipped JSON lines into table columns, with the
+    partition column ``day``.
+
+    An explicit schema makes DuckDB skip type inference (the slow, memory-hungry part of
+    read_json) and makes a record with an unexpected shape fail loudly instead of being
+    coerced or dropped. With ``isal`` the files are inflated by ISA-L
+    (``warehouse/isal_gzip.py``, read through a warehouse connection), about twice as fast
+    as DuckDB's own inflate; a file too big for that (its gzip trailer's size could have
+    wrapped) is read by DuckDB's."""
+    return json_select_sql(files, "day", day, fields, isal=isal)
+
+
+def json_select_sql(
+    files: Sequence[Path],
+    partition_column: str,
+    partition_value: Any,
+    fields: Sequence[JsonField],
+    *,
+    isal: bool = True,
+) -> str:
+    """``export_select_sql`` for any partition column and value."""
+    columns = ", ".join(f"{_sql_string(f.source)}: '{sql_type(f.type, 'duckdb')}'" for f in fields)
+    select = ", ".join(f'"{f.source}" AS {f.name}' for f in fields)
+    part = _literal(partition_value)
+    fast = [f for f in files if isal and isal_gzip.can_read(f)]
+    sources = [([isal_gzip.url(f) for f in fast], "none")] if fast else []
+    if rest := [f.as_posix() for f in files if f not in fast]:
+        sources.append((rest, "gzip"))
+    return " UNION ALL ".join(
+        f"SELECT {part} AS {partition_column}, {select} "
+        f"FROM read_json([{', '.join(map(_sql_string, paths))}], format='newline_delimited', "
+        f"compression='{compression}', columns={{{columns}}}, "
+        f"timestampformat='%Y-%m-%d %H:%M:%S.%f', maximum_object_size=16777216)"
+        for paths, compression in sources
+    )
+
+
+def _literal(value: Any) -> str:
+    # The partition value as SQL text in the export's SELECT (one per batch of files,
+    # inserted BY NAME): a date as DuckDB's DATE literal, as the load has always written it.
+    if isinstance(value, datetime):
+        return f"TIMESTAMP {_sql_string(value.isoformat(sep=' '))}"
+    if isinstance(value, date):
+        return f"DATE {_sql_string(value.isoformat())}"
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return _sql_string(str(value))
+
+
+class DuckDBWarehouse(WarehouseResource):
     """A DuckDB file as the warehouse; schemas follow the asset key prefixes."""
+
+    backend = "duckdb"
 
     database: str = Field(
         default=DEFAULT_DATABASE,
@@ -112,11 +195,10 @@ class DuckDBWarehouse(dg.ConfigurableResource):
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; DuckDB allows one writing process at a time, so
+        """A short-lived connection (DuckDB's own; for this backend's tests and benches,
+        not part of the interface). DuckDB allows one writing process at a time, so
         attaching retries while another process holds the file. The connection also reads
         ``isalgz://`` paths: gzip files inflated by ISA-L (``warehouse/isal_gzip.py``)."""
-        from pathlib import Path
-
         if self.row_group_size <= 0 or self.row_group_size % 2048:
             raise ValueError(
                 f"row_group_size {self.row_group_size} is invalid: use a positive multiple "
@@ -139,65 +221,97 @@ class DuckDBWarehouse(dg.ConfigurableResource):
 
     # ----- writes ---------------------------------------------------------------------
 
+    def create_table(self, table: str, columns: Sequence[Column]) -> None:
+        check_table(table)
+        with _errors(f"creating {table}"), self.connection() as conn:
+            self._create(conn, table, columns)
+
     def replace_partition(
         self,
         table: str,
-        data: Data | str | list[str],
+        data: Data | Sequence[Data],
         partition_column: str,
         partition_value: Any,
         *,
+        columns: Sequence[Column] | None = None,
         preserve_insertion_order: bool = True,
     ) -> int:
         """Replace the rows of one partition with ``data`` atomically; returns rows written.
 
-        ``data`` is a frame, an Arrow table, or a SQL ``SELECT`` (for loads the
-        database reads itself, such as ``read_json`` over downloaded files), or a list of
-        ``SELECT``s inserted one after the other in the same transaction (a query holds
-        what it opened until it ends: a long list of files is read in batches).
-        ``preserve_insertion_order=False`` lets DuckDB insert the rows in any order: for
-        big loads under ``memory_limit``, where keeping the order makes DuckDB run the
-        insert on one thread (measured on the raw Amplitude export: 45,000 events/s with
-        the order kept, 70,000 without, at the same memory; bench/README.md). A table has
-        no order, so nothing a query may rely on changes.
+        ``data`` is a frame, an Arrow table, a staged Parquet file, or a ``SELECT`` (a
+        ``Query``, or a plain string), or a list of them inserted one after the other in
+        the same transaction. ``preserve_insertion_order=False`` lets DuckDB insert the
+        rows in any order: for big loads under ``memory_limit``, where keeping the order
+        makes DuckDB run the insert on one thread (measured on the raw Amplitude export:
+        45,000 events/s with the order kept, 70,000 without, at the same memory;
+        bench/README.md). A table has no order, so nothing a query may rely on changes.
         """
-        _check_table(table)
-        with self.connection() as conn:
+        check_table(table)
+        items = list(data) if isinstance(data, list | tuple) else [data]
+        if not items:
+            raise ValueError(f"nothing to write to {table}: no SELECT in the list")
+        what = f"replacing {table} where {partition_column} = {partition_value}"
+        with _errors(what), self.connection() as conn:
+            return self._replace_partition(
+                conn,
+                table,
+                items,
+                partition_column,
+                partition_value,
+                columns,
+                preserve_insertion_order,
+            )
+
+    def _replace_partition(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        table: str,
+        items: Sequence[Data],
+        partition_column: str,
+        partition_value: Any,
+        columns: Sequence[Column] | None,
+        preserve_insertion_order: bool,
+    ) -> int:
+        if not preserve_insertion_order:
+            conn.execute("SET preserve_insertion_order = false")
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            sources = [self._register(conn, item, i) for i, item in enumerate(items)]
+            self._ensure_table(conn, table, sources[0], columns)
+            conn.execute(f"DELETE FROM {table} WHERE {partition_column} = ?", [partition_value])
+            before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for source, params in sources:
+                _run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM {source}", params)
+            after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
             if not preserve_insertion_order:
-                conn.execute("SET preserve_insertion_order = false")
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                if isinstance(data, list):
-                    if not data:
-                        raise ValueError(f"nothing to write to {table}: no SELECT in the list")
-                    sources = [f"({sql})" for sql in data]
-                else:
-                    sources = [self._register(conn, data)]
-                self._ensure_table(conn, table, sources[0])
-                conn.execute(f"DELETE FROM {table} WHERE {partition_column} = ?", [partition_value])
-                before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for source in sources:
-                    conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source}")
-                after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
-            finally:
-                if not preserve_insertion_order:
-                    conn.execute("RESET preserve_insertion_order")
+                conn.execute("RESET preserve_insertion_order")
         return int(after - before)
 
-    def replace_table(self, table: str, data: Data | str) -> int:
+    def replace_table(
+        self, table: str, data: Data, *, columns: Sequence[Column] | None = None
+    ) -> int:
         """Replace a whole (unpartitioned) table; returns rows written."""
-        _check_table(table)
-        with self.connection() as conn:
+        check_table(table)
+        with _errors(f"replacing {table}"), self.connection() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
-                source = self._register(conn, data)
-                schema = _schema_of(table)
+                source, params = self._register(conn, data)
+                schema, _ = split_table(table)
                 if schema:
                     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                conn.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
+                if columns:
+                    conn.execute(f"CREATE OR REPLACE TABLE {table} ({_column_list(columns)})")
+                    names = ", ".join(_ident(c.name) for c in columns)
+                    _run(
+                        conn, f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", params
+                    )
+                else:
+                    _run(conn, f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}", params)
                 rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 conn.execute("COMMIT")
             except Exception:
@@ -205,52 +319,108 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                 raise
         return int(rows)
 
-    def append(self, table: str, data: Data | str) -> int:
+    def append(self, table: str, data: Data, *, columns: Sequence[Column] | None = None) -> int:
         """Append rows (logs and alert history); returns rows written."""
-        _check_table(table)
-        with self.connection() as conn:
-            source = self._register(conn, data)
-            self._ensure_table(conn, table, source)
+        check_table(table)
+        with _errors(f"appending to {table}"), self.connection() as conn:
+            source, params = self._register(conn, data)
+            self._ensure_table(conn, table, (source, params), columns)
             before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source}")
+            _run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM {source}", params)
             after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         return int(after - before)
 
+    def load_json_lines(
+        self,
+        table: str,
+        files: Sequence[Path],
+        fields: Sequence[JsonField],
+        partition_column: str,
+        partition_value: Any,
+    ) -> int:
+        """DuckDB's ``read_json`` over the files, with the fields' explicit schema, in
+        batches of ``JSON_BATCH_FILES`` files inserted in one transaction (DuckDB holds a
+        scan's files open until it ends). Files are inflated by ISA-L (``isal_gzip``); a
+        file whose gzip trailer misstates its size makes the whole load start again with
+        DuckDB's own gzip reader, which needs no size (nothing was written: the
+        transaction rolled back)."""
+        check_table(table)
+        for f in fields:
+            check_json_key(f.name)
+        columns = [Column(partition_column, type_of_value(partition_value))]
+        columns += [Column(f.name, f.type) for f in fields]
+        files = list(files)
+        batches = [files[i : i + JSON_BATCH_FILES] for i in range(0, len(files), JSON_BATCH_FILES)]
+        what = f"loading {len(files)} JSON-lines files into {table}"
+
+        def load(conn: duckdb.DuckDBPyConnection, isal: bool) -> int:
+            if not batches:
+                return self._empty_partition(conn, table, partition_column, partition_value)
+            selects = [
+                Query(json_select_sql(b, partition_column, partition_value, fields, isal=isal))
+                for b in batches
+            ]
+            # Millions of wide rows under the warehouse's memory_limit: without insertion
+            # order DuckDB reads and inserts on every thread (bench/README.md, Daily sync).
+            return self._replace_partition(
+                conn, table, selects, partition_column, partition_value, None, False
+            )
+
+        with _errors(what), self.connection() as conn:
+            # The table exists with its explicit schema even before the first records
+            # arrive, so an empty day still replaces its partition, with nothing.
+            self._create(conn, table, columns)
+            try:
+                return load(conn, isal=True)
+            except duckdb.Error as exc:
+                if isal_gzip.GzipSizeError.__name__ not in str(exc):
+                    raise
+                reason = next(line for line in str(exc).splitlines() if "GzipSizeError" in line)
+                dg.get_dagster_logger().warning(
+                    f"{reason}; loading {table} where {partition_column} = {partition_value} "
+                    "with DuckDB's own gzip reader instead"
+                )
+                return load(conn, isal=False)
+
+    def _empty_partition(
+        self, conn: duckdb.DuckDBPyConnection, table: str, column: str, value: Any
+    ) -> int:
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
+        return 0
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        with self.connection() as conn:
+        with _errors("executing a statement"), self.connection() as conn:
             conn.execute(sql, list(params or []))
 
     # ----- reads ----------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """The answer as a pandas frame (pandas is imported on first use)."""
-        with self.connection() as conn:
+        with _errors("running a query"), self.connection() as conn:
             return conn.execute(sql, list(params or [])).df()
 
     def records(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """A small answer (checks, counts, previews) as dicts, without pandas."""
-        with self.connection() as conn:
+        with _errors("running a query"), self.connection() as conn:
             cursor = conn.execute(sql, list(params or []))
             names = [d[0] for d in cursor.description or []]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def table_exists(self, table: str) -> bool:
-        _check_table(table)
-        schema, _, name = table.rpartition(".")
-        with self.connection() as conn:
+        schema, name = split_table(table)
+        with _errors(f"looking up {table}"), self.connection() as conn:
             row = conn.execute(
                 "SELECT count(*) FROM information_schema.tables "
                 "WHERE table_catalog = current_database() AND table_name = ? "
                 "AND (? = '' OR table_schema = ?)",
-                [name, schema, schema],
+                [name, schema or "", schema or ""],
             ).fetchone()
         return bool(row and row[0])
 
     def columns(self, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column, for the column schema shown in the UI."""
-        _check_table(table)
-        schema, _, name = table.rpartition(".")
-        with self.connection() as conn:
+        schema, name = split_table(table)
+        with _errors(f"describing {table}"), self.connection() as conn:
             return [
                 (str(col), str(typ))
                 for col, typ in conn.execute(
@@ -258,27 +428,69 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                     "WHERE table_catalog = current_database() AND table_name = ? "
                     "AND (? = '' OR table_schema = ?) "
                     "ORDER BY ordinal_position",
-                    [name, schema, schema],
+                    [name, schema or "", schema or ""],
                 ).fetchall()
             ]
+
+    def tables(self) -> list[str]:
+        with _errors("listing tables"), self.connection() as conn:
+            return [
+                f"{schema}.{name}"
+                for schema, name in conn.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE' "
+                    "ORDER BY 1, 2"
+                ).fetchall()
+            ]
+
+    def json_text(self, column: str, key: str) -> str:
+        check_json_key(key)
+        return f"CAST(json_extract({column}, '$.\"{key}\"') AS VARCHAR)"
 
     # ----- helpers --------------------------------------------------------------------
 
     @staticmethod
-    def _register(conn: duckdb.DuckDBPyConnection, data: Data | str) -> str:
+    def _register(
+        conn: duckdb.DuckDBPyConnection, data: Data, index: int = 0
+    ) -> tuple[str, list[Any]]:
+        """``data`` as something to select from, and the parameters that go with it."""
         if isinstance(data, str):
-            return f"({data})"
-        conn.register("_incoming", data)
-        return "_incoming"
+            return f"({data})", []
+        if isinstance(data, Query):
+            return f"({data.sql})", list(data.params)
+        if isinstance(data, ParquetFile):
+            # The same SELECT the stage has always been loaded with.
+            return f"(SELECT * FROM read_parquet('{Path(data.path).as_posix()}'))", []
+        name = f"_incoming_{index}" if index else "_incoming"
+        conn.register(name, data)
+        return name, []
 
     @staticmethod
-    def _ensure_table(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-        """Create the table from the data's shape, or add columns the data brings anew."""
-        schema = _schema_of(table)
+    def _create(conn: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column]) -> None:
+        schema, _ = split_table(table)
         if schema:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {source} LIMIT 0")
+        conn.execute(table_ddl(table, columns))
+
+    @classmethod
+    def _ensure_table(
+        cls,
+        conn: duckdb.DuckDBPyConnection,
+        table: str,
+        source: tuple[str, list[Any]],
+        columns: Sequence[Column] | None = None,
+    ) -> None:
+        """Create the table from the declared columns or the data's shape, or add the
+        columns the data brings anew."""
+        if columns:
+            cls._create(conn, table, columns)
+        sql, params = source
+        schema, _ = split_table(table)
+        if schema:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        _run(conn, f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {sql} LIMIT 0", params)
         existing = {row[0] for row in conn.execute(f"DESCRIBE {table}").fetchall()}
-        for name, typ, *_ in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():
+        described = conn.execute(f"DESCRIBE SELECT * FROM {sql}", params or None)
+        for name, typ, *_ in described.fetchall():
             if name not in existing:
                 conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {typ}')

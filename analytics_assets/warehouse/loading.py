@@ -1,9 +1,10 @@
 """How rows travel from an API to the warehouse, and what the UI is told about them.
 
 Rows are staged to a Parquet file in bounded Arrow batches while the API streams,
-then loaded in one short transaction (``read_parquet``). Memory stays flat whatever
-the volume, and the warehouse file is locked only for the load, not for the whole
-time the API takes to answer.
+then handed to the warehouse, which loads the file in one short transaction its own
+way (DuckDB's ``read_parquet``, Postgres's ``COPY``). Memory stays flat whatever the
+volume, and the warehouse is locked only for the load, not for the whole time the API
+takes to answer.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import orjson
 
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
-from analytics_assets.warehouse.types import STR, arrow_type, dagster_type
+from analytics_assets.warehouse.base import ParquetFile, WarehouseResource
+from analytics_assets.warehouse.types import JSON, STR, Column, arrow_type, dagster_type
 from analytics_assets.warehouse.types import arrow_schema as schema_of
 
 if TYPE_CHECKING:
@@ -28,15 +28,20 @@ if TYPE_CHECKING:
 # Rows per Arrow batch (one Parquet row group): 10,000 rather than 50,000 took 50 MB off
 # the peak of a 523,028-row Pendo load at the same CPU time (bench/README.md, Pendo vs dlt).
 BATCH_ROWS = 10_000
+# Columns staged as text: nested objects become JSON text.
+_TEXT = (STR, JSON)
 
 
-@dataclass(frozen=True)
-class Column:
-    """One column of a table the sync writes: name, type (``STR``, ``INT``, ...), meaning."""
-
-    name: str
-    type: str
-    description: str = ""
+__all__ = [
+    "BATCH_ROWS",
+    "ArrowStage",
+    "Column",
+    "arrow_schema",
+    "load_rows",
+    "staged",
+    "table_metadata",
+    "table_schema",
+]
 
 
 def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
@@ -68,7 +73,7 @@ def _column(rows: Sequence[Mapping[str, Any]], column: Column) -> pa.Array:
 
     name = column.name
     values = [r.get(name) for r in rows]
-    if column.type == STR:
+    if column.type in _TEXT:
         values = [v if v is None or v.__class__ is str else _text(v) for v in values]
     return pa.array(values, type=arrow_type(column.type))
 
@@ -110,8 +115,9 @@ class ArrowStage:
         self._flush()
         self._writer.close()
 
-    def sql(self) -> str:
-        return f"SELECT * FROM read_parquet('{self.path.as_posix()}')"
+    def data(self) -> ParquetFile:
+        """The staged rows, for the warehouse to load (after ``close``)."""
+        return ParquetFile(self.path)
 
 
 @contextmanager
@@ -126,7 +132,7 @@ def staged(columns: Sequence[Column], batch_rows: int = BATCH_ROWS) -> Iterator[
 
 
 def load_rows(
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     table: str,
     columns: Sequence[Column],
     rows: Iterable[Mapping[str, Any]],
@@ -138,12 +144,14 @@ def load_rows(
         stage.extend(rows)
         stage.close()
         if partition is None:
-            return warehouse.replace_table(table, stage.sql())
-        return warehouse.replace_partition(table, stage.sql(), partition[0], partition[1])
+            return warehouse.replace_table(table, stage.data(), columns=columns)
+        return warehouse.replace_partition(
+            table, stage.data(), partition[0], partition[1], columns=columns
+        )
 
 
 def table_metadata(
-    warehouse: DuckDBWarehouse,
+    warehouse: WarehouseResource,
     table: str,
     columns: Sequence[Column] | None = None,
     *,

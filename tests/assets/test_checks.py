@@ -1,4 +1,4 @@
-"""The asset checks fail when fed broken data, and pass on sound data."""
+"""The asset checks fail when fed broken data, and pass on sound data, on every backend."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ import pandas as pd
 import pytest
 
 from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.postgres import PostgresWarehouse
 
 DAY = date(2026, 11, 17)
 
 
-@pytest.fixture
-def warehouse(tmp_path) -> DuckDBWarehouse:
-    return DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request, tmp_path) -> WarehouseResource:
+    if request.param == "duckdb":
+        return DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    # A database of its own on the session's Postgres server (tests/postgres_server.py).
+    return PostgresWarehouse(url=request.getfixturevalue("postgres_server").new_database("checks"))
 
 
 def test_keys_unique_detects_duplicates_and_nulls(warehouse) -> None:

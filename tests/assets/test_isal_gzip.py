@@ -12,10 +12,10 @@ import orjson
 import pytest
 from isal import igzip
 
-from analytics_assets.amplitude import assets as amplitude
-from analytics_assets.amplitude.assets import _load_export, events_table_ddl, export_select_sql
+from analytics_assets.amplitude.assets import EVENTS_COLUMNS, EXPORT_FIELDS, _load_export
+from analytics_assets.warehouse import duckdb as duckdb_backend
 from analytics_assets.warehouse import isal_gzip
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.duckdb import DuckDBWarehouse, export_select_sql
 
 DAY = date(2026, 11, 17)
 COLUMNS = "columns={'uuid': 'VARCHAR', 'n': 'BIGINT', 'event_properties': 'JSON'}"
@@ -145,19 +145,18 @@ def test_a_file_that_is_not_gzip_is_refused(tmp_path, conn):
 
 def test_files_too_big_for_the_trailer_are_left_to_duckdbs_reader(tmp_path, monkeypatch):
     files = [_write(tmp_path / f"{i}.json.gz", _lines(i * 10, 10)) for i in range(2)]
-    assert "compression='gzip'" not in export_select_sql(files, DAY)
+    assert "compression='gzip'" not in export_select_sql(files, DAY, EXPORT_FIELDS)
     monkeypatch.setattr(isal_gzip, "MAX_COMPRESSED_BYTES", files[1].stat().st_size)
-    sql = export_select_sql(files, DAY)
+    sql = export_select_sql(files, DAY, EXPORT_FIELDS)
     assert sql.count("compression='none'") == 1 and sql.count("compression='gzip'") == 1
     assert isal_gzip.url(files[0]) in sql and f"'{files[1].as_posix()}'" in sql
 
 
 def test_the_export_load_falls_back_to_duckdbs_reader_for_a_misstated_size(tmp_path, monkeypatch):
     # One file a batch: the bad file is in the second batch, after the first was inserted.
-    monkeypatch.setattr(amplitude, "EXPORT_BATCH_FILES", 1)
+    monkeypatch.setattr(duckdb_backend, "JSON_BATCH_FILES", 1)
     warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
-    warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
-    warehouse.execute(events_table_ddl("amplitude.events"))
+    warehouse.create_table("amplitude.events", EVENTS_COLUMNS)
     files = [
         _write(tmp_path / "a.json.gz", _lines(0, 1_000)),
         _write(tmp_path / "b.json.gz", _lines(1_000, 500), _lines(1_500, 500)),

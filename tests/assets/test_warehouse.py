@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from analytics_assets.warehouse.base import WarehouseError
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
 
@@ -66,7 +67,8 @@ def test_a_failed_write_leaves_the_file_free_for_the_next_connection(tmp_path: P
     wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
     try:
         wh.replace_partition("s.t", "SELECT * FROM no_such_table", "day", "2026-11-01")
-    except duckdb.Error:
+    except WarehouseError as exc:
+        assert isinstance(exc.__cause__, duckdb.Error)  # DuckDB's own error, wrapped
         # A retry while the error (and the frames that hold the failed connection) is
         # alive: the file must not be still attached ("Unique file handle conflict").
         assert wh.replace_partition("s.t", _rows(2, "2026-11-01"), "day", "2026-11-01") == 2
@@ -79,8 +81,9 @@ def test_a_list_of_selects_replaces_the_partition_in_one_transaction(tmp_path: P
     day = "2026-11-01"
     assert wh.replace_partition("s.t", [_rows(3, day), _rows(4, day)], "day", day) == 7
     # A failing batch rolls back the whole replacement: the day keeps its 7 rows.
-    with pytest.raises(duckdb.Error):
+    with pytest.raises(WarehouseError) as raised:
         wh.replace_partition("s.t", [_rows(5, day), "SELECT * FROM no_such_table"], "day", day)
+    assert isinstance(raised.value.__cause__, duckdb.Error)
     assert wh.records("SELECT count(*) AS n FROM s.t") == [{"n": 7}]
 
 
