@@ -26,7 +26,7 @@ from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.http.errors import TransportError
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import DailyCalendar
+from analytics_assets.partitions import DAILY_CRON, DailyCalendar
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
@@ -48,7 +48,6 @@ DEFAULT_CALENDAR = DailyCalendar()
 KINDS = {"amplitude", "duckdb"}
 OWNERS = ["team:data-engineering"]
 POOL = "amplitude_api"
-DAILY_CRON = "0 4 * * *"
 
 # The names ``include`` (and the component's ``assets``) select by; each is also the last
 # part of the asset key and the table name. ``charts`` selects every chart; one chart is
