@@ -121,3 +121,18 @@ def test_sql_reads_a_copy_and_never_blocks_a_writer(tmp_path: Path) -> None:
     finally:
         if writer.poll() is None:
             writer.kill()
+
+
+def test_readme_python_example_builds_its_definitions() -> None:
+    # The library example of "Use it in your own Dagster project" must stay runnable.
+    text = (ROOT / "README.md").read_text()
+    block = re.search(
+        r"```python\n(import dagster as dg\nfrom analytics_assets import.*?)```", text, re.S
+    )
+    assert block, "the README lost its Python example"
+    scope: dict[str, object] = {}
+    exec(block.group(1), scope)  # noqa: S102 - our own README
+    repo = scope["defs"].get_repository_def()  # type: ignore[attr-defined]
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert "product/pendo/account_daily_usage" in keys
+    assert {"daily_sync", "catalog_refresh"} <= {j.name for j in repo.get_all_jobs()}
