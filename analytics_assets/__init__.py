@@ -28,13 +28,17 @@ _EXPORTS = {
     "DailyCalendar": "analytics_assets.partitions",
     "DuckDBWarehouse": "analytics_assets.warehouse.duckdb",
     "PendoResource": "analytics_assets.pendo.resource",
+    "PostgresWarehouse": "analytics_assets.warehouse.postgres",
     "PendoSync": "analytics_assets.pendo.component",
     "SyncJobs": "analytics_assets.jobs",
     "Warehouse": "analytics_assets.warehouse.component",
+    "WarehouseError": "analytics_assets.warehouse.base",
+    "WarehouseResource": "analytics_assets.warehouse.base",
     "amplitude_assets": "analytics_assets.amplitude.assets",
     "analytics_assets": "analytics_assets.analytics.assets",
     "pendo_assets": "analytics_assets.pendo.assets",
     "sync_jobs": "analytics_assets.jobs",
+    "warehouse_from_url": "analytics_assets.warehouse.base",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -163,8 +162,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 def _cmd_sql(args: argparse.Namespace) -> int:
     from analytics_assets.demo import run_sql
 
-    warehouse = Path(args.warehouse).resolve() if args.warehouse else None
-    return run_sql(args.query, warehouse=warehouse, max_rows=args.max_rows)
+    return run_sql(args.query, warehouse=args.warehouse, max_rows=args.max_rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,14 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser(
         "sql",
-        help="query the warehouse (a snapshot copy, so a reader never blocks a run); no "
-        "query: every table and its row count",
+        help="query the warehouse (a DuckDB file through a snapshot copy, so a reader never "
+        "blocks a run); no query: every table and its row count",
     )
     sql.add_argument("query", nargs="?", help='e.g. "SELECT * FROM analytics.alerts"')
     sql.add_argument(
         "--warehouse",
-        help="the DuckDB file (default: $ANALYTICS_ASSETS_WAREHOUSE, else "
-        "<data dir>/warehouse.duckdb)",
+        help="a DuckDB file or a postgresql:// URL (default: $ANALYTICS_ASSETS_WAREHOUSE, "
+        "else <data dir>/warehouse.duckdb)",
     )
     sql.add_argument("--max-rows", type=int, default=40, help="rows to print at most")
     sql.set_defaults(func=_cmd_sql)

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from dagster._core.scheduler.instigation import InstigatorTick
     from dagster._core.workspace.context import WorkspaceProcessContext
 
+    from analytics_assets.warehouse.base import WarehouseResource
+
 LOCATION = "analytics_assets"
 WORLD_FILE = "demo.json"
 TRIGGER_TAG = "analytics_assets/trigger"
@@ -95,10 +97,21 @@ def world_file() -> Path:
     return data_dir() / WORLD_FILE
 
 
-def warehouse_path() -> Path:
-    """The DuckDB file, as ``defs/warehouse/defs.yaml`` resolves it."""
-    explicit = os.environ.get("ANALYTICS_ASSETS_WAREHOUSE")
-    return Path(explicit).resolve() if explicit else data_dir() / "warehouse.duckdb"
+def warehouse_location() -> str:
+    """The warehouse as ``defs/warehouse/defs.yaml`` resolves it: ``ANALYTICS_ASSETS_WAREHOUSE``
+    (a DuckDB file or a server URL, which may hold a password: never print it), else the
+    DuckDB file in the data directory."""
+    from analytics_assets.warehouse.component import Warehouse
+
+    default = str(data_dir() / "warehouse.duckdb")
+    return Warehouse(url_env_var="ANALYTICS_ASSETS_WAREHOUSE", url=default).location()
+
+
+def demo_warehouse(location: str | None = None) -> WarehouseResource:
+    """The warehouse resource the code location binds, for the demo's own reads."""
+    from analytics_assets.warehouse.base import warehouse_from_url
+
+    return warehouse_from_url(location or warehouse_location())
 
 
 DEMO_MARK = "# Written by `analytics-assets demo`"
@@ -791,28 +804,13 @@ def _takes_executor_config(remote_job: RemoteJob) -> bool:
 
 
 def _query(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-    """Read the warehouse briefly, read-only; retried while a run or a tick holds it."""
-    import duckdb
-
-    path = warehouse_path()
-    for attempt in range(40):
-        try:
-            with duckdb.connect(str(path), read_only=True) as conn:
-                return conn.execute(sql, list(params)).fetchall()
-        except duckdb.IOException:
-            if attempt == 39:
-                raise
-            time.sleep(0.25)
-    return []
+    """Read the warehouse briefly through the resource the runs write with (a DuckDB file is
+    attached with retries while a run or a tick holds it)."""
+    return [tuple(row.values()) for row in demo_warehouse().records(sql, list(params))]
 
 
 def _table_exists(name: str) -> bool:
-    schema, table = name.split(".")
-    found = _query(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
-    )
-    return bool(found and found[0][0])
+    return demo_warehouse().table_exists(name)
 
 
 def _alert_ids() -> set[str]:
@@ -876,14 +874,9 @@ def _writeback_summary(run_id: str) -> str:
 
 
 def _warehouse_summary() -> tuple[int, int]:
-    tables = _query(
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') "
-        "ORDER BY table_schema, table_name"
-    )
-    rows = 0
-    for schema, name in tables:
-        rows += _query(f'SELECT count(*) FROM "{schema}"."{name}"')[0][0]
+    warehouse = demo_warehouse()
+    tables = warehouse.tables()
+    rows = sum(int(_query(f"SELECT count(*) AS n FROM {table}")[0][0]) for table in tables)
     return len(tables), rows
 
 
@@ -1205,7 +1198,7 @@ def _run_everything(
         tables, rows = _warehouse_summary()
         console.phase(
             "warehouse",
-            f"{tables} tables, {rows:,} rows in {warehouse_path()}; read it with "
+            f"{tables} tables, {rows:,} rows in {demo_warehouse().describe()}; read it with "
             '`analytics-assets sql "SELECT * FROM analytics.alerts"`',
         )
     return ok
@@ -1421,68 +1414,39 @@ def _dagster_dev(env: Mapping[str, str], home: Path, webserver_port: int) -> int
 # ------------------------------------------------------------------------------ sql
 
 
-def snapshot_copy(source: Path, target_dir: Path, attempts: int = 5) -> Path:
-    """Copy the DuckDB file and its WAL into ``target_dir``, retrying while a writer changes
-    them during the copy: the copy is read, never the file a run may be writing."""
-    target = target_dir / source.name
-    wal = source.with_name(source.name + ".wal")
-
-    def stamp() -> tuple:
-        return tuple(
-            (p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in (source, wal)
-        )
-
-    for _ in range(attempts):
-        before = stamp()
-        shutil.copyfile(source, target)
-        target_wal = target.with_name(target.name + ".wal")
-        if wal.exists():
-            shutil.copyfile(wal, target_wal)
-        elif target_wal.exists():
-            target_wal.unlink()
-        if stamp() == before:
-            return target
-        time.sleep(0.5)
-    raise RuntimeError(f"{source} kept changing while it was copied; try again")
-
-
-def run_sql(query: str | None, warehouse: Path | None = None, max_rows: int = 40) -> int:
-    """Print the answer to ``query`` (or every table and its row count) from a snapshot
-    copy of the warehouse, so a reader never holds the lock a run needs to write."""
+def run_sql(query: str | None, warehouse: str | None = None, max_rows: int = 40) -> int:
+    """Print the answer to ``query`` (or every table and its row count) from the warehouse
+    the code location writes (``warehouse``: a DuckDB file or a URL, overriding it). A
+    DuckDB file is read from a copy, so a reader never holds the lock a run needs."""
     import tempfile
 
-    import duckdb
+    import pandas as pd
 
-    source = warehouse or warehouse_path()
-    if not source.exists():
-        print(f"no warehouse at {source}: run `analytics-assets demo` first", file=sys.stderr)
-        return 2
+    from analytics_assets.warehouse.base import WarehouseError
+
     with tempfile.TemporaryDirectory(prefix="analytics-assets-sql-") as tmp:
-        copy = snapshot_copy(source, Path(tmp))
-        with duckdb.connect(str(copy), read_only=True) as conn:
-            if not query:
-                tables = conn.execute(
-                    "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY 1, 2"
-                ).fetchall()
-                # Exact counts: duckdb_tables()' estimated_size is an estimate.
-                query = (
-                    " UNION ALL ".join(
-                        f'SELECT \'{schema}.{name}\' AS "table", count(*) AS "rows" '
-                        f'FROM "{schema}"."{name}"'
-                        for schema, name in tables
+        try:
+            with demo_warehouse(warehouse).reading_copy(Path(tmp)) as reader:
+                if query:
+                    frame = reader.query(query)
+                else:  # exact counts, table by table
+                    counts = [
+                        (t, int(reader.records(f"SELECT count(*) AS n FROM {t}")[0]["n"]))
+                        for t in reader.tables()
+                    ]
+                    frame = pd.DataFrame(
+                        counts or [("no tables yet", 0)], columns=["table", "rows"]
                     )
-                    or "SELECT 'no tables yet' AS \"table\""
-                )
-            try:
-                relation = conn.sql(query)
-            except duckdb.Error as exc:
-                print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-                return 1
-            if relation is not None:
-                try:
-                    relation.show(max_rows=max_rows, max_width=200)
-                except BrokenPipeError:  # `| head`: the reader has seen enough
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except WarehouseError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    try:
+        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+            print(frame.head(max_rows).to_string(index=False))
+        if len(frame) > max_rows:
+            print(f"... {len(frame) - max_rows:,} more rows (--max-rows)")
+    except BrokenPipeError:  # `| head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -1499,8 +1463,8 @@ __all__ = [
     "run_demo",
     "run_dev",
     "run_sql",
+    "demo_warehouse",
+    "warehouse_location",
     "sandbox_environment",
-    "snapshot_copy",
-    "warehouse_path",
     "world_file",
 ]

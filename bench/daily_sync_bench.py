@@ -28,7 +28,7 @@ lines with the explicit schema, or parsing in parallel into Arrow batches: which
 faster?). It downloads the day's export once, then loads the same files (``--compare-files``
 of them, all by default) with each loader, each in a child process, ``--repeat`` times:
 
-* ``duckdb-explicit``: the product's load (``export_select_sql`` through
+* ``duckdb-explicit``: the product's load (``warehouse.duckdb.export_select_sql`` through
   ``DuckDBWarehouse.replace_partition``);
 * ``duckdb-default``: DuckDB's ``read_json`` with its defaults (schema detection, and
   DuckDB's own memory_limit and row group size: it runs out of memory at 192MB, and at
@@ -272,18 +272,19 @@ def _parse_to_ipc(path: str, out: str) -> int:
     from isal import igzip
 
     from analytics_assets.amplitude.assets import EXPORT_FIELDS
+    from analytics_assets.warehouse.types import BOOL, FLOAT, INT, JSON, STR, TS_NAIVE
 
     arrow_types = {
-        "VARCHAR": pa.string(),
-        "JSON": pa.string(),
-        "TIMESTAMP": pa.string(),
-        "BIGINT": pa.int64(),
-        "DOUBLE": pa.float64(),
-        "BOOLEAN": pa.bool_(),
+        STR: pa.string(),
+        JSON: pa.string(),
+        TS_NAIVE: pa.string(),
+        INT: pa.int64(),
+        FLOAT: pa.float64(),
+        BOOL: pa.bool_(),
     }
     schema = pa.schema([(src, arrow_types[typ]) for src, _, typ in EXPORT_FIELDS])
-    nested = {src for src, _, typ in EXPORT_FIELDS if typ == "JSON"}
-    text = {src for src, _, typ in EXPORT_FIELDS if typ in ("VARCHAR", "TIMESTAMP")}
+    nested = {src for src, _, typ in EXPORT_FIELDS if typ == JSON}
+    text = {src for src, _, typ in EXPORT_FIELDS if typ in (STR, TS_NAIVE)}
 
     def as_text(v):  # type: ignore[no-untyped-def]
         return (
@@ -319,12 +320,9 @@ def _parse_to_ipc(path: str, out: str) -> int:
 def compare_child(args: argparse.Namespace) -> None:
     """One loader over the files in ``args.files_dir``, into a fresh warehouse."""
 
-    from analytics_assets.amplitude.assets import (
-        EXPORT_FIELDS,
-        events_table_ddl,
-        export_select_sql,
-    )
-    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+    from analytics_assets.amplitude.assets import EVENTS_COLUMNS, EXPORT_FIELDS
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse, export_select_sql
+    from analytics_assets.warehouse.types import sql_type
 
     files = sorted(Path(args.files_dir).glob("*.json.gz"))
     if args.compare_files:  # spread over the day: early hours are small, midday ones big
@@ -361,14 +359,13 @@ def compare_child(args: argparse.Namespace) -> None:
             default = probe.execute("SELECT current_setting('memory_limit')").fetchone()[0]
         limit = {"memory_limit": default, "row_group_size": 122_880}
     warehouse = DuckDBWarehouse(database=args.database, **limit)
-    warehouse.execute("CREATE SCHEMA IF NOT EXISTS amplitude")
-    warehouse.execute(events_table_ddl("amplitude.events"))
+    warehouse.create_table("amplitude.events", EVENTS_COLUMNS)
     base_mb = rss_mb()
     started, cpu = time.perf_counter(), time.process_time()
     if args.loader == "duckdb-explicit":
         rows = warehouse.replace_partition(
             "amplitude.events",
-            export_select_sql(files, day),
+            export_select_sql(files, day, EXPORT_FIELDS),
             "day",
             day,
             preserve_insertion_order=False,
@@ -385,7 +382,10 @@ def compare_child(args: argparse.Namespace) -> None:
 
         import pyarrow as pa
 
-        casts = ", ".join(f'CAST("{src}" AS {typ}) AS {dst}' for src, dst, typ in EXPORT_FIELDS)
+        casts = ", ".join(
+            f'CAST("{src}" AS {sql_type(typ, "duckdb")}) AS {dst}'
+            for src, dst, typ in EXPORT_FIELDS
+        )
         ipc_dir = Path(tempfile.mkdtemp(prefix="ipc-", dir=Path(args.database).parent))
         rows = 0
         with (

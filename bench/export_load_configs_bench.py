@@ -1,6 +1,7 @@
 """DuckDB settings for the raw export load, compared on the same downloaded files.
 
-Each configuration loads the same N export files (the product's ``export_select_sql``)
+Each configuration loads the same N export files (the product's ``export_select_sql``,
+``analytics_assets/warehouse/duckdb.py``)
 into a fresh DuckDB file in a child process of its own, in one transaction, as the
 ``amplitude/events`` asset does (files inflated by ISA-L through ``isal_gzip``, unless
 a configuration says ``"isal": False``), in one INSERT (the asset batches 24 files an
@@ -90,8 +91,9 @@ def pick(files_dir: Path, count: int) -> list[Path]:
 def child(name: str, files: list[Path], database: Path) -> None:
     import duckdb
 
-    from analytics_assets.amplitude.assets import events_table_ddl, export_select_sql
+    from analytics_assets.amplitude.assets import EVENTS_COLUMNS, EXPORT_FIELDS
     from analytics_assets.warehouse import isal_gzip
+    from analytics_assets.warehouse.duckdb import export_select_sql, table_ddl
 
     cfg = PRODUCT | CONFIGS[name]
     con = duckdb.connect(config={"memory_limit": cfg["memory_limit"], "threads": cfg["threads"]})
@@ -101,10 +103,10 @@ def child(name: str, files: list[Path], database: Path) -> None:
     isal_gzip.register(con)
     for setting, value in cfg["set"].items():
         con.execute(f"SET {setting} = {value!r}")
-    con.execute(events_table_ddl("events"))
+    con.execute(table_ddl("events", EVENTS_COLUMNS))
     wall, cpu = time.perf_counter(), time.process_time()
     con.execute("BEGIN")
-    sql = export_select_sql(files, date(2026, 11, 17), isal=cfg["isal"])
+    sql = export_select_sql(files, date(2026, 11, 17), EXPORT_FIELDS, isal=cfg["isal"])
     con.execute(f"INSERT INTO events BY NAME {sql}")
     con.execute("COMMIT")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

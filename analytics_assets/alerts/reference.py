@@ -4,7 +4,8 @@
 Read from ``analytics.writeback_log`` (one row per account per run; ``values_json`` holds the
 values sent, as Pendo takes them: dates as epoch ms). Only rows the server confirmed
 (``outcome = 'updated'``) of real runs (not dry runs) count; for each field the newest such
-value wins. The query runs inside the warehouse (DuckDB's JSON functions), so the sensor
+value wins. The query runs inside the warehouse (the backend's JSON expression,
+``warehouse.json_text``, in SQL every backend runs), so the sensor
 receives one row per account, not the whole log.
 """
 
@@ -23,6 +24,8 @@ class Warehouse(Protocol):
     def table_exists(self, table: str) -> bool: ...
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> Any: ...
+
+    def json_text(self, column: str, key: str) -> str: ...
 
 
 def writeback_reference(
@@ -43,14 +46,24 @@ def writeback_reference(
         dry = "AND NOT coalesce(dry_run, false)" if "dry_run" in present else ""
     else:
         dry = ""
-    picks = ",\n  ".join(
-        f"arg_max(CAST(json_extract(values_json, '$.\"{name}\"') AS VARCHAR), written_at) "
-        f'FILTER (WHERE json_extract(values_json, \'$."{name}"\') IS NOT NULL) AS "{name}"'
-        for name in names
+    # Portable SQL (warehouse/base.py): the newest value of each field per account, by
+    # row_number() rather than DuckDB's arg_max ... FILTER, and the JSON field read with
+    # the backend's own expression (warehouse.json_text).
+    fields = ", ".join(
+        f'{warehouse.json_text("values_json", name)} AS "f_{i}"' for i, name in enumerate(names)
     )
+    newest = "\n".join(
+        f'LEFT JOIN (SELECT account_id, "f_{i}" AS v, row_number() OVER '
+        f"(PARTITION BY account_id ORDER BY written_at DESC) AS rn FROM log "
+        f'WHERE "f_{i}" IS NOT NULL) AS n{i} ON n{i}.account_id = a.account_id AND n{i}.rn = 1'
+        for i in range(len(names))
+    )
+    picks = ", ".join(f'n{i}.v AS "{name}"' for i, name in enumerate(names))
     sql = (
-        f"SELECT account_id,\n  {picks}\nFROM {table}\n"
-        f"WHERE outcome = 'updated' {dry}\nGROUP BY account_id"
+        f"WITH log AS (SELECT account_id, written_at, {fields} FROM {table} "
+        f"WHERE outcome = 'updated' {dry})\n"
+        f"SELECT a.account_id, {picks}\n"
+        f"FROM (SELECT DISTINCT account_id FROM log) AS a\n{newest}"
     )
     frame = warehouse.query(sql)
     reference: dict[str, dict[str, Any]] = {}

@@ -26,7 +26,7 @@ logged warning (conditions already holding alert once more), never a crash loop.
 
 Resources are typed sensor parameters: ``pendo: PendoResource``, ``amplitude:
 AmplitudeResource`` (only for sensors whose rules read that system) and ``warehouse:
-DuckDBWarehouse``, handed to the tick explicitly. ``build_sensors(...)`` returns every sensor
+WarehouseResource``, handed to the tick explicitly. ``build_sensors(...)`` returns every sensor
 (a tick is ``alerts/runner.py``, failed runs ``alerts/run_failures.py``, shared settings
 ``alerts/settings.py``; the ``ChangeAlerts`` component in ``alerts/component.py`` builds
 them from YAML); ``evaluate_once(resources, ...)`` ticks each of them outside the daemon and
@@ -60,7 +60,7 @@ from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 from analytics_assets.pendo.pipeline import AppIds, app_ids_param
 from analytics_assets.pendo.resource import PendoResource
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import WarehouseResource
 
 # The resource keys the sensors' parameters are named after (Dagster binds by name).
 RESOURCE_KEYS = ("pendo", "amplitude", "warehouse")
@@ -141,7 +141,7 @@ def _tick_fn(runner: AlertSensorRunner) -> SensorFn:
     if systems == {"pendo"}:
 
         def pendo_tick(
-            context: dg.SensorEvaluationContext, pendo: PendoResource, warehouse: DuckDBWarehouse
+            context: dg.SensorEvaluationContext, pendo: PendoResource, warehouse: WarehouseResource
         ) -> dg.SensorResult | dg.SkipReason:
             return runner.tick(context, SensorResources(pendo=pendo, warehouse=warehouse)).result()
 
@@ -151,7 +151,7 @@ def _tick_fn(runner: AlertSensorRunner) -> SensorFn:
         def amplitude_tick(
             context: dg.SensorEvaluationContext,
             amplitude: AmplitudeResource,
-            warehouse: DuckDBWarehouse,
+            warehouse: WarehouseResource,
         ) -> dg.SensorResult | dg.SkipReason:
             resources = SensorResources(amplitude=amplitude, warehouse=warehouse)
             return runner.tick(context, resources).result()
@@ -162,7 +162,7 @@ def _tick_fn(runner: AlertSensorRunner) -> SensorFn:
         context: dg.SensorEvaluationContext,
         pendo: PendoResource,
         amplitude: AmplitudeResource,
-        warehouse: DuckDBWarehouse,
+        warehouse: WarehouseResource,
     ) -> dg.SensorResult | dg.SkipReason:
         resources = SensorResources(pendo=pendo, amplitude=amplitude, warehouse=warehouse)
         return runner.tick(context, resources).result()
@@ -220,7 +220,9 @@ def build_run_failure_sensor(settings: SensorSettings) -> dg.SensorDefinition:
         minimum_interval_seconds=RUN_FAILURE_INTERVAL_SECONDS,
         default_status=settings.default_status,
     )
-    def _sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehouse) -> dg.SensorResult:
+    def _sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> dg.SensorResult:
         outcome = runner.tick(context, SensorResources(warehouse=warehouse))
         return dg.SensorResult(cursor=outcome.cursor, skip_reason=outcome.skip_reason)
 

@@ -26,7 +26,7 @@ from analytics_assets.partitions import DEFAULT_TIMEZONE
 from analytics_assets.pendo.client import AggregationLimitError
 from analytics_assets.pendo.pipeline import AppIds
 from analytics_assets.pendo.resource import PendoResource
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import WarehouseResource
 
 MAX_CURSOR_BYTES = 256 * 1024
 # The sensors poll rate-limited APIs all day: every 5 minutes is "within minutes" for a CS
@@ -123,7 +123,7 @@ class SensorResources:
 
     pendo: PendoResource | None = None
     amplitude: AmplitudeResource | None = None
-    warehouse: DuckDBWarehouse | None = None
+    warehouse: WarehouseResource | None = None
 
     @classmethod
     def from_mapping(cls, resources: Mapping[str, Any]) -> SensorResources:

@@ -25,7 +25,7 @@ from analytics_assets.partitions import DAILY_CRON, DailyCalendar, DayWindow
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.warehouse import checks
-from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
 from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
 
@@ -440,7 +440,7 @@ class _Factory:
             check_specs=[checks.keys_spec(key, keys)],
         )
         def _snapshot(
-            context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
+            context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
             with pendo.session(context) as client:
                 start = client.stats.snapshot()
@@ -479,7 +479,7 @@ class _Factory:
             ],
         )
         def _daily(
-            context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: DuckDBWarehouse
+            context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
             window = calendar.window(context.partition_key)
             pipeline = spec.pipeline(_day_series(window, spec.period), app_ids)

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -222,6 +223,18 @@ class WarehouseResource(dg.ConfigurableResource, ABC):
 
     # ----- the few expressions no common subset has -----------------------------------
 
+    def describe(self) -> str:
+        """Where the warehouse is, for messages: never a password."""
+        return self.backend
+
+    @contextmanager
+    def reading_copy(self, scratch: Path) -> Iterator[WarehouseResource]:
+        """The warehouse to read from without getting in a writer's way (``analytics-assets
+        sql``, the demo's summaries). A server database serves readers beside writers, so
+        it is itself; a backend with one writer at a time (DuckDB) reads a copy made in
+        ``scratch``."""
+        yield self
+
     @abstractmethod
     def json_text(self, column: str, key: str) -> str:
         """An SQL expression: the JSON text of the top-level ``key`` of the JSON document in
@@ -233,15 +246,21 @@ def is_server_url(location: str) -> bool:
 
 
 def warehouse_from_url(url: str, **options: Any) -> WarehouseResource:
-    """The backend a location names: a DuckDB file path, or ``postgresql://...``
-    (``snowflake://...`` later). ``options`` are the backend's own fields (DuckDB's
-    ``memory_limit``, ``threads``, ``temp_directory``; Postgres's ``password``), each given
-    only to the backend that has it."""
+    """The backend a location names: a DuckDB file path, ``postgresql://...`` or
+    ``snowflake://user:password@account/database[/schema][?warehouse=WH&role=R]``.
+    ``options`` are the backend's own fields (DuckDB's ``memory_limit``, ``threads``,
+    ``temp_directory``; Postgres's and Snowflake's ``password``), each given only to the
+    backend that has it."""
     scheme = url.split("://", 1)[0].lower() if is_server_url(url) else ""
     if scheme in ("postgresql", "postgres"):
         from analytics_assets.warehouse.postgres import PostgresWarehouse
 
         return PostgresWarehouse(url=url, **_known(PostgresWarehouse, options))
+    if scheme == "snowflake":
+        from analytics_assets.warehouse.snowflake import SnowflakeWarehouse, parse_url
+
+        parse_url(url)  # a malformed URL fails here, not at the first step
+        return SnowflakeWarehouse(url=url, **_known(SnowflakeWarehouse, options))
     if scheme == "":
         from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
@@ -252,8 +271,8 @@ def warehouse_from_url(url: str, **options: Any) -> WarehouseResource:
         return DuckDBWarehouse(database=url.split("://", 1)[1], **_known(DuckDBWarehouse, options))
     # The scheme only: the rest of a URL may hold a password.
     raise ValueError(
-        f"unknown warehouse URL scheme {scheme!r}: use a DuckDB file path or postgresql://..."
-        + (" (the Snowflake backend is not built yet)" if scheme == "snowflake" else "")
+        f"unknown warehouse URL scheme {scheme!r}: use a DuckDB file path, postgresql://... "
+        "or snowflake://..."
     )
 
 

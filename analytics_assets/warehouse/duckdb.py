@@ -10,6 +10,7 @@ never duplicates or loses rows.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -447,6 +448,18 @@ class DuckDBWarehouse(WarehouseResource):
         check_json_key(key)
         return f"CAST(json_extract({column}, '$.\"{key}\"') AS VARCHAR)"
 
+    def describe(self) -> str:
+        return str(Path(self.database).resolve())
+
+    @contextmanager
+    def reading_copy(self, scratch: Path) -> Iterator[WarehouseResource]:
+        """A copy of the file (and its WAL) in ``scratch``: DuckDB lets one process hold a
+        file, so a reader on the file itself would lock a run out of it."""
+        copy = snapshot_copy(Path(self.database), scratch)
+        yield DuckDBWarehouse(
+            database=str(copy), memory_limit=self.memory_limit, threads=self.threads
+        )
+
     # ----- helpers --------------------------------------------------------------------
 
     @staticmethod
@@ -494,3 +507,30 @@ class DuckDBWarehouse(WarehouseResource):
         for name, typ, *_ in described.fetchall():
             if name not in existing:
                 conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {typ}')
+
+
+def snapshot_copy(source: Path, target_dir: Path, attempts: int = 5) -> Path:
+    """Copy the DuckDB file and its WAL into ``target_dir``, retrying while a writer changes
+    them during the copy: the copy is read, never the file a run may be writing."""
+    if not source.exists():
+        raise WarehouseError(f"no warehouse at {source}: materialize something first")
+    target = target_dir / source.name
+    wal = source.with_name(source.name + ".wal")
+
+    def stamp() -> tuple:
+        return tuple(
+            (p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in (source, wal)
+        )
+
+    for _ in range(attempts):
+        before = stamp()
+        shutil.copyfile(source, target)
+        target_wal = target.with_name(target.name + ".wal")
+        if wal.exists():
+            shutil.copyfile(wal, target_wal)
+        elif target_wal.exists():
+            target_wal.unlink()
+        if stamp() == before:
+            return target
+        time.sleep(0.5)
+    raise WarehouseError(f"{source} kept changing while it was copied; try again")

@@ -203,6 +203,9 @@ class PostgresWarehouse(WarehouseResource):
             text = text.replace(secret, "***")
         return text
 
+    def describe(self) -> str:
+        return f"postgres {self._where()}"
+
     def _where(self) -> str:
         # host:port/database, for messages; never the user's password.
         try:

@@ -38,8 +38,8 @@ from playwright.sync_api import Page, expect  # noqa: E402
 
 from analytics_assets import definitions  # noqa: E402
 from analytics_assets.crm_writeback import JOB_NAME as WRITEBACK_JOB  # noqa: E402
-from analytics_assets.demo import snapshot_copy  # noqa: E402
 from analytics_assets.sandbox.config import SandboxConfig  # noqa: E402
+from analytics_assets.warehouse.duckdb import snapshot_copy  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
