@@ -26,7 +26,7 @@ HEAVY = ("pandas", "pyarrow", "numpy")
 SANDBOX_ONLY = ("analytics_assets.sandbox", "starlette", "uvicorn")
 
 # Only in the extras: a deployment installed without them must still import the product.
-EXTRAS_ONLY = ("starlette", "uvicorn", "dagster_webserver", "psycopg")
+EXTRAS_ONLY = ("starlette", "uvicorn", "dagster_webserver", "psycopg", "snowflake")
 # Not the product: the emulator itself, and the demo that drives it (the CLI's
 # `sandbox`, `demo` and `dev` commands import these when run, never at import).
 NOT_PRODUCT = ("analytics_assets.sandbox", "analytics_assets.demo")

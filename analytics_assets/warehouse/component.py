@@ -15,7 +15,8 @@ from analytics_assets.warehouse.duckdb import DEFAULT_DATABASE
 class Warehouse(LocatedErrors, dg.Component, dg.Resolvable, dg.Model):
     """The warehouse the syncs write to, as the resource ``warehouse``. One field picks the
     backend: ``url`` is a DuckDB file path (the default, ``data/warehouse.duckdb``) or a
-    server URL, ``postgresql://user@host:5432/database``. A URL that holds a password
+    server URL, ``postgresql://user@host:5432/database`` or
+    ``snowflake://user@account/database/schema?warehouse=WH``. A URL that holds a password
     belongs in an environment variable named by ``url_env_var``: the resource then reads it
     as an ``EnvVar``, so the UI shows the variable's name, never the password. Declare it
     once per project; every other component of this package uses it."""
@@ -27,7 +28,9 @@ class Warehouse(LocatedErrors, dg.Component, dg.Resolvable, dg.Model):
         default=None,
         description=(
             "A DuckDB file (relative paths start at the working directory) or a server URL "
-            "such as postgresql://user@host:5432/database (default: data/warehouse.duckdb)."
+            "such as postgresql://user@host:5432/database or "
+            "snowflake://user@account/database[/schema]?warehouse=WH&role=R "
+            "(default: data/warehouse.duckdb)."
         ),
     )
     path: str | None = Field(
@@ -42,7 +45,7 @@ class Warehouse(LocatedErrors, dg.Component, dg.Resolvable, dg.Model):
     )
     password_env_var: str | None = Field(
         default=None,
-        description="Postgres: name of an environment variable holding the password.",
+        description="Postgres or Snowflake: name of an environment variable holding the password.",
     )
     memory_limit: str = Field(default="288MB", description="DuckDB's memory_limit per step.")
     threads: int = Field(default=2, ge=1, description="DuckDB worker threads per step.")

@@ -1,5 +1,6 @@
-"""Every operation of the warehouse interface, the same test on DuckDB and on a real
-Postgres server: what assets, checks, sensors and the write-back rely on."""
+"""Every operation of the warehouse interface, the same test on DuckDB, on a real
+Postgres server and on Snowflake's local fake (fakesnow): what assets, checks, sensors and
+the write-back rely on."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from analytics_assets.warehouse.base import (
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 from analytics_assets.warehouse.loading import load_rows, staged, table_metadata
 from analytics_assets.warehouse.postgres import PostgresWarehouse, pyformat
+from analytics_assets.warehouse.snowflake import SnowflakeWarehouse
 from analytics_assets.warehouse.types import (
     BOOL,
     DATE,
@@ -40,6 +42,10 @@ from analytics_assets.warehouse.types import (
 )
 
 DAY, NEXT = date(2026, 11, 17), date(2026, 11, 18)
+# The type name each backend's catalog gives a 64-bit integer column (Snowflake has NUMBER).
+BIGINT = {"duckdb": "bigint", "postgres": "bigint", "snowflake": "number"}
+# The module of each backend's driver errors.
+DRIVER = {"duckdb": "duckdb", "postgres": "psycopg", "snowflake": "snowflake"}
 EVERY_TYPE = [
     Column("day", DATE),
     Column("name", STR),
@@ -85,7 +91,8 @@ def test_create_table_makes_schema_and_declared_types(warehouse: WarehouseResour
     columns = warehouse.columns("fresh.every_type")
     assert [name for name, _ in columns] == [c.name for c in EVERY_TYPE]
     types = {name: kind.lower() for name, kind in columns}
-    assert types["n"] == "bigint" and types["day"] == "date" and types["flag"] == "boolean"
+    assert types["n"] == BIGINT[warehouse.backend]
+    assert types["day"] == "date" and types["flag"] == "boolean"
     assert "fresh.every_type" in warehouse.tables()
     assert _count(warehouse, "fresh.every_type") == 0
 
@@ -131,7 +138,7 @@ def test_a_query_over_warehouse_tables_replaces_a_partition(warehouse: Warehouse
     assert warehouse.replace_partition("s.usage", query, "day", DAY, columns=usage) == 2
     got = warehouse.records("SELECT bucket, rows_in FROM s.usage ORDER BY bucket")
     assert got == [{"bucket": "high", "rows_in": 4}, {"bucket": "low", "rows_in": 2}]
-    assert [t.lower() for _, t in warehouse.columns("s.usage")][2] == "bigint"
+    assert [t.lower() for _, t in warehouse.columns("s.usage")][2] == BIGINT[warehouse.backend]
 
 
 def test_staged_parquet_rows_keep_every_type(warehouse: WarehouseResource) -> None:
@@ -356,7 +363,7 @@ def test_errors_are_warehouse_errors_with_the_drivers_as_cause(warehouse) -> Non
     with pytest.raises(WarehouseError) as raised:
         warehouse.records("SELECT * FROM s.no_such_table")
     driver = type(raised.value.__cause__).__module__.split(".")[0].lstrip("_")
-    assert driver == {"duckdb": "duckdb", "postgres": "psycopg"}[warehouse.backend]
+    assert driver == DRIVER[warehouse.backend]
     with pytest.raises(ValueError, match="invalid table name"):
         warehouse.replace_table("s.t; DROP TABLE x", _rows(DAY, 1))
 
@@ -379,8 +386,10 @@ def test_the_location_picks_the_backend(tmp_path) -> None:
     server = warehouse_from_url("postgresql://u@db:5432/w", memory_limit="200MB")
     assert isinstance(server, PostgresWarehouse) and server.backend == "postgres"
     assert isinstance(warehouse_from_url("postgres://u@db/w"), PostgresWarehouse)
-    with pytest.raises(ValueError, match="'snowflake'.*not built yet") as raised:
-        warehouse_from_url("snowflake://me:secret-pw@account/db")
+    snow = warehouse_from_url("snowflake://me:secret-pw@acct/db/sch?role=R", memory_limit="1GB")
+    assert isinstance(snow, SnowflakeWarehouse) and snow.backend == "snowflake"
+    with pytest.raises(ValueError, match="account, user or database is missing") as raised:
+        warehouse_from_url("snowflake://me:secret-pw@account")
     assert "secret-pw" not in str(raised.value)
     with pytest.raises(ValueError, match="unknown warehouse URL scheme 'mysql'"):
         warehouse_from_url("mysql://u:pw@h/db")
