@@ -14,6 +14,13 @@ from typing import Any
 
 import dagster as dg
 
+#: Step-level retries of the assets that call an API, on top of the client's per-request
+#: retries: a step that failed after those (a long outage, a dropped aggregation, a pod
+#: evicted) runs again after 1, then 2 minutes, with jitter so parallel steps spread out.
+API_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
 
 @contextmanager
 def api_session(
@@ -29,14 +36,20 @@ def api_session(
 
 
 def api_metadata(client: Any, since: Any, service: str) -> dict[str, dg.MetadataValue]:
-    """Materialization metadata describing what a step spent on an API."""
+    """Materialization metadata describing what a step spent on an API: requests and MB
+    always; retries, 429s and seconds waited on the limiter only when there were any, so
+    the UI plots what happened rather than rows of zeros."""
     spent = client.stats.delta(since)
-    return {
+    metadata = {
         f"{service}_requests": dg.MetadataValue.int(spent.requests_sent),
-        f"{service}_retries": dg.MetadataValue.int(spent.retries),
-        f"{service}_throttled_429": dg.MetadataValue.int(spent.throttled),
-        f"{service}_limit_wait_seconds": dg.MetadataValue.float(
-            round(spent.limiter_wait_seconds, 3)
-        ),
         f"{service}_mb_received": dg.MetadataValue.float(round(spent.bytes_received / 1e6, 3)),
     }
+    if spent.retries:
+        metadata[f"{service}_retries"] = dg.MetadataValue.int(spent.retries)
+    if spent.throttled:
+        metadata[f"{service}_throttled_429"] = dg.MetadataValue.int(spent.throttled)
+    if spent.limiter_wait_seconds >= 0.001:
+        metadata[f"{service}_limit_wait_seconds"] = dg.MetadataValue.float(
+            round(spent.limiter_wait_seconds, 3)
+        )
+    return metadata

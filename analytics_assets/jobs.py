@@ -13,11 +13,15 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from analytics_assets.component_fields import LocatedErrors, check_cron
 from analytics_assets.naming import CADENCE_TAG, DAILY, SNAPSHOT
-from analytics_assets.partitions import DAILY_CRON, DEFAULT_TIMEZONE, check_timezone
+from analytics_assets.partitions import (
+    CATALOG_CRON,
+    DAILY_CRON,
+    DEFAULT_TIMEZONE,
+    check_timezone,
+)
 
 DAILY_JOB = "daily_sync"
 CATALOG_JOB = "catalog_refresh"
-CATALOG_CRON = "30 3 * * *"
 
 DAILY_ASSETS = dg.AssetSelection.tag(CADENCE_TAG, DAILY)
 SNAPSHOT_ASSETS = dg.AssetSelection.tag(CADENCE_TAG, SNAPSHOT)

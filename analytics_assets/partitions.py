@@ -17,6 +17,14 @@ DEFAULT_TIMEZONE = "America/New_York"
 DEFAULT_START_DATE = date(2026, 9, 1)
 #: When a day is synced, local time: after Amplitude's ~2 h export lag and Pendo's late events.
 DAILY_CRON = "0 4 * * *"
+#: When the catalogs and snapshots are refreshed, before the daily sync reads them.
+CATALOG_CRON = "30 3 * * *"
+#: Every asset is refreshed once a day (the schedules above), so it is fresh while its
+#: newest materialization is under a day old: a warning after 25 h (the run is late), a
+#: failure after 28 h (a day's run and its retries were missed).
+FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=28), warn_window=timedelta(hours=25)
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from analytics_assets.alerts.rules import default_rules_path, load_rules
-from analytics_assets.alerts.sensors import build_sensors
+from analytics_assets.alerts.sensors import alert_table_specs, build_sensors
 from analytics_assets.alerts.settings import DEFAULT_INTERVAL_SECONDS, LateData
 from analytics_assets.alerts.sinks import DEFAULT_WEBHOOK_URL_ENV
 from analytics_assets.component_fields import LocatedErrors
@@ -178,4 +178,7 @@ class ChangeAlerts(LocatedErrors, dg.Component, dg.Resolvable, dg.Model):
         return build_sensors(**self.sensor_options(context))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return dg.Definitions(sensors=self.build_sensors(context))
+        options = self.sensor_options(context)
+        return dg.Definitions(
+            assets=alert_table_specs(options["rules"]), sensors=build_sensors(**options)
+        )

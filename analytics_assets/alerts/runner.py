@@ -29,8 +29,9 @@ from analytics_assets.alerts.settings import (
     TickOutcome,
     family_of,
     skip_text,
+    table_asset_key,
 )
-from analytics_assets.alerts.sinks import build_sinks, dispatch
+from analytics_assets.alerts.sinks import TableSink, build_sinks, dispatch
 from analytics_assets.alerts.sources import (
     FetchContext,
     Plan,
@@ -224,6 +225,18 @@ class AlertSensorRunner:
                             environ=settings.lookup_env(),
                             url_env=settings.webhook_url_env_var)  # fmt: skip
         report = dispatch(alerts, state, sinks, context.log, settings.max_outbox)
+        outcome.asset_events = [
+            dg.AssetMaterialization(
+                asset_key=table_asset_key(sink.table),
+                metadata={
+                    "alerts_added": dg.MetadataValue.int(sink.stored),
+                    "sensor": dg.MetadataValue.text(self.name),
+                    "dagster/table_name": dg.MetadataValue.text(sink.table),
+                },
+            )
+            for sink in sinks.values()
+            if isinstance(sink, TableSink) and sink.stored
+        ]
         outcome.alerts = alerts
         outcome.cursor = self._dump(state, context)
         evaluated = ", ".join(p.describe() for p in chosen) or "no rules"

@@ -42,7 +42,7 @@ from typing import Any
 
 import dagster as dg
 
-from analytics_assets.alerts.rules import RuleSet, load_rules
+from analytics_assets.alerts.rules import RuleSet, TableSinkSpec, load_rules
 from analytics_assets.alerts.run_failures import RunFailureRunner
 from analytics_assets.alerts.runner import AlertSensorRunner
 from analytics_assets.alerts.settings import (
@@ -54,8 +54,9 @@ from analytics_assets.alerts.settings import (
     SensorSettings,
     TickOutcome,
     family_of,
+    table_asset_key,
 )
-from analytics_assets.alerts.sinks import DEFAULT_WEBHOOK_URL_ENV
+from analytics_assets.alerts.sinks import DEFAULT_WEBHOOK_URL_ENV, TABLE_COLUMNS
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 from analytics_assets.pendo.pipeline import AppIds, app_ids_param
@@ -209,6 +210,36 @@ def build_sensors(
     if settings.rules.run_failure.enabled:
         sensors.append(build_run_failure_sensor(settings))
     return sensors
+
+
+def alert_table_specs(rules: RuleSet | str | Path | None = None) -> list[dg.AssetSpec]:
+    """One asset per alerts table the rules write to, so the table is in the lineage graph
+    and each tick that adds alerts records a materialization of it."""
+    ruleset = make_settings(rules).rules
+    tables = sorted(
+        {spec.table for spec in ruleset.sinks.values() if isinstance(spec, TableSinkSpec)}
+    )
+    return [
+        dg.AssetSpec(
+            table_asset_key(table),
+            description=(
+                "Every alert the change-alert sensors raised, one row per alert: rule, "
+                "severity, entity (id and name), the condition and values that tripped it. "
+                "Appended by the sensors' ticks (each tick that adds alerts is a "
+                "materialization); an alert is never stored twice."
+            ),
+            group_name="alerts",
+            kinds={"table"},
+            owners=["team:data-engineering"],
+            metadata={
+                "dagster/table_name": table,
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name, kind) for name, kind in TABLE_COLUMNS]
+                ),
+            },
+        )
+        for table in tables
+    ]
 
 
 def build_run_failure_sensor(settings: SensorSettings) -> dg.SensorDefinition:

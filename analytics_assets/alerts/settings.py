@@ -180,6 +180,8 @@ class TickOutcome:
     api_requests: int = 0
     # per system: requests sent, bytes received, cost units charged (Amplitude's budgets)
     api_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The alert tables this tick wrote to: recorded as their assets' materializations.
+    asset_events: list[dg.AssetMaterialization] = field(default_factory=list)
 
     def result(self) -> dg.SensorResult | dg.SkipReason:
         if self.cursor is None:  # nothing to record: the previous cursor stays
@@ -188,7 +190,13 @@ class TickOutcome:
             run_requests=self.run_requests,
             cursor=self.cursor,
             skip_reason=None if self.run_requests else self.skip_reason,
+            asset_events=self.asset_events,
         )
+
+
+def table_asset_key(table: str) -> dg.AssetKey:
+    """The asset of an alerts table: ``analytics.alerts`` is ``analytics/alerts``."""
+    return dg.AssetKey(table.split("."))
 
 
 RETRYABLE = (RateLimitedError, ServerError, TransportError, AggregationLimitError)

@@ -136,6 +136,7 @@ class TableSink:
     warehouse: Warehouse | None
     name: str = "table"
     table: str = "analytics.alerts"
+    stored: int = 0  # alerts this sink added to the table (the tick reports them)
 
     @property
     def active(self) -> bool:
@@ -148,6 +149,7 @@ class TableSink:
             fresh = self._not_yet_stored(alerts)
             if fresh:
                 self.warehouse.append(self.table, _arrow(fresh))
+                self.stored += len(fresh)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the alerts for a retry
             log.warning(
                 f"alert sink {self.name!r}: could not write {len(alerts)} alert(s) to "

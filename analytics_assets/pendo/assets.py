@@ -18,10 +18,10 @@ from typing import Any
 
 import dagster as dg
 
-from analytics_assets.api_session import api_metadata
+from analytics_assets.api_session import API_RETRY_POLICY, api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import DAILY_CRON, DailyCalendar, DayWindow
+from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, DayWindow
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.warehouse import checks
@@ -196,6 +196,8 @@ class _Daily:
     period: str = "dayRange"
     deps: tuple[str, ...] = ()
     totals_of: str | None = None  # the visitor table whose sums this account table must equal
+    # The catalog whose names the materialization shows beside the day's busiest ids.
+    names_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,9 @@ def _usage_fields() -> dict[str, Any]:
     return {"events": Agg.sum("numEvents"), "minutes": Agg.sum("numMinutes")}
 
 
-def _item_usage(source: Callable[..., Source], id_field: str, column: str, noun: str) -> _Daily:
+def _item_usage(
+    source: Callable[..., Source], id_field: str, column: str, noun: str, catalog: str
+) -> _Daily:
     return _Daily(
         f"Per {noun} and day: events, minutes, unique visitors and unique accounts.",
         [Column(column, STR), *ITEM_COLUMNS],
@@ -231,6 +235,8 @@ def _item_usage(source: Callable[..., Source], id_field: str, column: str, noun:
             "unique_visitors": r.get("uniqueVisitors"),
             "unique_accounts": r.get("uniqueAccounts"),
         },
+        deps=(catalog,),
+        names_from=catalog,
     )
 
 
@@ -283,8 +289,10 @@ DAILY_ASSETS: dict[str, _Daily] = {
         deps=("visitor_daily_usage",),
         totals_of="visitor_daily_usage",
     ),
-    "feature_daily_usage": _item_usage(Source.feature_events, "featureId", "feature_id", "feature"),
-    "page_daily_usage": _item_usage(Source.page_events, "pageId", "page_id", "page"),
+    "feature_daily_usage": _item_usage(
+        Source.feature_events, "featureId", "feature_id", "feature", "features"
+    ),
+    "page_daily_usage": _item_usage(Source.page_events, "pageId", "page_id", "page", "pages"),
     "guide_daily_activity": _Daily(
         "Per guide, event type (guideSeen, guideAdvanced, guideDismissed, ...) and day: "
         "events, unique visitors and unique accounts.",
@@ -311,6 +319,8 @@ DAILY_ASSETS: dict[str, _Daily] = {
             "unique_visitors": r.get("uniqueVisitors"),
             "unique_accounts": r.get("uniqueAccounts"),
         },
+        deps=("guides",),
+        names_from="guides",
     ),
     "events_hourly": _Daily(
         "Pendo's raw aggregated event rows of the day, per visitor, account, app, server, IP, "
@@ -414,13 +424,39 @@ def _day_series(window: DayWindow, period: str) -> TimeSeries:
     return TimeSeries.hour_range(window.start_ms, window.end_ms)
 
 
+def _busiest(
+    warehouse: WarehouseResource, table: str, id_column: str, names: str | None, day: Any
+) -> dict[str, dg.MetadataValue]:
+    """The day's five busiest items, with their names from the catalog (when it has been
+    loaded): what a reader of the UI wants to see beside the ids."""
+    if names is None:
+        return {}
+    named = warehouse.table_exists(names)
+    join = f"LEFT JOIN {names} AS c ON c.id = u.{id_column}" if named else ""
+    name = "c.name" if named else "CAST(NULL AS VARCHAR)"
+    rows = warehouse.records(
+        f"SELECT u.{id_column} AS id, max({name}) AS name, sum(u.events) AS events "
+        f"FROM {table} AS u {join} WHERE u.day = ? GROUP BY u.{id_column} "
+        f"ORDER BY events DESC, id LIMIT 5",
+        [day],
+    )
+    lines = ["| id | name | events |", "|---|---|---|"]
+    for r in rows:
+        name = str(r["name"]).replace("|", "\\|") if r["name"] else "(not in the catalog)"
+        lines.append(f"| {r['id']} | {name} | {r['events']} |")
+    return {"busiest": dg.MetadataValue.md("\n".join(lines))}
+
+
 class _Factory:
     """Builds the assets of one Pendo subscription with one calendar and one naming."""
 
-    def __init__(self, calendar: DailyCalendar, naming: AssetNaming, app_ids: AppIds) -> None:
+    def __init__(
+        self, calendar: DailyCalendar, naming: AssetNaming, app_ids: AppIds, built: Collection[str]
+    ) -> None:
         self.calendar = calendar
         self.naming = naming
         self.app_ids = app_ids
+        self.built = built  # the assets this factory builds: deps only on those
 
     def snapshot(self, name: str, spec: _Snapshot) -> dg.AssetsDefinition:
         """An unpartitioned table refreshed whole from what ``spec.rows(client)`` streams."""
@@ -436,7 +472,8 @@ class _Factory:
             tags=asset_tags(self.naming, SNAPSHOT),
             pool=POOL,
             description=spec.description,
-            automation_condition=dg.AutomationCondition.on_cron(DAILY_CRON, self.calendar.timezone),
+            freshness_policy=FRESHNESS_POLICY,
+            retry_policy=API_RETRY_POLICY,
             check_specs=[checks.keys_spec(key, keys)],
         )
         def _snapshot(
@@ -461,6 +498,9 @@ class _Factory:
         keys = ["day", *spec.keys]
         calendar, app_ids = self.calendar, self.app_ids
         totals_table = self.naming.table(spec.totals_of) if spec.totals_of else None
+        names = spec.names_from if spec.names_from in self.built else None
+        names_table = self.naming.table(names) if names else None
+        parts = calendar.partitions_def
 
         @dg.asset(
             key=key,
@@ -470,12 +510,15 @@ class _Factory:
             tags=asset_tags(self.naming, DAILY),
             pool=POOL,
             description=spec.description,
-            partitions_def=calendar.partitions_def,
-            deps=[self.naming.key(d) for d in spec.deps],
+            partitions_def=parts,
+            deps=[self.naming.key(d) for d in spec.deps if d in self.built],
+            freshness_policy=FRESHNESS_POLICY,
+            retry_policy=API_RETRY_POLICY,
             check_specs=[
-                checks.keys_spec(key, keys),
-                checks.not_empty_spec(key),
-                *([checks.account_totals_spec(key)] if totals_table else []),
+                checks.keys_spec(key, keys, parts),
+                checks.not_empty_spec(key, parts),
+                checks.volume_spec(key, parts),
+                *([checks.account_totals_spec(key, parts)] if totals_table else []),
             ],
         )
         def _daily(
@@ -501,6 +544,7 @@ class _Factory:
             results = [
                 checks.check_keys_unique(warehouse, table, keys, partition),
                 checks.check_not_empty(warehouse, table, source_rows > 0, partition),
+                checks.check_volume(warehouse, table, window.day),
             ]
             if totals_table:
                 results.append(
@@ -512,6 +556,7 @@ class _Factory:
                     **cost,
                     "source_rows": dg.MetadataValue.int(source_rows),
                     "pendo_events_total": dg.MetadataValue.int(source_events),
+                    **_busiest(warehouse, table, keys[1], names_table, window.day),
                 },
                 check_results=results,
             )
@@ -546,10 +591,12 @@ def pendo_assets(
     saved report. ``include`` keeps only the named assets (see ``ASSET_NAMES``); ``naming``
     sets key prefix, group and table schema. The assets need the resources ``pendo``
     (:class:`PendoResource`) and ``warehouse``."""
-    factory = _Factory(calendar or DailyCalendar(), naming or AssetNaming("pendo"), app_ids)
     if include is not None:
         check_asset_names(include, ASSET_NAMES, "Pendo")
     wanted = set(ASSET_NAMES if include is None else include)
+    factory = _Factory(
+        calendar or DailyCalendar(), naming or AssetNaming("pendo"), app_ids, built=wanted
+    )
     return [
         *(factory.snapshot(n, spec) for n, spec in SNAPSHOT_ASSETS.items() if n in wanted),
         *(factory.daily(n, spec) for n, spec in DAILY_ASSETS.items() if n in wanted),

@@ -1,25 +1,42 @@
-"""Asset checks: keys unique and not null, partitions not empty, totals that must agree.
+"""Asset checks: keys unique and not null, partitions not empty, a day's volume against its
+trailing same weekdays, totals that must agree.
 
 Each check is a plain function of the warehouse (and the partition), so tests can
 feed it broken tables. Assets declare the specs (``check_specs``) and run the checks
 in the same step, where the partition being written is known; the UI shows them
-next to each materialization. The SQL is the subset every backend runs unchanged
-(``warehouse/base.py``): no ``FILTER``, an alias on every derived table.
+next to each materialization. A daily asset passes its ``partitions_def`` to the specs, so
+each result is recorded against the day it checked (the UI names the partition). The SQL
+is the subset every backend runs unchanged (``warehouse/base.py``): no ``FILTER``, an
+alias on every derived table.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
 from analytics_assets.warehouse.base import WarehouseResource
 
+Partitions = dg.PartitionsDefinition | None
+
 KEYS_UNIQUE = "keys_unique_and_not_null"
 NOT_EMPTY = "partition_not_empty_when_source_had_data"
 ACCOUNT_TOTALS = "account_totals_equal_sum_of_visitors"
 COHORT_SIZES = "cohort_sizes_match_list"
+VOLUME = "rows_within_range_of_same_weekdays"
+
+# The volume check: a day's rows against the median of the same weekday in the previous
+# VOLUME_WEEKS weeks (weekly seasonality is the strongest pattern in product usage). Below
+# half of it is an error (the drop a lost page or a partial answer makes; a 5x drop of
+# real usage is not a thing a product sees overnight); above three times it a warning
+# (launches and campaigns are real). Fewer than VOLUME_MIN_HISTORY such days: no verdict.
+VOLUME_WEEKS = 4
+VOLUME_MIN_HISTORY = 2
+VOLUME_LOW, VOLUME_HIGH = 0.5, 3.0
 
 
 def _where(partition: tuple[str, Any] | None) -> tuple[str, list[Any]]:
@@ -28,18 +45,78 @@ def _where(partition: tuple[str, Any] | None) -> tuple[str, list[Any]]:
     return f"{partition[0]} = ?", [partition[1]]
 
 
-def keys_spec(asset_key: dg.AssetKey, keys: Sequence[str]) -> dg.AssetCheckSpec:
+def keys_spec(
+    asset_key: dg.AssetKey, keys: Sequence[str], partitions_def: Partitions = None
+) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        KEYS_UNIQUE, asset=asset_key, description=f"({', '.join(keys)}) is unique and never null"
+        KEYS_UNIQUE,
+        asset=asset_key,
+        description=f"({', '.join(keys)}) is unique and never null",
+        partitions_def=partitions_def,
     )
 
 
-def not_empty_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+def not_empty_spec(asset_key: dg.AssetKey, partitions_def: Partitions = None) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         NOT_EMPTY,
         asset=asset_key,
         description="The partition has rows whenever the source reported data for the day",
+        partitions_def=partitions_def,
     )
+
+
+def volume_spec(asset_key: dg.AssetKey, partitions_def: Partitions = None) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        VOLUME,
+        asset=asset_key,
+        description=(
+            f"The day's rows are at least {VOLUME_LOW:g}x (error) and at most {VOLUME_HIGH:g}x "
+            f"(warning) the median of the same weekday over the previous {VOLUME_WEEKS} weeks"
+        ),
+        partitions_def=partitions_def,
+    )
+
+
+def check_volume(
+    warehouse: WarehouseResource, table: str, day: date, *, column: str = "day"
+) -> dg.AssetCheckResult:
+    """The partition's rows against the median of the same weekday's partitions before it."""
+    weeks = [day - timedelta(weeks=n) for n in range(1, VOLUME_WEEKS + 1)]
+    marks = ", ".join("?" for _ in weeks)
+    counted = warehouse.records(
+        f"SELECT {column} AS d, count(*) AS n FROM {table} WHERE {column} IN (?, {marks}) "
+        f"GROUP BY {column}",
+        [day, *weeks],
+    )
+    by_day = {_as_date(r["d"]): int(r["n"]) for r in counted}
+    rows = by_day.pop(day, 0)
+    history = [by_day[d] for d in weeks if d in by_day]
+    metadata: dict[str, Any] = {"rows": rows, "same_weekdays_found": len(history)}
+    if len(history) < VOLUME_MIN_HISTORY:
+        return dg.AssetCheckResult(
+            check_name=VOLUME,
+            passed=True,
+            metadata={**metadata, "verdict": "not enough history yet"},
+        )
+    median = statistics.median(history)
+    ratio = rows / median if median else (1.0 if rows == 0 else float("inf"))
+    metadata |= {"median_of_same_weekdays": median, "ratio": round(ratio, 3)}
+    if ratio < VOLUME_LOW:
+        return dg.AssetCheckResult(check_name=VOLUME, passed=False, metadata=metadata)
+    return dg.AssetCheckResult(
+        check_name=VOLUME,
+        passed=ratio <= VOLUME_HIGH,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def check_keys_unique(
@@ -87,11 +164,14 @@ def check_not_empty(
     )
 
 
-def account_totals_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+def account_totals_spec(
+    asset_key: dg.AssetKey, partitions_def: Partitions = None
+) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         ACCOUNT_TOTALS,
         asset=asset_key,
         description="Each account's Pendo events and minutes equal the sum over its visitors",
+        partitions_def=partitions_def,
     )
 
 

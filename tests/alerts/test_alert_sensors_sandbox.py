@@ -449,3 +449,30 @@ def test_the_component_re_runs_only_the_pendo_daily_assets_found_by_tag(
         "acme/pendo/account_daily_usage",
         "acme/pendo/visitor_daily_usage",
     ]
+
+
+def test_a_tick_that_stores_alerts_records_a_materialization_of_the_alerts_table(
+    sandbox, harness
+) -> None:
+    """``analytics.alerts`` is an asset: a tick that adds alerts is its materialization,
+    with the count it added; a tick that adds none records nothing."""
+    first = harness.tick("pendo_activity_sensor")  # whatever already holds, once
+    stored = harness.new_alerts()
+    assert stored, "the seeded world holds some activity condition at the start"
+    assert isinstance(first, dg.SensorResult)
+    (event,) = first.asset_events
+    assert event.asset_key == dg.AssetKey(["analytics", "alerts"])
+    assert event.metadata["alerts_added"].value == len(stored)
+    assert event.metadata["sensor"].value == "pendo_activity_sensor"
+
+    again = harness.tick("pendo_activity_sensor")
+    assert not harness.new_alerts()
+    assert not getattr(again, "asset_events", [])
+
+
+def test_the_alerts_table_is_an_asset_of_the_code_location() -> None:
+    from analytics_assets.definitions import defs
+
+    spec = defs.resolve_asset_graph().get(dg.AssetKey(["analytics", "alerts"]))
+    assert not spec.is_materializable  # written by the sensors, not by a run
+    assert spec.metadata["dagster/table_name"] == "analytics.alerts"
