@@ -19,7 +19,14 @@ import dagster as dg
 import orjson
 
 from analytics_assets.warehouse.base import ParquetFile, WarehouseResource
-from analytics_assets.warehouse.types import JSON, STR, Column, arrow_type, dagster_type
+from analytics_assets.warehouse.types import (
+    JSON,
+    STR,
+    Column,
+    arrow_type,
+    dagster_type,
+    type_of_sql,
+)
 from analytics_assets.warehouse.types import arrow_schema as schema_of
 
 if TYPE_CHECKING:
@@ -167,7 +174,12 @@ def table_metadata(
     schema = (
         table_schema(columns)
         if columns
-        else dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in warehouse.columns(table)])
+        else dg.TableSchema(
+            columns=[
+                dg.TableColumn(n, _vocabulary(warehouse.backend, t))
+                for n, t in warehouse.columns(table)
+            ]
+        )
     )
     return {
         "dagster/row_count": dg.MetadataValue.int(count),
@@ -175,6 +187,12 @@ def table_metadata(
         "dagster/table_name": dg.MetadataValue.text(table),
         "preview": dg.MetadataValue.md(_markdown(preview)),
     }
+
+
+def _vocabulary(backend: str, sql: str) -> str:
+    """The project's type name for a backend's type: one vocabulary across the catalog."""
+    name = type_of_sql(backend, sql)
+    return dagster_type(name) if name else sql.lower()
 
 
 def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -154,6 +154,18 @@ def type_of_arrow(arrow: pa.DataType) -> str:
     raise ValueError(f"no warehouse column type holds Arrow's {arrow}; declare the columns")
 
 
+def type_of_sql(backend: str, sql: str) -> str | None:
+    """The type name a backend's SQL type holds (``BIGINT`` on DuckDB is ``int``), so a
+    table read back without declared columns shows the same vocabulary; None if unknown."""
+    wanted = sql.strip().lower()
+    for name in NAMES:  # the first name wins a type two names share (INT before INT32 ...)
+        if SQL_TYPES[backend][name].lower() in (wanted, wanted.split("(")[0]):
+            return name
+    # What catalogs answer for the types above: Snowflake's NUMBER(38,0) is "NUMBER".
+    aliases = {"character varying": STR, "text": STR, "number": INT, "double precision": FLOAT}
+    return aliases.get(wanted.split("(")[0])
+
+
 def dagster_type(name: str) -> str:
     """The type name the Dagster UI shows for a column type name."""
     return {INT32: INT, TS_US: TS, TS_NAIVE: TS}.get(name, name)

@@ -51,3 +51,15 @@ def test_without_two_same_weekdays_there_is_no_verdict(warehouse: WarehouseResou
     result = checks.check_volume(warehouse, TABLE, DAY)
     assert result.passed
     assert result.metadata["verdict"].value == "not enough history yet"
+
+
+def test_a_table_read_back_without_declared_columns_shows_the_one_type_vocabulary(
+    warehouse: WarehouseResource,
+) -> None:
+    """Assets that do not pass their columns still show int/string/date, never a backend's
+    BIGINT/VARCHAR: one vocabulary across the catalog."""
+    from analytics_assets.warehouse.loading import table_metadata
+
+    _fill(warehouse, {DAY: 1})
+    schema = table_metadata(warehouse, TABLE)["dagster/column_schema"]
+    assert {c.name: c.type for c in schema.columns} == {"day": "date", "n": "int"}
