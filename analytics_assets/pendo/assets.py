@@ -11,9 +11,7 @@ JSON), so filter values are always escaped.
 # No `from __future__ import annotations`: Dagster checks the asset functions' context
 # annotation at definition time, and cannot resolve a string one inside a factory.
 import difflib
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -22,25 +20,20 @@ from analytics_assets.api_session import API_RETRY_POLICY, api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, DayWindow
+from analytics_assets.pendo.catalog_more import CATALOG_MORE_ASSETS
+from analytics_assets.pendo.history import HISTORY_ASSETS, HistorySpec, history_asset
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.pendo.specs import DAY, DailySpec, Rows, SnapshotSpec, ms, usage_fields
+from analytics_assets.pendo.visitor_usage import VISITOR_USAGE_ASSETS
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
-from analytics_assets.warehouse.types import BOOL, DATE, INT, STR, TS
+from analytics_assets.warehouse.types import BOOL, INT, STR, TS
 
 KINDS = {"pendo", "duckdb"}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
-
-
-def _ms(value: Any) -> datetime | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 # ----- catalog and schemas -------------------------------------------------------------------
@@ -74,8 +67,8 @@ def _catalog_row(item: dict[str, Any]) -> dict[str, Any]:
         "state": item.get("state"),
         "launch_method": item.get("launchMethod"),
         "step_count": len(item.get("steps") or []),
-        "created_at": _ms(item.get("createdAt")),
-        "last_updated_at": _ms(item.get("lastUpdatedAt")),
+        "created_at": ms(item.get("createdAt")),
+        "last_updated_at": ms(item.get("lastUpdatedAt")),
         "details": item,
     }
 
@@ -128,6 +121,7 @@ VISITOR_COLUMNS = [
     Column("language", STR),
     Column("agent", STR, "metadata.agent as JSON"),
     Column("custom", STR, "metadata.custom as JSON"),
+    Column("pendo", STR, "metadata.pendo as JSON (Pendo's own fields, e.g. donotprocess)"),
 ]
 ACCOUNT_COLUMNS = [
     Column("account_id", STR),
@@ -137,7 +131,14 @@ ACCOUNT_COLUMNS = [
     Column("last_visit", TS),
     Column("agent", STR, "metadata.agent as JSON"),
     Column("custom", STR, "metadata.custom as JSON"),
+    Column("pendo", STR, "metadata.pendo as JSON (Pendo's own fields, e.g. donotprocess)"),
 ]
+
+
+def _group(meta: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """One metadata group with its fields sorted: the JSON text of equal values is equal
+    whatever order Pendo sends them in, so the history sees no change where there is none."""
+    return dict(sorted((meta.get(name) or {}).items()))
 
 
 def _visitor_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -146,14 +147,15 @@ def _visitor_row(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "visitor_id": row.get("visitorId"),
         "account_id": auto.get("accountid"),
-        "first_visit": _ms(auto.get("firstvisit")),
-        "last_visit": _ms(auto.get("lastvisit")),
+        "first_visit": ms(auto.get("firstvisit")),
+        "last_visit": ms(auto.get("lastvisit")),
         "email": agent.get("email"),
         "name": agent.get("name"),
         "role": agent.get("role"),
         "language": agent.get("language"),
-        "agent": agent,
-        "custom": meta.get("custom") or {},
+        "agent": _group(meta, "agent"),
+        "custom": _group(meta, "custom"),
+        "pendo": _group(meta, "pendo"),
     }
 
 
@@ -164,14 +166,14 @@ def _account_row(row: dict[str, Any]) -> dict[str, Any]:
         "account_id": row.get("accountId"),
         "name": agent.get("name"),
         "plan": agent.get("plan"),
-        "first_visit": _ms(auto.get("firstvisit")),
-        "last_visit": _ms(auto.get("lastvisit")),
-        "agent": agent,
-        "custom": meta.get("custom") or {},
+        "first_visit": ms(auto.get("firstvisit")),
+        "last_visit": ms(auto.get("lastvisit")),
+        "agent": _group(meta, "agent"),
+        "custom": _group(meta, "custom"),
+        "pendo": _group(meta, "pendo"),
     }
 
 
-DAY = Column("day", DATE, "The subscription-local day (the partition)")
 REPORT_COLUMNS = [Column("row_number", INT), Column("row", STR, "The report row as JSON")]
 ITEM_COLUMNS = [
     Column("events", INT),
@@ -180,49 +182,18 @@ ITEM_COLUMNS = [
     Column("unique_accounts", INT),
 ]
 
-Rows = Callable[[Any], Iterable[dict[str, Any]]]
-DailyPipeline = Callable[[TimeSeries, AppIds], Pipeline]
-
-
-@dataclass(frozen=True)
-class _Daily:
-    """What one daily asset asks Pendo for and how each answer row becomes a table row."""
-
-    description: str
-    columns: list[Column]
-    keys: list[str]
-    pipeline: DailyPipeline
-    to_row: Callable[[dict[str, Any]], dict[str, Any]]
-    period: str = "dayRange"
-    deps: tuple[str, ...] = ()
-    totals_of: str | None = None  # the visitor table whose sums this account table must equal
-    # The catalog whose names the materialization shows beside the day's busiest ids.
-    names_from: str | None = None
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    description: str
-    columns: list[Column]
-    keys: list[str]
-    rows: Rows
-
-
-def _usage_fields() -> dict[str, Any]:
-    return {"events": Agg.sum("numEvents"), "minutes": Agg.sum("numMinutes")}
-
 
 def _item_usage(
     source: Callable[..., Source], id_field: str, column: str, noun: str, catalog: str
-) -> _Daily:
-    return _Daily(
+) -> DailySpec:
+    return DailySpec(
         f"Per {noun} and day: events, minutes, unique visitors and unique accounts.",
         [Column(column, STR), *ITEM_COLUMNS],
         [column],
         lambda ts, apps: Pipeline(source(time_series=ts, app_ids=apps)).group(
             by=[id_field],
             fields={
-                **_usage_fields(),
+                **usage_fields(),
                 # Pendo's group "count" counts the distinct non-null values of a field.
                 "uniqueVisitors": Agg.count("visitorId"),
                 "uniqueAccounts": Agg.count("accountId"),
@@ -240,8 +211,8 @@ def _item_usage(
     )
 
 
-DAILY_ASSETS: dict[str, _Daily] = {
-    "visitor_daily_usage": _Daily(
+DAILY_ASSETS: dict[str, DailySpec] = {
+    "visitor_daily_usage": DailySpec(
         "Per identified visitor and day: events and minutes across all apps.",
         [
             Column("visitor_id", STR),
@@ -253,7 +224,7 @@ DAILY_ASSETS: dict[str, _Daily] = {
         lambda ts, apps: (
             Pipeline(Source.events(time_series=ts, app_ids=apps))
             .identified("visitorId")
-            .group(by=["visitorId", "accountId"], fields=_usage_fields())
+            .group(by=["visitorId", "accountId"], fields=usage_fields())
         ),
         lambda r: {
             "visitor_id": r.get("visitorId"),
@@ -262,7 +233,7 @@ DAILY_ASSETS: dict[str, _Daily] = {
             "minutes": r.get("minutes"),
         },
     ),
-    "account_daily_usage": _Daily(
+    "account_daily_usage": DailySpec(
         "Per account and day: events, minutes and active visitors across all apps.",
         [
             Column("account_id", STR),
@@ -277,7 +248,7 @@ DAILY_ASSETS: dict[str, _Daily] = {
             .filter(Expr.ne("accountId", ""))
             .group(
                 by=["accountId"],
-                fields={**_usage_fields(), "activeVisitors": Agg.count("visitorId")},
+                fields={**usage_fields(), "activeVisitors": Agg.count("visitorId")},
             )
         ),
         lambda r: {
@@ -293,7 +264,7 @@ DAILY_ASSETS: dict[str, _Daily] = {
         Source.feature_events, "featureId", "feature_id", "feature", "features"
     ),
     "page_daily_usage": _item_usage(Source.page_events, "pageId", "page_id", "page", "pages"),
-    "guide_daily_activity": _Daily(
+    "guide_daily_activity": DailySpec(
         "Per guide, event type (guideSeen, guideAdvanced, guideDismissed, ...) and day: "
         "events, unique visitors and unique accounts.",
         [
@@ -322,7 +293,7 @@ DAILY_ASSETS: dict[str, _Daily] = {
         deps=("guides",),
         names_from="guides",
     ),
-    "events_hourly": _Daily(
+    "events_hourly": DailySpec(
         "Pendo's raw aggregated event rows of the day, per visitor, account, app, server, IP, "
         "user agent and hour (the hourRange events source, streamed).",
         [
@@ -339,7 +310,7 @@ DAILY_ASSETS: dict[str, _Daily] = {
         ["hour", "visitor_id", "account_id", "app_id", "server", "remote_ip", "user_agent"],
         lambda ts, apps: Pipeline(Source.events(time_series=ts, app_ids=apps)),
         lambda r: {
-            "hour": _ms(r.get("hour")),
+            "hour": ms(r.get("hour")),
             "visitor_id": r.get("visitorId"),
             "account_id": r.get("accountId") or "",
             "app_id": r.get("appId"),
@@ -354,8 +325,8 @@ DAILY_ASSETS: dict[str, _Daily] = {
 }
 
 
-def _catalog(noun: str, columns: list[Column], fetch: Callable[[Any], list[dict]]) -> _Snapshot:
-    return _Snapshot(
+def _catalog(noun: str, columns: list[Column], fetch: Callable[[Any], list[dict]]) -> SnapshotSpec:
+    return SnapshotSpec(
         f"Every {noun} of the Pendo subscription, across all its apps.",
         columns,
         ["id"],
@@ -363,8 +334,8 @@ def _catalog(noun: str, columns: list[Column], fetch: Callable[[Any], list[dict]
     )
 
 
-def _schema(kind: str) -> _Snapshot:
-    return _Snapshot(
+def _schema(kind: str) -> SnapshotSpec:
+    return SnapshotSpec(
         f"The {kind} metadata fields Pendo knows, with their types.",
         SCHEMA_COLUMNS,
         ["group_name", "field"],
@@ -372,8 +343,8 @@ def _schema(kind: str) -> _Snapshot:
     )
 
 
-def _entity(noun: str, columns: list[Column], key: str, rows: Rows) -> _Snapshot:
-    return _Snapshot(
+def _entity(noun: str, columns: list[Column], key: str, rows: Rows) -> SnapshotSpec:
+    return SnapshotSpec(
         f"Every {noun} with its metadata (auto, agent, custom), read through the "
         "aggregation API since Pendo has no list endpoint.",
         columns,
@@ -382,7 +353,7 @@ def _entity(noun: str, columns: list[Column], key: str, rows: Rows) -> _Snapshot
     )
 
 
-SNAPSHOT_ASSETS: dict[str, _Snapshot] = {
+SNAPSHOT_ASSETS: dict[str, SnapshotSpec] = {
     "features": _catalog("feature", FEATURE_COLUMNS, lambda c: c.list_features(expand_all=True)),
     "pages": _catalog("page", CATALOG_COLUMNS, lambda c: c.list_pages(expand_all=True)),
     "guides": _catalog("guide", GUIDE_COLUMNS, lambda c: c.list_guides(expand_all=True)),
@@ -400,10 +371,12 @@ SNAPSHOT_ASSETS: dict[str, _Snapshot] = {
         "account_id",
         lambda c: map(_account_row, c.aggregate(Pipeline(Source.accounts()))),
     ),
+    **CATALOG_MORE_ASSETS,
 }
+DAILY_ASSETS |= VISITOR_USAGE_ASSETS
 
 #: The names ``include`` accepts (reports are named by the ``reports`` argument).
-ASSET_NAMES = (*SNAPSHOT_ASSETS, *DAILY_ASSETS)
+ASSET_NAMES = (*SNAPSHOT_ASSETS, *DAILY_ASSETS, *HISTORY_ASSETS)
 
 
 def check_asset_names(names: Collection[str], valid: Sequence[str], system: str) -> None:
@@ -458,7 +431,7 @@ class _Factory:
         self.app_ids = app_ids
         self.built = built  # the assets this factory builds: deps only on those
 
-    def snapshot(self, name: str, spec: _Snapshot) -> dg.AssetsDefinition:
+    def snapshot(self, name: str, spec: SnapshotSpec) -> dg.AssetsDefinition:
         """An unpartitioned table refreshed whole from what ``spec.rows(client)`` streams."""
         key = self.naming.key(name)
         table = self.naming.table(name)
@@ -472,6 +445,7 @@ class _Factory:
             tags=asset_tags(self.naming, SNAPSHOT),
             pool=POOL,
             description=spec.description,
+            deps=[self.naming.key(d) for d in spec.deps if d in self.built],
             freshness_policy=FRESHNESS_POLICY,
             retry_policy=API_RETRY_POLICY,
             check_specs=[checks.keys_spec(key, keys)],
@@ -491,7 +465,7 @@ class _Factory:
         _snapshot.__name__ = "_".join([*self.naming.key_prefix, "pendo", name])
         return _snapshot
 
-    def daily(self, name: str, spec: _Daily) -> dg.AssetsDefinition:
+    def daily(self, name: str, spec: DailySpec) -> dg.AssetsDefinition:
         key = self.naming.key(name)
         table = self.naming.table(name)
         all_columns = [DAY, *spec.columns]
@@ -531,10 +505,12 @@ class _Factory:
 
             def rows() -> Iterator[dict[str, Any]]:
                 nonlocal source_rows, source_events
+                complete = spec.enrich(client) if spec.enrich else None
                 for raw in client.aggregate(pipeline):
                     source_rows += 1
                     source_events += int(raw.get("events") or raw.get("numEvents") or 0)
-                    yield {"day": window.day, **spec.to_row(raw)}
+                    row = {"day": window.day, **spec.to_row(raw)}
+                    yield complete(row) if complete else row
 
             partition = ("day", window.day)
             with pendo.session(context) as client:
@@ -564,10 +540,16 @@ class _Factory:
         _daily.__name__ = "_".join([*self.naming.key_prefix, "pendo", name])
         return _daily
 
+    def history(self, name: str, spec: HistorySpec) -> dg.AssetsDefinition:
+        columns = SNAPSHOT_ASSETS[spec.source].columns
+        return history_asset(
+            self.naming, name, spec, columns, self.calendar.timezone, built=self.built
+        )
+
     def report(self, report: NamedItem) -> dg.AssetsDefinition:
         return self.snapshot(
             f"report_{report.name}",
-            _Snapshot(
+            SnapshotSpec(
                 f"The saved Pendo report {report.id} ({report.name}), as JSON rows.",
                 REPORT_COLUMNS,
                 ["row_number"],
@@ -600,5 +582,6 @@ def pendo_assets(
     return [
         *(factory.snapshot(n, spec) for n, spec in SNAPSHOT_ASSETS.items() if n in wanted),
         *(factory.daily(n, spec) for n, spec in DAILY_ASSETS.items() if n in wanted),
+        *(factory.history(n, spec) for n, spec in HISTORY_ASSETS.items() if n in wanted),
         *(factory.report(r) for r in reports),
     ]

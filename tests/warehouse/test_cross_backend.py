@@ -46,7 +46,7 @@ DAILY = [a.key for a in ASSETS if a.partitions_def is not None]
 HEALTH = dg.AssetKey(["analytics", "account_health"])
 WINDOW_SCALE = 0.01
 # Columns that differ by nature between two runs, not by backend.
-RUN_SPECIFIC = {"run_id", "written_at", "quarantined_at"}
+RUN_SPECIFIC = {"run_id", "written_at", "quarantined_at", "valid_from", "valid_to"}
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,24 @@ class Catalog:
         }
         self.by_id = {kind: {obj["id"]: obj for obj in objs} for kind, objs in self.lists.items()}
 
+    # What the control API may change on a catalog object, as an editor in Pendo's UI would.
+    EDITABLE = ("name", "state")
+
+    def edit(self, kind: str, obj_id: str, changes: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        """Change an object in place (name, a guide's state) and stamp ``lastUpdatedAt``, so
+        the REST lists and the catalog sources serve the new version. Raises KeyError or
+        ValueError for an unknown object or field."""
+        obj = self.by_id[kind][obj_id]
+        unknown = sorted(set(changes) - set(self.EDITABLE))
+        if unknown or ("state" in changes and kind != "guide"):
+            raise ValueError(
+                f"only {self.EDITABLE} can be changed (state on guides), not {unknown}"
+            )
+        obj.update(changes)
+        obj["lastUpdatedAt"] = obj["validThrough"] = now_ms
+        obj["stableVersionId"] = f"{obj_id}-{now_ms}"
+        return obj
+
     def _page(self, page: Any) -> dict[str, Any]:
         obj = _common(self.company, "Page", page.id, page.name, page.app_id)
         obj.update(

@@ -764,7 +764,21 @@ def _control_routes(half: PendoHalf) -> list[BaseRoute]:
             }
         )
 
+    async def edit_catalog(request: Request) -> Response:
+        """Change a page, feature, guide or track type (``{"name": ..., "state": ...}``), as
+        someone editing it in Pendo would: the catalog serves the new version from now."""
+        region = region_of(request.path_params["region"])
+        kind, obj_id = request.path_params["kind"], request.path_params["id"]
+        body = orjson.loads(await request.body() or b"{}")
+        if not isinstance(body, dict) or not body:
+            raise _ControlError('the body must be a JSON object such as {"name": "New name"}')
+        catalog = half.region(region).catalog
+        if obj_id not in catalog.by_id.get(kind, {}):
+            return JSONResponse({"error": f"no {kind} {obj_id!r}"}, status_code=404)
+        return ORJSONResponse(catalog.edit(kind, obj_id, body, half.state.now_ms()))
+
     return [
+        Route("/catalog/{region}/{kind}/{id}", guarded(edit_catalog), methods=["POST"]),
         Route("/accounts", guarded(new_account), methods=["POST"]),
         Route("/store/{region}", guarded(store_summary), methods=["GET", "DELETE"]),
         Route("/metadata/{region}/{kind}/{id:path}", guarded(stored_metadata)),
