@@ -136,3 +136,18 @@ def test_readme_python_example_builds_its_definitions() -> None:
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert "product/pendo/account_daily_usage" in keys
     assert {"daily_sync", "catalog_refresh"} <= {j.name for j in repo.get_all_jobs()}
+
+
+def test_the_scaling_recipe_is_the_deployment_files() -> None:
+    """The README's multi-host recipe shows exactly what deploy/dagster.yaml (the file the
+    rehearsal runs with) and dagster_cloud.yaml hold."""
+    import yaml
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Backfills and scaling out", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    shown = [yaml.safe_load(block) for block in blocks]
+    deploy = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    cloud = yaml.safe_load((ROOT / "dagster_cloud.yaml").read_text())
+    assert deploy in shown
+    assert cloud in shown

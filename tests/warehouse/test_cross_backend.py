@@ -10,17 +10,15 @@ keys and space their text their own way), floats to 9 digits, whole numbers as i
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 import httpx
 import pytest
 from backend_fixtures import JSON_LOADERS, make_warehouse
+from warehouse_compare import table_differences
 
 from analytics_assets.amplitude.assets import amplitude_assets
 from analytics_assets.amplitude.resource import AmplitudeResource
@@ -45,8 +43,6 @@ SNAPSHOTS = [a.key for a in ASSETS if a.partitions_def is None]
 DAILY = [a.key for a in ASSETS if a.partitions_def is not None]
 HEALTH = dg.AssetKey(["analytics", "account_health"])
 WINDOW_SCALE = 0.01
-# Columns that differ by nature between two runs, not by backend.
-RUN_SPECIFIC = {"run_id", "written_at", "quarantined_at", "valid_from", "valid_to"}
 
 
 @pytest.fixture(scope="module")
@@ -122,38 +118,6 @@ def synced(
     return on
 
 
-def _normal(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return int(value) if value.is_integer() else round(value, 9)
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        try:
-            return json.dumps(json.loads(value), sort_keys=True)
-        except ValueError:
-            return value
-    return value
-
-
-def _rows(warehouse: WarehouseResource, table: str) -> tuple[list[str], list[tuple]]:
-    records = warehouse.records(f"SELECT * FROM {table}")
-    names = [n for n, _ in warehouse.columns(table) if n not in RUN_SPECIFIC]
-    rows = [tuple(_normal(r[n]) for n in names) for r in records]
-    return names, sorted(rows, key=repr)
-
-
 @pytest.mark.parametrize("other", JSON_LOADERS[1:])
 def test_both_backends_hold_the_same_tables(
     synced: Callable[[str], WarehouseResource], other: str
@@ -174,18 +138,8 @@ def test_both_backends_hold_the_same_tables(
 def test_every_table_is_equal_row_for_row(
     synced: Callable[[str], WarehouseResource], other: str
 ) -> None:
-    duck, pg = synced("duckdb"), synced(other)
-    compared = {}
-    for table in duck.tables():
-        duck_names, duck_rows = _rows(duck, table)
-        pg_names, pg_rows = _rows(pg, table)
-        assert pg_names == duck_names, f"{table}: columns differ"
-        assert len(pg_rows) == len(duck_rows), f"{table}: row counts differ"
-        for mine, theirs in zip(duck_rows, pg_rows, strict=True):
-            assert dict(zip(pg_names, theirs, strict=True)) == dict(
-                zip(duck_names, mine, strict=True)
-            ), f"{table}: rows differ"
-        compared[table] = len(duck_rows)
+    compared, problems = table_differences(synced("duckdb"), synced(other))
+    assert not problems
     # Not vacuous: the day's data is there on both.
     assert compared["amplitude.events"] > 1000
     assert compared["analytics.account_daily_usage"] > 0
