@@ -14,12 +14,25 @@ from typing import Any
 
 import dagster as dg
 
-#: Step-level retries of the assets that call an API, on top of the client's per-request
-#: retries: a step that failed after those (a long outage, a dropped aggregation, a pod
-#: evicted) runs again after 1, then 2 minutes, with jitter so parallel steps spread out.
-API_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
+
+def api_retry_policy(max_retries: int = 2, delay_seconds: float = 60) -> dg.RetryPolicy | None:
+    """Step-level retries of the assets that call an API, on top of the client's
+    per-request retries: a step that failed after those (a long outage, a dropped
+    aggregation, a pod evicted) runs again after ``delay_seconds``, then twice that, with
+    jitter so parallel steps spread out. ``max_retries`` 0: None, a failed step stays
+    failed."""
+    if max_retries <= 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=max_retries,
+        delay=delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+#: The default: twice, after about 1 then 2 minutes.
+API_RETRY_POLICY = api_retry_policy()
 
 
 @contextmanager

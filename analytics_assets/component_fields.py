@@ -15,6 +15,7 @@ from typing import Self
 import dagster as dg
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from analytics_assets.api_session import api_retry_policy
 from analytics_assets.naming import AssetNaming
 from analytics_assets.partitions import (
     DEFAULT_START_DATE,
@@ -91,6 +92,37 @@ class CalendarFields(dg.Model):
 
     def calendar(self) -> DailyCalendar:
         return DailyCalendar(self.timezone, date.fromisoformat(self.start_date))
+
+
+class StepRetryFields(dg.Model):
+    """How often a step that calls an API runs again after failing (Dagster's step
+    ``RetryPolicy``, on top of each request's own retries)."""
+
+    step_retries: int = Field(
+        default=2, description="Runs of a failed API-bound step after the first (0-10); 0: none."
+    )
+    step_retry_delay_seconds: float = Field(
+        default=60,
+        description="Seconds before the first step retry; each next one waits twice as long.",
+    )
+
+    # Validators, not Field bounds: the YAML's templates reach the schema as text first.
+    @field_validator("step_retries")
+    @classmethod
+    def _step_retries(cls, value: int) -> int:
+        if not 0 <= value <= 10:
+            raise ValueError(f"step_retries must be 0 to 10, not {value}")
+        return value
+
+    @field_validator("step_retry_delay_seconds")
+    @classmethod
+    def _step_retry_delay(cls, value: float) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"step_retry_delay_seconds must be a number >= 0, not {value}")
+        return value
+
+    def retry_policy(self) -> dg.RetryPolicy | None:
+        return api_retry_policy(self.step_retries, self.step_retry_delay_seconds)
 
 
 class NamingFields(dg.Model):

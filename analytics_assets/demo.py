@@ -310,6 +310,13 @@ _WORLD_WRITES: tuple[tuple[frozenset[str], re.Pattern[str], str | None], ...] = 
         re.compile(r"^(?:/(?P<region>eu))?/api/3/cohorts/membership$"),
         "amplitude",
     ),
+    # The write-back's Identify and Group Identify calls: the key is a field of their form
+    # body, so the journal keeps the body without it and a replay puts it back.
+    (
+        frozenset({"POST"}),
+        re.compile(r"^(?:/(?P<region>eu))?/(?:identify|groupidentify)$"),
+        "amplitude_form",
+    ),
 )
 
 
@@ -367,6 +374,8 @@ class WriteJournal:
         if not 200 <= status < 300:
             return  # refused or faulted: the world did not change
         text = b"".join(body).decode("utf-8", errors="replace")
+        if auth and auth.startswith("amplitude_form"):
+            text = _without_form_key(text)
         query = scope.get("query_string", b"").decode("latin-1")
         if any(secret in text or secret in query for secret in self.secrets):
             logging.getLogger(__name__).warning(
@@ -391,6 +400,13 @@ class WriteJournal:
             return list(self.writes)
 
 
+def _without_form_key(body: str) -> str:
+    """A form body (``api_key=...&identification=...``) without its ``api_key`` field."""
+    from urllib.parse import parse_qsl, urlencode
+
+    return urlencode([(k, v) for k, v in parse_qsl(body, keep_blank_values=True) if k != "api_key"])
+
+
 def _replay_credentials(auth: str | None, config: SandboxConfig) -> dict[str, Any]:
     if auth is None:
         return {}
@@ -398,6 +414,8 @@ def _replay_credentials(auth: str | None, config: SandboxConfig) -> dict[str, An
     if kind == "pendo_write":
         return {"headers": {"x-pendo-integration-key": config.pendo_keys[region].write}}
     keys = config.amplitude_keys[region]
+    if kind == "amplitude_form":
+        return {"form_key": keys.api_key}
     return {"auth": (keys.api_key, keys.secret_key)}
 
 
@@ -415,8 +433,13 @@ def replay_writes(writes: Sequence[StagedWrite], base_url: str, config: SandboxC
                 credentials = _replay_credentials(write.auth, config)
                 headers = {"content-type": write.content_type, **credentials.get("headers", {})}
                 target = write.path + (f"?{write.query}" if write.query else "")
+                body = write.body
+                if "form_key" in credentials:
+                    from urllib.parse import urlencode
+
+                    body = urlencode({"api_key": credentials["form_key"]}) + "&" + body
                 answer = http.request(
-                    write.method, target, content=write.body.encode(), headers=headers,
+                    write.method, target, content=body.encode(), headers=headers,
                     auth=credentials.get("auth"),
                 )  # fmt: skip
                 if answer.status_code >= 300:
@@ -436,6 +459,8 @@ def _describe_writes(writes: Sequence[StagedWrite]) -> str:
             kind = "staged change"
         elif write.auth and write.auth.startswith("pendo_write"):
             kind = "Pendo metadata write"
+        elif write.auth and write.auth.startswith("amplitude_form"):
+            kind = "Amplitude identify"
         else:
             kind = "Amplitude cohort update"
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -847,29 +872,14 @@ def _alerts_since(before: set[str]) -> list[AlertRow]:
 
 
 def _writeback_summary(run_id: str) -> str:
-    """What the write-back run sent and set aside, from its log and quarantine tables."""
-    parts = []
-    if _table_exists("analytics.writeback_log"):
-        counts = _query(
-            "SELECT outcome, count(*) FROM analytics.writeback_log WHERE run_id = ? "
-            "GROUP BY outcome ORDER BY count(*) DESC",
-            [run_id],
-        )
-        names = {"missing": "missing (not in Pendo)", "unchanged": "unchanged"}
-        parts.append(
-            "Pendo: " + ", ".join(f"{n} {names.get(o, o)}" for o, n in counts)
-            if counts
-            else "Pendo: nothing differed from the CRM"
-        )
-    if _table_exists("analytics.writeback_quarantine"):
-        rows = _query(
-            "SELECT count(DISTINCT row_number) FROM analytics.writeback_quarantine "
-            "WHERE run_id = ?",
-            [run_id],
-        )
-        aside = rows[0][0] if rows else 0
-        if aside:
-            parts.append(f"{_plural(aside, 'CRM row')} set aside (analytics.writeback_quarantine)")
+    """What the write-back run changed in each tool and set aside, from its tables."""
+    from analytics_assets.crm_writeback.report import destination_changes, set_aside
+
+    warehouse = demo_warehouse()
+    changes = destination_changes(warehouse, run_id)
+    parts = [f"{tool.capitalize()}: {text}" for tool, text in changes.items()]
+    if aside := set_aside(warehouse, run_id):
+        parts.append(f"{_plural(aside, 'CRM row')} set aside (analytics.writeback_quarantine)")
     return "; ".join(parts)
 
 

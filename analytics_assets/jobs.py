@@ -38,8 +38,8 @@ def sync_jobs(
         DAILY_JOB,
         selection=DAILY_ASSETS,
         description=(
-            "Yesterday's (or a backfilled day's) usage from Pendo and Amplitude, the raw export "
-            "and the per-account daily view."
+            "Yesterday's (or a backfilled day's) usage from Pendo and Amplitude, the raw export, "
+            "the per-account daily view and the account health built on it."
         ),
         tags={"team": "data-engineering"},
     )
@@ -47,8 +47,8 @@ def sync_jobs(
         CATALOG_JOB,
         selection=SNAPSHOT_ASSETS,
         description=(
-            "Catalogs, schemas, visitors, accounts, reports, charts, cohorts, today's cohort "
-            "membership snapshot and health."
+            "Catalogs, schemas, visitors, accounts, reports, charts, cohorts and today's "
+            "cohort membership snapshot."
         ),
         tags={"team": "data-engineering"},
     )

@@ -58,3 +58,9 @@ SNAPSHOT = "snapshot"
 def asset_tags(naming: AssetNaming, cadence: str) -> dict[str, str]:
     """``{SYSTEM_TAG: system, CADENCE_TAG: daily|snapshot}`` for one asset."""
     return {SYSTEM_TAG: naming.system, CADENCE_TAG: cadence}
+
+
+def table_asset_key(table: str) -> dg.AssetKey:
+    """The asset of a table that jobs or sensors append to outside any asset (the alerts,
+    the write-back's log and quarantine): ``analytics.alerts`` is ``analytics/alerts``."""
+    return dg.AssetKey(table.split("."))

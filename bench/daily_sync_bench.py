@@ -282,9 +282,9 @@ def _parse_to_ipc(path: str, out: str) -> int:
         FLOAT: pa.float64(),
         BOOL: pa.bool_(),
     }
-    schema = pa.schema([(src, arrow_types[typ]) for src, _, typ in EXPORT_FIELDS])
-    nested = {src for src, _, typ in EXPORT_FIELDS if typ == JSON}
-    text = {src for src, _, typ in EXPORT_FIELDS if typ in (STR, TS_NAIVE)}
+    schema = pa.schema([(src, arrow_types[typ]) for src, _, typ, _ in EXPORT_FIELDS])
+    nested = {src for src, _, typ, _ in EXPORT_FIELDS if typ == JSON}
+    text = {src for src, _, typ, _ in EXPORT_FIELDS if typ in (STR, TS_NAIVE)}
 
     def as_text(v):  # type: ignore[no-untyped-def]
         return (
@@ -305,7 +305,7 @@ def _parse_to_ipc(path: str, out: str) -> int:
                 break
             rows = [orjson.loads(line) for line in lines if line.strip()]
             arrays = []
-            for src, _, _ in EXPORT_FIELDS:
+            for src, *_ in EXPORT_FIELDS:
                 values = [r.get(src) for r in rows]
                 if src in nested:
                     values = [None if v is None else orjson.dumps(v).decode() for v in values]
@@ -384,7 +384,7 @@ def compare_child(args: argparse.Namespace) -> None:
 
         casts = ", ".join(
             f'CAST("{src}" AS {sql_type(typ, "duckdb")}) AS {dst}'
-            for src, dst, typ in EXPORT_FIELDS
+            for src, dst, typ, _ in EXPORT_FIELDS
         )
         ipc_dir = Path(tempfile.mkdtemp(prefix="ipc-", dir=Path(args.database).parent))
         rows = 0

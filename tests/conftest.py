@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 pytest_plugins = ["postgres_server"]
+
+# No step retries in tests (defs/*/defs.yaml read it): a test that stages a failure wants
+# to see it, not wait 1 + 2 minutes for Dagster to run the step twice more. Set before any
+# test module loads the code location; subprocesses inherit it. The default policy itself
+# is tested in test_definitions_story.py.
+os.environ.setdefault("ANALYTICS_ASSETS_STEP_RETRIES", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

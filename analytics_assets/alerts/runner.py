@@ -29,7 +29,6 @@ from analytics_assets.alerts.settings import (
     TickOutcome,
     family_of,
     skip_text,
-    table_asset_key,
 )
 from analytics_assets.alerts.sinks import TableSink, build_sinks, dispatch
 from analytics_assets.alerts.sources import (
@@ -44,6 +43,7 @@ from analytics_assets.alerts.sources import (
 from analytics_assets.alerts.state import SensorState, bound_outbox, dump_state, load_state
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.http.errors import ApiError
+from analytics_assets.naming import table_asset_key
 from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.warehouse.base import WarehouseResource
 

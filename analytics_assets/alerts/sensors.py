@@ -54,10 +54,14 @@ from analytics_assets.alerts.settings import (
     SensorSettings,
     TickOutcome,
     family_of,
-    table_asset_key,
 )
-from analytics_assets.alerts.sinks import DEFAULT_WEBHOOK_URL_ENV, TABLE_COLUMNS
+from analytics_assets.alerts.sinks import (
+    DEFAULT_WEBHOOK_URL_ENV,
+    TABLE_COLUMN_DESCRIPTIONS,
+    TABLE_COLUMNS,
+)
 from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.naming import table_asset_key
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 from analytics_assets.pendo.pipeline import AppIds, app_ids_param
 from analytics_assets.pendo.resource import PendoResource
@@ -234,7 +238,10 @@ def alert_table_specs(rules: RuleSet | str | Path | None = None) -> list[dg.Asse
             metadata={
                 "dagster/table_name": table,
                 "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(name, kind) for name, kind in TABLE_COLUMNS]
+                    columns=[
+                        dg.TableColumn(name, kind, description=TABLE_COLUMN_DESCRIPTIONS.get(name))
+                        for name, kind in TABLE_COLUMNS
+                    ]
                 ),
             },
         )

@@ -194,11 +194,6 @@ class TickOutcome:
         )
 
 
-def table_asset_key(table: str) -> dg.AssetKey:
-    """The asset of an alerts table: ``analytics.alerts`` is ``analytics/alerts``."""
-    return dg.AssetKey(table.split("."))
-
-
 RETRYABLE = (RateLimitedError, ServerError, TransportError, AggregationLimitError)
 
 

@@ -115,6 +115,23 @@ TABLE_COLUMNS = (
     ("observed_at", TS_US),
     ("recorded_at", TS_US),
 )
+# What each column above means (the Dagster UI shows it), by column name.
+TABLE_COLUMN_DESCRIPTIONS = {
+    "alert_id": "The alert's id: unique per alert raised, the same on a retried delivery",
+    "rule": "The rule that raised it (run_failure for failed runs)",
+    "kind": "fired, cleared, summary (a storm held back) or run_failure",
+    "severity": "info, warning or critical",
+    "entity_type": "What it is about: the rule's entity (account, visitor, ...), rule or run",
+    "entity_id": "The entity's id (for a summary the rule's name, for a run its run id)",
+    "entity_name": "The entity's name, when known",
+    "condition": "The rule's condition type (run_failure for failed runs)",
+    "message": "The alert's text, as sent",
+    "values_json": "The numbers behind the verdict (current, baseline, change, ...), as JSON",
+    "source": "What the rule read (e.g. pendo.events); dagster for failed runs",
+    "sensor": "The sensor that raised it",
+    "observed_at": "When the data was read (for a failed run, when it failed), UTC",
+    "recorded_at": "When the row was appended, UTC",
+}
 
 
 class Warehouse(Protocol):

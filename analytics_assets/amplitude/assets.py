@@ -14,19 +14,23 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from analytics_assets.amplitude.export import NO_DATA_DETAILS, ExportResult
 from analytics_assets.amplitude.resource import AmplitudeResource
+from analytics_assets.amplitude.session_assets import (
+    SESSION_ASSET_NAMES,
+    amplitude_session_assets,
+)
 from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
-from analytics_assets.http.errors import TransportError
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import DAILY_CRON, DailyCalendar
+from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
@@ -64,6 +68,7 @@ ASSET_NAMES = (
     EVENTS,
     COHORTS,
     COHORT_MEMBERSHIP,
+    *SESSION_ASSET_NAMES,
     CHARTS,
 )
 CHART_PREFIX = "chart_"
@@ -137,12 +142,17 @@ def _amplitude_asset(
     name: str,
     description: str,
     compute: Compute,
-    check_specs: Callable[[dg.AssetKey], list[dg.AssetCheckSpec]],
+    check_specs: Callable[[dg.AssetKey, checks.Partitions], list[dg.AssetCheckSpec]],
     calendar: DailyCalendar | None = None,
+    deps: Sequence[dg.AssetKey] = (),
+    retry: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
     """One Amplitude asset: a daily partition of ``calendar`` when given one, else a
-    snapshot refreshed on the daily cron. Every asset calls the API in the one pool."""
+    snapshot. Jobs and their schedules run both (``jobs.py``); no automation condition
+    books them a second time. Every asset calls the API in the one pool and retries as a
+    step when the API stays down past the transport's own retries."""
     key = naming.key(name)
+    partitions = calendar.partitions_def if calendar else None
 
     @dg.asset(
         key=key,
@@ -152,9 +162,11 @@ def _amplitude_asset(
         pool=POOL,
         tags=asset_tags(naming, DAILY if calendar else SNAPSHOT),
         description=description,
-        partitions_def=calendar.partitions_def if calendar else None,
-        automation_condition=None if calendar else dg.AutomationCondition.on_cron(DAILY_CRON),
-        check_specs=check_specs(key),
+        partitions_def=partitions,
+        deps=list(deps),
+        freshness_policy=FRESHNESS_POLICY,
+        retry_policy=retry,
+        check_specs=check_specs(key, partitions),
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -168,7 +180,13 @@ def _amplitude_asset(
 
 # ----- daily users and event totals -------------------------------------------------------------
 
-USERS_COLUMNS = [DAY, Column("active_users", INT), Column("new_users", INT)]
+USERS_COLUMNS = [
+    DAY,
+    Column("active_users", INT, "Users with at least one event in the day (Amplitude's count)"),
+    Column("new_users", INT, "Users whose first event ever was in the day"),
+]
+# One row a day: the volume check weighs the day's users, not its rows.
+ACTIVE_USERS_MEASURE = "sum(active_users)"
 
 
 def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
@@ -180,7 +198,9 @@ def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
     return total
 
 
-def _daily_active_users_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefinition:
+def _daily_active_users_asset(
+    calendar: DailyCalendar, naming: AssetNaming, retry: dg.RetryPolicy | None
+) -> dg.AssetsDefinition:
     table = _table(naming, DAILY_ACTIVE_USERS)
 
     def compute(
@@ -207,7 +227,10 @@ def _daily_active_users_asset(calendar: DailyCalendar, naming: AssetNaming) -> d
             table,
             USERS_COLUMNS,
             cost,
-            [checks.check_keys_unique(warehouse, table, ["day"], partition)],
+            [
+                checks.check_keys_unique(warehouse, table, ["day"], partition),
+                checks.check_volume(warehouse, table, day, measure=ACTIVE_USERS_MEASURE),
+            ],
             partition,
         )
 
@@ -216,16 +239,25 @@ def _daily_active_users_asset(calendar: DailyCalendar, naming: AssetNaming) -> d
         DAILY_ACTIVE_USERS,
         "Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
         compute,
-        lambda key: [checks.keys_spec(key, ["day"])],
+        lambda key, days: [
+            checks.keys_spec(key, ["day"], days),
+            checks.volume_spec(key, days, "active users"),
+        ],
         calendar,
+        retry=retry,
     )
 
 
-TOTALS_COLUMNS = [DAY, Column("event_type", STR), Column("totals", INT), Column("uniques", INT)]
+TOTALS_COLUMNS = [
+    DAY,
+    Column("event_type", STR, "The event type, as the project's event list names it"),
+    Column("totals", INT, "Events of the type in the day"),
+    Column("uniques", INT, "Users with at least one event of the type in the day"),
+]
 
 
 def _event_type_daily_totals_asset(
-    calendar: DailyCalendar, naming: AssetNaming
+    calendar: DailyCalendar, naming: AssetNaming, retry: dg.RetryPolicy | None
 ) -> dg.AssetsDefinition:
     table = _table(naming, EVENT_TYPE_DAILY_TOTALS)
 
@@ -261,6 +293,7 @@ def _event_type_daily_totals_asset(
             [
                 checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
                 checks.check_not_empty(warehouse, table, total_events > 0, partition),
+                checks.check_volume(warehouse, table, day, measure="sum(totals)"),
             ],
             partition,
             {"amplitude_events_total": dg.MetadataValue.int(total_events)},
@@ -272,18 +305,84 @@ def _event_type_daily_totals_asset(
         "Per event type and day: total events and unique users (event segmentation), for "
         "every event type the project lists.",
         compute,
-        lambda key: [checks.keys_spec(key, ["day", "event_type"]), checks.not_empty_spec(key)],
+        lambda key, days: [
+            checks.keys_spec(key, ["day", "event_type"], days),
+            checks.not_empty_spec(key, days),
+            checks.volume_spec(key, days, "events (sum of totals)"),
+        ],
         calendar,
+        retry=retry,
     )
 
 
 # ----- the raw event export -------------------------------------------------------------------
 
+# What each column of the events table means (the Dagster UI shows it), by column name.
+# Times are UTC, written without a zone (TS_NAIVE).
+EXPORT_DESCRIPTIONS = {
+    "insert_id": "The sender's $insert_id: Amplitude drops repeats for a device within 7 days",
+    "uuid": "Amplitude's unique id of the event",
+    "event_id": "The sender's counter telling apart events with the same user and time",
+    "event_type": "The event's name ($identify, $groupidentify: property updates)",
+    "amplitude_event_type": "Amplitude's internal event type, as the export gives it",
+    "user_id": "The user id the sender set (NULL for anonymous events)",
+    "device_id": "The device id the sender set",
+    "amplitude_id": "Amplitude's own id of the user",
+    "session_id": "The session's start, epoch milliseconds (-1: no session)",
+    "app": "The Amplitude project id",
+    "event_time": "When the event happened (client time corrected for clock skew), UTC",
+    "client_event_time": "When the event happened by the device's clock, UTC",
+    "client_upload_time": "When the device uploaded the event, by its clock, UTC",
+    "server_received_time": "When Amplitude received the event, UTC",
+    "server_upload_time": "When Amplitude stored the event, UTC: the export's hours select on it",
+    "processed_time": "When Amplitude processed the event, UTC",
+    "user_creation_time": "When Amplitude first saw the user, UTC",
+    "event_properties": "The event's properties, JSON",
+    "user_properties": "The user's properties as of the event, JSON",
+    "global_user_properties": "Amplitude's global user properties, JSON",
+    "group_properties": "The properties of the event's groups, JSON",
+    "groups": "The event's groups (group type to value), JSON",
+    "data": "Amplitude's processing details (ingestion path, group ids, ...), JSON",
+    "plan": "The tracking plan (branch, source, version), JSON",
+    "platform": "Platform (Web, iOS, Android, ...)",
+    "os_name": "Operating system, or browser on the web",
+    "os_version": "Version of the operating system (or browser)",
+    "device_brand": "Device brand",
+    "device_carrier": "Mobile carrier",
+    "device_family": "Device family",
+    "device_manufacturer": "Device manufacturer",
+    "device_model": "Device model",
+    "device_type": "Device type",
+    "country": "Country, from the IP address unless the sender set it",
+    "region": "Region (state, province), from the IP address unless the sender set it",
+    "city": "City, from the IP address unless the sender set it",
+    "dma": "Designated Market Area (US media region)",
+    "language": "The user's language",
+    "ip_address": "The sender's IP address",
+    "location_lat": "Latitude of the device, degrees",
+    "location_lng": "Longitude of the device, degrees",
+    "library": "The SDK or API that sent the event (e.g. http/2.0)",
+    "version_name": "The app's version",
+    "start_version": "The app version the user first had",
+    "paying": "Whether the user has paid (Amplitude's paying flag), as text",
+    "revenue": "Revenue of the event",
+    "price": "Price of the item bought",
+    "quantity": "Number of items bought",
+    "product_id": "Id of the product bought (productId)",
+    "revenue_type": "Type of revenue, e.g. purchase or refund (revenueType)",
+    "sample_rate": "Sampling rate applied to the event, as text",
+    "is_attribution_event": "True for an attribution (ad campaign) event",
+    "idfa": "iOS advertising id (IDFA)",
+    "adid": "Google advertising id (Android)",
+    "partner_id": "The partner integration's id (partner_id)",
+    "source_id": "The Amplitude source id, as the export gives it",
+    "data_type": "The record's type ('event' for events)",
+}
 # (field in the export, column in the table, column type). An explicit schema lets the
 # warehouse skip type inference (the slow, memory-hungry part of reading JSON) and makes a
 # record with an unexpected shape fail loudly instead of being coerced or dropped.
 EXPORT_FIELDS: tuple[JsonField, ...] = tuple(
-    JsonField(*field)
+    JsonField(*field, EXPORT_DESCRIPTIONS[field[1]])
     for field in (
         ("$insert_id", "insert_id", STR),
         ("uuid", "uuid", STR),
@@ -345,7 +444,7 @@ EXPORT_FIELDS: tuple[JsonField, ...] = tuple(
     )
 )
 # The events table's columns: the partition column, then the export's fields.
-EVENTS_COLUMNS = [DAY, *(Column(f.name, f.type) for f in EXPORT_FIELDS)]
+EVENTS_COLUMNS = [DAY, *(Column(f.name, f.type, f.description) for f in EXPORT_FIELDS)]
 
 
 def _load_export(
@@ -360,7 +459,125 @@ def _load_export(
     return warehouse.load_json_lines(table, files, EXPORT_FIELDS, "day", day)
 
 
-def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefinition:
+# Rows the Export API carries that the Dashboard does not count as events: user and group
+# property updates (Identify API, SDK identify calls).
+NOT_DASHBOARD_EVENTS = ("$identify", "$groupidentify")
+EXPORT_MATCHES_DASHBOARD = "export_count_matches_dashboard"
+UPLOADED_IN_HOURS = "events_uploaded_within_the_days_hours"
+USER_OR_DEVICE = "events_have_a_user_or_device"
+HOUR = timedelta(hours=1)
+# The export is by upload hour, the Dashboard by event time (in the project's time zone),
+# so a few late uploads (the export lags ~2 h; offline SDKs send hours later) move between
+# neighbouring days; a lost hour is ~4 % of a day, a wiped day 100 %. 2 % catches those
+# without flapping on late uploads, and the floor keeps a quiet day's stragglers from
+# failing the check.
+EXPORT_TOLERANCE = 0.02
+EXPORT_TOLERANCE_FLOOR = 10
+
+
+def export_tolerance(dashboard_events: int) -> int:
+    """How far the export's count may be from the Dashboard's ``dashboard_events``."""
+    return max(EXPORT_TOLERANCE_FLOOR, int(dashboard_events * EXPORT_TOLERANCE))
+
+
+def export_count_spec(
+    asset_key: dg.AssetKey, partitions_def: checks.Partitions = None
+) -> dg.AssetCheckSpec:
+    return checks.check_spec(
+        EXPORT_MATCHES_DASHBOARD,
+        asset_key,
+        (
+            "The partition's events (without $identify/$groupidentify rows, which the "
+            "Dashboard does not count) are within "
+            f"{EXPORT_TOLERANCE:.0%} (at least {EXPORT_TOLERANCE_FLOOR} events) of the "
+            "Dashboard REST API's total for the same day (segmentation of _all, totals). "
+            "The export is by upload hour and the Dashboard by event time, so late uploads "
+            "move a little between days; a lost hour or an emptied day fails."
+        ),
+        partitions_def,
+        blocking=True,
+    )
+
+
+def exported_event_count(warehouse: WarehouseResource, table: str, day: date) -> int:
+    """The partition's rows that the Dashboard counts as events."""
+    marks = ", ".join("?" for _ in NOT_DASHBOARD_EVENTS)
+    return int(
+        warehouse.records(
+            f"SELECT count(*) AS n FROM {table} WHERE day = ? "
+            f"AND (event_type IS NULL OR event_type NOT IN ({marks}))",
+            [day, *NOT_DASHBOARD_EVENTS],
+        )[0]["n"]
+    )
+
+
+def check_export_count(exported: int, dashboard: int) -> dg.AssetCheckResult:
+    """The export's event count for the day against the Dashboard's, within the tolerance."""
+    tolerance = export_tolerance(dashboard)
+    difference = exported - dashboard
+    return dg.AssetCheckResult(
+        check_name=EXPORT_MATCHES_DASHBOARD,
+        passed=abs(difference) <= tolerance,
+        metadata={
+            "exported_events": exported,
+            "dashboard_events": dashboard,
+            "difference": difference,
+            "tolerance": tolerance,
+            "excluded_event_types": ", ".join(NOT_DASHBOARD_EVENTS),
+        },
+    )
+
+
+def _partition_rows(warehouse: WarehouseResource, table: str, day: date) -> int:
+    if not warehouse.table_exists(table):
+        return 0
+    rows = warehouse.records(f"SELECT count(*) AS n FROM {table} WHERE day = ?", [day])
+    return int(rows[0]["n"])
+
+
+def _refuse_empty(
+    result: ExportResult,
+    warehouse: WarehouseResource,
+    table: str,
+    day: date,
+    hours: str,
+    dashboard: int,
+) -> None:
+    """Evidence before emptiness: an export with no files replaces the partition only when
+    the Export API itself said "no data" and the partition holds nothing to lose."""
+    held = _partition_rows(warehouse, table, day)
+    said = f"the Dashboard counts {dashboard:,} events for {day}"
+    if not result.no_data:
+        raise dg.Failure(
+            description=(
+                f"the Export API answered for {hours} without a single event file, and never "
+                f'gave its own "no data" answer ({NO_DATA_DETAILS!r}); {said}. An empty '
+                f"answer is not evidence of an empty day, so {table} was left as it was "
+                f"({held:,} rows for {day}). Run the partition again; if it keeps answering "
+                "empty archives, check base_url and any proxy between this host and Amplitude."
+            ),
+            metadata={"export_no_data": False, "dashboard_events": dashboard, "rows_kept": held},
+        )
+    if held:
+        # Amplitude does not lose raw events on its own: a day that held rows and now
+        # "has no data" was deleted there (deletion API, retention) or is answered by
+        # the wrong project. Neither is for one answer to decide; the rows stay.
+        raise dg.Failure(
+            description=(
+                f'the Export API says there is no data for {hours} ("{NO_DATA_DETAILS}"), '
+                f"but {table} holds {held:,} rows for {day} from an earlier load; {said}. "
+                "They were kept: one answer does not replace a day that had data with an "
+                "empty one. Check that the API key is this project's; if the day's events "
+                "were deleted in Amplitude on purpose, delete the partition's rows "
+                f"(DELETE FROM {table} WHERE day = DATE '{day}') and run the partition again."
+            ),
+            metadata={"export_no_data": True, "dashboard_events": dashboard, "rows_kept": held},
+        )
+
+
+def _events_asset(
+    calendar: DailyCalendar, naming: AssetNaming, retry: dg.RetryPolicy | None
+) -> dg.AssetsDefinition:
     table = _table(naming, EVENTS)
 
     def compute(
@@ -370,19 +587,27 @@ def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefi
     ) -> dg.MaterializeResult:
         window = calendar.window(context.partition_key)
         first_hour, last_hour = window.utc_hours()
+        hours = f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"
         partition = ("day", window.day)
         with tempfile.TemporaryDirectory(prefix="amplitude-export-") as tmp:
             downloading = time.perf_counter()
             with amplitude.session(context) as client:
                 start = client.stats.snapshot()
                 result = client.export(first_hour, last_hour, Path(tmp))
+                download_seconds = time.perf_counter() - downloading
+                # The Dashboard's count of the same day: the evidence the check weighs
+                # the export against, and what a refusal reports.
+                dashboard = _single_value(
+                    client.segmentation("_all", window.day, window.day, metric="totals"),
+                    window.day,
+                )
                 cost = _cost_metadata(client, start)
-            download_seconds = time.perf_counter() - downloading
             files = list(result.files)
+            if not files:
+                _refuse_empty(result, warehouse, table, window.day, hours, dashboard)
             loading = time.perf_counter()
             # The table exists (with its explicit schema) even before the first events
-            # arrive, so an empty day (Amplitude's 404) still replaces its partition, with
-            # nothing.
+            # arrive, so a genuinely empty day still replaces its (empty) partition.
             rows = _load_export(context, warehouse, files, window.day, table)
             load_seconds = time.perf_counter() - loading
         context.log.info(
@@ -390,20 +615,41 @@ def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefi
             f"{download_seconds:.1f} s, load {load_seconds:.1f} s "
             f"({rows / max(load_seconds, 1e-9):,.0f} events/s)"
         )
+        exported = exported_event_count(warehouse, table, window.day)
         return _materialize(
             warehouse,
             table,
-            None,
+            EVENTS_COLUMNS,
             cost,
-            [checks.check_keys_unique(warehouse, table, ["uuid"], partition)],
+            [
+                checks.check_keys_unique(warehouse, table, ["uuid"], partition),
+                check_export_count(exported, dashboard),
+                checks.check_volume(warehouse, table, window.day),
+                checks.check_none_match(
+                    warehouse,
+                    table,
+                    UPLOADED_IN_HOURS,
+                    "server_upload_time < ? OR server_upload_time >= ?",
+                    [first_hour.replace(tzinfo=None), (last_hour + HOUR).replace(tzinfo=None)],
+                    partition,
+                ),
+                checks.check_none_match(
+                    warehouse,
+                    table,
+                    USER_OR_DEVICE,
+                    "user_id IS NULL AND device_id IS NULL",
+                    [],
+                    partition,
+                ),
+            ],
             partition,
             {
-                "export_hours": dg.MetadataValue.text(
-                    f"{first_hour:%Y%m%dT%H} to {last_hour:%Y%m%dT%H} (UTC)"
-                ),
+                "export_hours": dg.MetadataValue.text(hours),
                 "export_files": dg.MetadataValue.int(len(files)),
-                "export_bytes": dg.MetadataValue.int(int(result.bytes or 0)),
+                "export_mb": dg.MetadataValue.float(round((result.bytes or 0) / 1e6, 3)),
+                "export_no_data": dg.MetadataValue.bool(bool(result.no_data)),
                 "amplitude_events_loaded": dg.MetadataValue.int(rows),
+                "dashboard_events": dg.MetadataValue.int(dashboard),
                 "export_download_seconds": dg.MetadataValue.float(round(download_seconds, 3)),
                 "load_seconds": dg.MetadataValue.float(round(load_seconds, 3)),
             },
@@ -414,20 +660,46 @@ def _events_asset(calendar: DailyCalendar, naming: AssetNaming) -> dg.AssetsDefi
         EVENTS,
         "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
         "local day; streamed to disk and loaded by the warehouse itself, never held in memory "
-        "whole. Late "
-        "uploads land in the partition of the day they were uploaded.",
+        "whole. Late uploads land in the partition of the day they were uploaded. A day is "
+        'emptied only on the Export API\'s own "no data" answer and never when it held rows; '
+        "a check weighs the day's count against the Dashboard's.",
         compute,
-        lambda key: [checks.keys_spec(key, ["uuid"])],
+        lambda key, days: [
+            checks.keys_spec(key, ["uuid"], days),
+            export_count_spec(key, days),
+            checks.volume_spec(key, days),
+            checks.check_spec(
+                UPLOADED_IN_HOURS,
+                key,
+                "Every event of the partition was uploaded (server_upload_time, UTC) within the "
+                "export hours of its day: nothing of another day's hours was loaded into it",
+                days,
+            ),
+            checks.check_spec(
+                USER_OR_DEVICE,
+                key,
+                "Every event has a user_id or a device_id (Amplitude requires one)",
+                days,
+            ),
+        ],
         calendar,
+        retry=retry,
     )
 
 
 # ----- saved charts ---------------------------------------------------------------------------
 
-CHART_COLUMNS = [Column("row_number", INT), Column("row", STR, "The chart row as JSON")]
+CHART_COLUMNS = [
+    Column("row_number", INT, "The row's position in the chart's results, from 0"),
+    Column("row", STR, "The chart row as JSON"),
+]
 
 
-def chart_asset(chart: NamedItem, naming: AssetNaming = DEFAULT_NAMING) -> dg.AssetsDefinition:
+def chart_asset(
+    chart: NamedItem,
+    naming: AssetNaming = DEFAULT_NAMING,
+    retry: dg.RetryPolicy | None = None,
+) -> dg.AssetsDefinition:
     """The asset of one saved chart, ``chart_<name>``, refreshed whole on the daily cron."""
     name = f"{CHART_PREFIX}{chart.name}"
     table = _table(naming, name)
@@ -460,20 +732,21 @@ def chart_asset(chart: NamedItem, naming: AssetNaming = DEFAULT_NAMING) -> dg.As
         name,
         f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
         compute,
-        lambda key: [checks.keys_spec(key, ["row_number"])],
+        lambda key, _: [checks.keys_spec(key, ["row_number"])],
+        retry=retry,
     )
 
 
 # ----- cohorts --------------------------------------------------------------------------------
 
 COHORT_COLUMNS = [
-    Column("cohort_id", STR),
-    Column("name", STR),
-    Column("size", INT),
-    Column("archived", BOOL),
-    Column("published", BOOL),
-    Column("finished", BOOL),
-    Column("last_computed", TS),
+    Column("cohort_id", STR, "Amplitude cohort id"),
+    Column("name", STR, "The cohort's name"),
+    Column("size", INT, "Members when last computed (NULL: never computed)"),
+    Column("archived", BOOL, "The cohort is archived"),
+    Column("published", BOOL, "The cohort is published (Amplitude's published flag)"),
+    Column("finished", BOOL, "Amplitude's finished flag: its members were computed"),
+    Column("last_computed", TS, "When Amplitude last computed its members (lastComputed), UTC"),
     Column("details", STR, "The cohort object as JSON"),
 ]
 
@@ -493,7 +766,7 @@ def _cohort_row(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cohorts_asset(naming: AssetNaming) -> dg.AssetsDefinition:
+def _cohorts_asset(naming: AssetNaming, retry: dg.RetryPolicy | None) -> dg.AssetsDefinition:
     table = _table(naming, COHORTS)
 
     def compute(
@@ -519,7 +792,8 @@ def _cohorts_asset(naming: AssetNaming) -> dg.AssetsDefinition:
         COHORTS,
         "The project's behavioral cohorts (the cohort list), refreshed daily.",
         compute,
-        lambda key: [checks.keys_spec(key, ["cohort_id"])],
+        lambda key, _: [checks.keys_spec(key, ["cohort_id"])],
+        retry=retry,
     )
 
 
@@ -528,36 +802,10 @@ MEMBERSHIP_COLUMNS = [
         "snapshot_day", DATE, "The local day the snapshot was taken (the as_of day, sync time zone)"
     ),
     Column("as_of", TS, "When Amplitude computed the membership (the cohorts' lastComputed)"),
-    Column("cohort_id", STR),
-    Column("user_id", STR),
-    Column("amplitude_id", INT),
+    Column("cohort_id", STR, "The cohort (cohorts.cohort_id)"),
+    Column("user_id", STR, "A member's user id, from the cohort download"),
+    Column("amplitude_id", INT, "The member's Amplitude id, when the download gives it"),
 ]
-
-
-COHORT_DOWNLOAD_ATTEMPTS = 3
-
-
-def download_whole_cohort(client: Any, cohort: dict[str, Any], dest: Path) -> Path:
-    """Download a cohort's members; a file with fewer than the cohort list's ``size`` was
-    cut short on the way (its length can still match its Content-Length, so the transport
-    cannot tell), so it is downloaded again, and the step fails before anything is written
-    if it stays short. (A cut inside the last line keeps the count and is not caught.)"""
-    size = cohort.get("size")
-    members = 0
-    for _ in range(COHORT_DOWNLOAD_ATTEMPTS):
-        path = client.download_cohort(cohort["id"], dest)
-        members = sum(1 for _ in client.read_cohort_csv(path))
-        if not isinstance(size, int) or members >= size:
-            return path
-    raise TransportError(
-        f"the file of cohort {cohort['id']} holds {members} members but the cohort list says "
-        f"{size}: the download was cut short, or the cohort was recomputed meanwhile",
-        service="amplitude",
-        method="GET",
-        url=f"/api/5/cohorts/request/{cohort['id']}",
-        attempts=COHORT_DOWNLOAD_ATTEMPTS,
-        hint="Nothing was written; re-run the partition.",
-    )
 
 
 def selected_cohorts(
@@ -602,7 +850,10 @@ def membership_as_of(
 
 
 def _cohort_membership_asset(
-    calendar: DailyCalendar, naming: AssetNaming, wanted: Literal["all"] | Sequence[str]
+    calendar: DailyCalendar,
+    naming: AssetNaming,
+    wanted: Literal["all"] | Sequence[str],
+    retry: dg.RetryPolicy | None,
 ) -> dg.AssetsDefinition:
     table = _table(naming, COHORT_MEMBERSHIP)
 
@@ -624,8 +875,13 @@ def _cohort_membership_asset(
             files = []
             for cohort in chosen:
                 dest = Path(tmp) / f"{cohort['id']}.csv"
-                files.append((cohort["id"], download_whole_cohort(client, cohort, dest)))
-                expected[cohort["id"]] = cohort.get("size")
+                size = cohort.get("size")
+                # The cohort list's size: a file cut short at a line end (its Content-Length
+                # still matching) is downloaded again in the transport's one retry loop.
+                known = size if isinstance(size, int) and not isinstance(size, bool) else None
+                client.download_cohort(cohort["id"], dest, expected_members=known)
+                files.append((cohort["id"], dest))
+                expected[cohort["id"]] = size
 
             def rows() -> Iterator[dict[str, Any]]:
                 for cohort_id, path in files:
@@ -678,10 +934,13 @@ def _cohort_membership_asset(
         "backfills of the daily sync never touch it. A run replaces the rows of its own "
         "snapshot_day (the local day of the cohorts' newest lastComputed); earlier days stay.",
         compute,
-        lambda key: [
+        lambda key, _: [
             checks.keys_spec(key, ["snapshot_day", "cohort_id", "user_id"]),
             checks.cohort_sizes_spec(key),
         ],
+        # It snapshots the cohorts the list names: draw the list as what it reads.
+        deps=[naming.key(COHORTS)],
+        retry=retry,
     )
 
 
@@ -715,6 +974,7 @@ def amplitude_assets(
     cohorts: Literal["all"] | Sequence[str] = "all",
     naming: AssetNaming = DEFAULT_NAMING,
     include: Collection[str] | None = None,
+    retry: dg.RetryPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The Amplitude assets for one ``calendar`` (daily partitions) and ``naming`` (keys,
     group, tables): daily users, event type totals and the raw export (partitioned), the
@@ -722,21 +982,24 @@ def amplitude_assets(
     discoverable ones), and one asset per saved chart of ``charts``.
 
     ``include`` keeps only the named assets (see ``amplitude_asset_names``); ``None``
-    keeps all. An unknown name raises ValueError."""
+    keeps all. An unknown name raises ValueError. ``retry`` is the step retry policy of
+    every asset (they all call the API): None, Dagster's default, runs a failed step once;
+    the ``AmplitudeSync`` component passes ``API_RETRY_POLICY`` unless told otherwise."""
     wanted = set(check_asset_names(include, charts)) if include is not None else None
 
     def chosen(name: str) -> bool:
         return wanted is None or name in wanted
 
     builders: list[tuple[str, Callable[[], dg.AssetsDefinition]]] = [
-        (DAILY_ACTIVE_USERS, lambda: _daily_active_users_asset(calendar, naming)),
-        (EVENT_TYPE_DAILY_TOTALS, lambda: _event_type_daily_totals_asset(calendar, naming)),
-        (EVENTS, lambda: _events_asset(calendar, naming)),
-        (COHORTS, lambda: _cohorts_asset(naming)),
-        (COHORT_MEMBERSHIP, lambda: _cohort_membership_asset(calendar, naming, cohorts)),
+        (DAILY_ACTIVE_USERS, lambda: _daily_active_users_asset(calendar, naming, retry)),
+        (EVENT_TYPE_DAILY_TOTALS, lambda: _event_type_daily_totals_asset(calendar, naming, retry)),
+        (EVENTS, lambda: _events_asset(calendar, naming, retry)),
+        (COHORTS, lambda: _cohorts_asset(naming, retry)),
+        (COHORT_MEMBERSHIP, lambda: _cohort_membership_asset(calendar, naming, cohorts, retry)),
     ]
     assets = [build() for name, build in builders if chosen(name)]
+    assets += amplitude_session_assets(calendar, naming, wanted, retry)
     for chart in charts:
         if chosen(CHARTS) or chosen(f"{CHART_PREFIX}{chart.name}"):
-            assets.append(chart_asset(chart, naming))
+            assets.append(chart_asset(chart, naming, retry))
     return assets

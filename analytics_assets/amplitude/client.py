@@ -1250,3 +1250,27 @@ class AmplitudeClient:
 
     def __repr__(self) -> str:
         return f"AmplitudeClient(region={self.region!r}, base_url={self.base_url!r})"
+
+    # -- sessions and annotations
+
+    def _sessions(self, path: str, start: DateLike, end: DateLike) -> list[dict[str, Any]]:
+        params = [("start", _ymd(start)), ("end", _ymd(end))]
+        cost = amplitude_query_cost("sessions", days=self._days(start, end))
+        return series_rows(self._dashboard(path, params, cost) or {})
+
+    def session_average_length(self, start: DateLike, end: DateLike) -> list[dict[str, Any]]:
+        """Average session length in seconds per day (``/api/2/sessions/average``): rows
+        ``{"date": date, "group": str, "value": float}``."""
+        return self._sessions("/api/2/sessions/average", start, end)
+
+    def sessions_per_user(self, start: DateLike, end: DateLike) -> list[dict[str, Any]]:
+        """Average sessions per active user per day (``/api/2/sessions/peruser``), rows as
+        :meth:`session_average_length`."""
+        return self._sessions("/api/2/sessions/peruser", start, end)
+
+    def list_annotations(self) -> list[dict[str, Any]]:
+        """Every chart annotation of the project (``GET /api/2/annotations``): ``id``,
+        ``date``, ``label``, ``details``. Not a chart query: no Dashboard cost."""
+        body = self._request_json(self._rest, "GET", "/api/2/annotations", family=None).data
+        data = body.get("data") if isinstance(body, dict) else body
+        return _objects(data, "annotations", "/api/2/annotations")

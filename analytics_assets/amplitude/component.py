@@ -20,6 +20,7 @@ from analytics_assets.component_fields import (
     LocatedErrors,
     NamedItem,
     NamingFields,
+    StepRetryFields,
     env_var_name,
     finite_positive,
     http_url,
@@ -29,7 +30,9 @@ from analytics_assets.component_fields import (
 RESOURCE_KEY = "amplitude"
 
 
-class AmplitudeSync(LocatedErrors, dg.Component, dg.Resolvable, CalendarFields, NamingFields):
+class AmplitudeSync(
+    LocatedErrors, dg.Component, dg.Resolvable, CalendarFields, NamingFields, StepRetryFields
+):
     """Syncs an Amplitude project into the warehouse: daily active and new users, event
     totals per type and the raw Export API events (daily partitions in ``timezone``), the
     cohort list and a daily snapshot of cohort membership, and one table per saved chart.
@@ -101,8 +104,9 @@ class AmplitudeSync(LocatedErrors, dg.Component, dg.Resolvable, CalendarFields, 
     assets: list[str] | None = Field(
         default=None,
         description="Which assets to define, by name: daily_active_users, "
-        "event_type_daily_totals, events, cohorts, cohort_membership, charts (every chart) "
-        "or chart_<name>. Default: all.",
+        "event_type_daily_totals, events, cohorts, cohort_membership, session_daily_stats, "
+        "annotations, user_properties_daily, charts (every chart) or chart_<name>. "
+        "Default: all.",
     )
 
     @field_validator("base_url", "ingestion_url", "profile_url")
@@ -187,6 +191,7 @@ class AmplitudeSync(LocatedErrors, dg.Component, dg.Resolvable, CalendarFields, 
             cohorts=self.cohorts,
             naming=self.naming(SYSTEM),
             include=self.assets,
+            retry=self.retry_policy(),
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

@@ -8,12 +8,13 @@ Amplitude assets they read, so keys and tables follow whatever prefixes those us
 
 # No `from __future__ import annotations`: Dagster checks the asset functions' context
 # annotation at definition time, and cannot resolve a string one inside a factory.
-from datetime import UTC
+from datetime import UTC, date
 
 import dagster as dg
 
-from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import DailyCalendar
+from analytics_assets.jobs import CATALOG_JOB, DAILY_JOB
+from analytics_assets.naming import DAILY, AssetNaming, asset_tags
+from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.base import Query, WarehouseResource
 from analytics_assets.warehouse.loading import table_metadata
@@ -44,26 +45,80 @@ def analytics_assets(
 
 USAGE_COLUMNS = [
     Column("day", DATE, "The local day (the partition)"),
-    Column("account_id", STR),
-    Column("pendo_events", INT),
-    Column("pendo_minutes", INT),
-    Column("pendo_active_visitors", INT),
-    Column("amplitude_events", INT),
-    Column("amplitude_active_users", INT),
+    Column("account_id", STR, "Pendo account id (Amplitude users map to it via Pendo visitors)"),
+    Column("pendo_events", INT, "Pendo events of the account's identified visitors (0: none)"),
+    Column("pendo_minutes", INT, "Pendo minutes with events (sum of numMinutes; 0: none)"),
+    Column("pendo_active_visitors", INT, "Distinct Pendo visitors of the account active that day"),
+    Column("amplitude_events", INT, "Amplitude events of its users whose event_time is in the day"),
+    Column("amplitude_active_users", INT, "Distinct Amplitude user_ids of those events"),
 ]
 
 HEALTH_COLUMNS = [
-    Column("account_id", STR),
+    Column("account_id", STR, "Pendo account id, with usage rows in the 28 days to as_of"),
     Column("as_of", DATE, "The newest day of account_daily_usage"),
-    Column("pendo_events_7d", INT),
-    Column("pendo_events_28d", INT),
-    Column("amplitude_events_7d", INT),
-    Column("amplitude_events_28d", INT),
-    Column("active_days_7d", INT),
-    Column("active_days_28d", INT),
-    Column("last_active_day", DATE),
+    Column("pendo_events_7d", INT, "Pendo events in the 7 days to as_of (NULL: no row in them)"),
+    Column("pendo_events_28d", INT, "Pendo events in the 28 days to as_of"),
+    Column("amplitude_events_7d", INT, "Amplitude events in the 7 days to as_of (NULL: no row)"),
+    Column("amplitude_events_28d", INT, "Amplitude events in the 28 days to as_of"),
+    Column("active_days_7d", INT, "Days with any Pendo or Amplitude event, of the 7 to as_of"),
+    Column("active_days_28d", INT, "Days with any Pendo or Amplitude event, of the 28 to as_of"),
+    Column("last_active_day", DATE, "Latest day with any event, within the 28 (NULL: none)"),
     Column("trend_7d_vs_28d", FLOAT, "The last 7 days' daily average over the 28 days'"),
 ]
+
+
+def _recorded_empty(context: dg.AssetExecutionContext, key: dg.AssetKey, partition: str) -> bool:
+    """True when this instance recorded ``key``'s ``partition`` as loaded with no rows (the
+    source said the day is empty), so an empty partition is that answer, not a gap."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return False
+    metadata = records[0].asset_materialization.metadata
+    count = metadata.get("dagster/row_count")
+    return count is not None and count.value == 0
+
+
+def require_input(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    table: str,
+    key: dg.AssetKey,
+    job: str,
+    day: date | None = None,
+) -> None:
+    """Fail unless ``table`` (the table of ``key``) exists and holds rows (for ``day``, when
+    given): an input that is absent or was never loaded for the day is no day of zeros. A
+    day partition its asset recorded as empty (the source's own answer) is accepted."""
+    what, reader = "/".join(key.path), context.asset_key.to_user_string()
+    if not warehouse.table_exists(table):
+        raise dg.Failure(
+            description=(
+                f"{table} does not exist in this warehouse, and {reader} "
+                f"reads it; nothing was written. Materialize {what} first (job {job})"
+                + (f" for {day}" if day else "")
+                + ", then run this partition again."
+            ),
+            metadata={"missing_table": table, "asset_to_run": what, "job": job},
+        )
+    where, params = ("", []) if day is None else (" WHERE day = ?", [day])
+    rows = int(warehouse.records(f"SELECT count(*) AS n FROM {table}{where}", params)[0]["n"])
+    if rows:
+        return
+    if day is not None and _recorded_empty(context, key, day.isoformat()):
+        context.log.info(f"{table}: no rows for {day}, as its last materialization recorded")
+        return
+    scope = f"for {day}" if day is not None else "at all"
+    raise dg.Failure(
+        description=(
+            f"{table} has no rows {scope}, and {reader} reads it; "
+            "nothing was written (its figures would read 0 for every account). Materialize "
+            f"{what}" + (f" for partition {day}" if day else "") + f" (job {job}), then run "
+            "this partition again."
+        ),
+        metadata={"empty_table": table, "asset_to_run": what, "job": job},
+    )
 
 
 def _account_daily_usage(
@@ -74,6 +129,8 @@ def _account_daily_usage(
     events = amplitude.table("events")
     visitors = pendo.table("visitors")
     pendo_usage = pendo.table("account_daily_usage")
+    events_key, visitors_key = amplitude.key("events"), pendo.key("visitors")
+    pendo_usage_key = pendo.key("account_daily_usage")
 
     @dg.asset(
         key=key,
@@ -87,9 +144,12 @@ def _account_daily_usage(
             "mapped to accounts through Pendo's visitor-to-account link)."
         ),
         partitions_def=calendar.partitions_def,
-        deps=[pendo.key("account_daily_usage"), amplitude.key("events"), pendo.key("visitors")],
-        check_specs=[checks.keys_spec(key, ["day", "account_id"])],
-        automation_condition=dg.AutomationCondition.eager(),
+        deps=[pendo_usage_key, events_key, visitors_key],
+        check_specs=[
+            checks.keys_spec(key, ["day", "account_id"], calendar.partitions_def),
+            checks.volume_spec(key, calendar.partitions_def, "events (Pendo and Amplitude)"),
+        ],
+        freshness_policy=FRESHNESS_POLICY,
     )
     def _usage(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -98,23 +158,20 @@ def _account_daily_usage(
         # Amplitude's export times are naive UTC; compare against the local day in UTC.
         start = window.start.astimezone(UTC).replace(tzinfo=None)
         end = window.end.astimezone(UTC).replace(tzinfo=None)
-        if warehouse.table_exists(events) and warehouse.table_exists(visitors):
-            amplitude_cte = f"""
-                SELECT v.account_id, count(*) AS amplitude_events,
-                       count(DISTINCT e.user_id) AS amplitude_active_users
-                FROM {events} e JOIN {visitors} v ON v.visitor_id = e.user_id
-                WHERE e.event_time >= ? AND e.event_time < ?
-                  AND v.account_id IS NOT NULL AND v.account_id <> ''
-                GROUP BY v.account_id
-            """
-            amplitude_params = [start, end]
-        else:
-            # No export loaded yet: Pendo's figures alone, Amplitude's as zeros.
-            amplitude_cte = (
-                "SELECT CAST(NULL AS VARCHAR) AS account_id, CAST(0 AS BIGINT) AS "
-                "amplitude_events, CAST(0 AS BIGINT) AS amplitude_active_users WHERE 1 = 0"
-            )
-            amplitude_params = []
+        # Every input is required: an absent or unloaded one is a failure naming what to
+        # run, never a day of zeros (the Amplitude columns read 0 without visitors).
+        require_input(context, warehouse, pendo_usage, pendo_usage_key, DAILY_JOB, window.day)
+        require_input(context, warehouse, events, events_key, DAILY_JOB, window.day)
+        require_input(context, warehouse, visitors, visitors_key, CATALOG_JOB)
+        amplitude_cte = f"""
+            SELECT v.account_id, count(*) AS amplitude_events,
+                   count(DISTINCT e.user_id) AS amplitude_active_users
+            FROM {events} e JOIN {visitors} v ON v.visitor_id = e.user_id
+            WHERE e.event_time >= ? AND e.event_time < ?
+              AND v.account_id IS NOT NULL AND v.account_id <> ''
+            GROUP BY v.account_id
+        """
+        amplitude_params = [start, end]
         # Portable SQL (warehouse/base.py): the day is a parameter rather than a DATE
         # literal, and the table's declared types do the casts on insert.
         select = f"""
@@ -138,9 +195,12 @@ def _account_daily_usage(
         )
         partition = ("day", window.day)
         return dg.MaterializeResult(
-            metadata=table_metadata(warehouse, table, partition=partition),
+            metadata=table_metadata(warehouse, table, USAGE_COLUMNS, partition=partition),
             check_results=[
-                checks.check_keys_unique(warehouse, table, ["day", "account_id"], partition)
+                checks.check_keys_unique(warehouse, table, ["day", "account_id"], partition),
+                checks.check_volume(
+                    warehouse, table, window.day, measure="sum(pendo_events + amplitude_events)"
+                ),
             ],
         )
 
@@ -158,15 +218,18 @@ def _account_health(naming: AssetNaming) -> dg.AssetsDefinition:
         group_name=naming.group,
         kinds=KINDS,
         owners=OWNERS,
-        tags=asset_tags(naming, SNAPSHOT),
+        # Daily, not a snapshot: it summarizes the days daily_sync loads, so it runs in that
+        # job right after account_daily_usage (an unpartitioned step of a partitioned job),
+        # never before the day it summarizes.
+        tags=asset_tags(naming, DAILY),
         description=(
             "Per account: activity over the last 7 and 28 days, active days, and the trend (the "
             "last 7 days' daily average against the 28 days'); the input of the activity alerts "
-            "and of the CRM write-back's health score."
+            "and of the CRM write-back's health score. Refreshed by daily_sync after each day."
         ),
         deps=[naming.key("account_daily_usage")],
         check_specs=[checks.keys_spec(key, ["account_id"])],
-        automation_condition=dg.AutomationCondition.eager(),
+        freshness_policy=FRESHNESS_POLICY,
     )
     def _health(warehouse: WarehouseResource) -> dg.MaterializeResult:
         # Health over no usage yet is an empty table, not an error.
@@ -203,7 +266,7 @@ def _account_health(naming: AssetNaming) -> dg.AssetsDefinition:
             columns=HEALTH_COLUMNS,
         )
         return dg.MaterializeResult(
-            metadata=table_metadata(warehouse, table),
+            metadata=table_metadata(warehouse, table, HEALTH_COLUMNS),
             check_results=[checks.check_keys_unique(warehouse, table, ["account_id"])],
         )
 

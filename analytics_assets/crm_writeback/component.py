@@ -1,13 +1,16 @@
-"""``CrmToPendo``: the CRM -> Pendo write-back job, its schedule and its write key, from YAML."""
+"""``CrmToPendo``: the CRM write-back job (to Pendo, and to Amplitude with ``destinations``),
+its schedule and its write key, from YAML."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
 from analytics_assets.component_fields import LocatedErrors, check_cron, env_var_name
+from analytics_assets.crm_writeback.amplitude_targets import AmplitudeTargets, TargetsError
 from analytics_assets.crm_writeback.job import (
     DEFAULT_SCHEDULE_CRON,
     WRITE_KEY_ENV,
@@ -17,6 +20,7 @@ from analytics_assets.crm_writeback.job import (
 )
 from analytics_assets.crm_writeback.mapping import DEFAULT_MAPPING_PATH, load_mapping
 from analytics_assets.crm_writeback.push import check_batch_size
+from analytics_assets.crm_writeback.table_assets import writeback_table_specs
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 from analytics_assets.pendo.client import MAX_BATCH
 from analytics_assets.pendo.connection import PendoConnectionFields
@@ -30,6 +34,13 @@ class CrmToPendo(LocatedErrors, dg.Component, dg.Resolvable, PendoConnectionFiel
     warehouse table), converts and validates it with a mapping file, sets bad rows aside,
     compares with Pendo's live values and sends only what changed, in batches of at most
     1,000, logging every record's outcome.
+
+    With ``destinations: [pendo, amplitude]`` the same run also sets the fields in
+    Amplitude, from the same CRM read: as group properties of the account's group (Group
+    Identify API) and, where ``amplitude.user_properties`` says so, as user properties of
+    the account's users (Identify API), sending only what differs from the last push
+    Amplitude confirmed. That needs the ``amplitude`` resource (the ``AmplitudeSync``
+    component's; only its API key is used).
 
     Defines the job ``crm_account_metadata_push``, its daily schedule (unless
     ``schedule_cron`` is null) and the resource ``pendo_write`` (a read-write key from the
@@ -77,6 +88,32 @@ class CrmToPendo(LocatedErrors, dg.Component, dg.Resolvable, PendoConnectionFiel
         description="Do everything but the write and report what would change (a run may "
         "turn it off).",
     )
+    empty_export: Literal["warn", "fail"] = Field(
+        default="warn",
+        description="A CRM export with a header and no rows: warn (nothing is sent and the "
+        "run succeeds, saying so) or fail (for a CRM whose export is never empty).",
+    )
+
+    destinations: list[Literal["pendo", "amplitude"]] = Field(
+        default_factory=lambda: ["pendo"],
+        description="The tools the job writes to, from its one CRM read: pendo, amplitude, "
+        "or both.",
+    )
+    amplitude: AmplitudeTargets = Field(
+        default_factory=AmplitudeTargets,
+        description="Where the mapped fields go in Amplitude (with amplitude among the "
+        "destinations): group_type, group_properties (default: every mapped field under its "
+        "own name), user_properties (default: none), users_table and its columns.",
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _destinations(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("destinations needs at least one of pendo, amplitude")
+        if len(set(value)) != len(value):
+            raise ValueError(f"destinations lists a tool twice: {value}")
+        return value
 
     @field_validator("key_env_var")
     @classmethod
@@ -119,18 +156,30 @@ class CrmToPendo(LocatedErrors, dg.Component, dg.Resolvable, PendoConnectionFiel
             mapping_path=str(mapping_path),
             batch_size=self.batch_size,
             dry_run=self.dry_run,
+            empty_export=self.empty_export,
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         # Absolute, so runs in other processes or folders read the same file. Loading it
         # now makes a missing or invalid mapping fail the code location, naming the file.
         mapping = self.mapping_path(context.path).resolve()
-        load_mapping(mapping)
-        job = build_crm_push_job(self.run_defaults(mapping), key_env_var=self.key_env_var)
+        fields = load_mapping(mapping)
+        if "amplitude" in self.destinations:
+            try:
+                self.amplitude.check(fields)
+            except TargetsError as exc:
+                raise ValueError(str(exc)) from None
+        job = build_crm_push_job(
+            self.run_defaults(mapping),
+            key_env_var=self.key_env_var,
+            destinations=self.destinations,
+            amplitude=self.amplitude,
+        )
         schedules = []
         if self.schedule_cron is not None:
             schedules.append(build_schedule(job, cron=self.schedule_cron, timezone=self.timezone))
         return dg.Definitions(
+            assets=writeback_table_specs(self.destinations),
             jobs=[job],
             schedules=schedules,
             resources={"pendo_write": self.pendo_resource(self.key_env_var)},

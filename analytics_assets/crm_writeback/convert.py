@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from analytics_assets.crm_writeback.mapping import DEFAULT_DATE_FORMATS, FieldMapping, Transform
+from analytics_assets.crm_writeback.mapping import (
+    DEFAULT_DATE_FORMATS,
+    FieldMapping,
+    Transform,
+    date_order,
+)
 
 __all__ = [
+    "AmbiguousDatesError",
     "DEFAULT_FALSE",
     "DEFAULT_TRUE",
     "ValueProblem",
     "apply_transform",
+    "check_date_order",
     "convert",
     "currency_to_number",
+    "date_readings",
     "is_empty",
     "make_converter",
     "parse_date",
@@ -129,6 +137,93 @@ def parse_date(value: Any, formats: tuple[str, ...] = DEFAULT_DATE_FORMATS) -> A
         if parsed is not None:
             return parsed
     raise ValueProblem(f"unparsable date {_show(value)}; expected {' or '.join(formats)}")
+
+
+class AmbiguousDatesError(ValueError):
+    """A date column whose values read both month-first and day-first while the mapping
+    does not say which; nothing was written."""
+
+
+# How many values an error shows as examples.
+_EXAMPLES = 3
+
+
+def date_readings(
+    formats: tuple[str, ...], values: Iterable[Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """The text values that only a day-first reading fits (the first number above 12), only
+    a month-first one (the second above 12), and both (each at most 12 and different), among
+    those an order-sensitive format of ``formats`` matches (e.g. %m/%d/%Y)."""
+    patterns = [p for f in formats if date_order(f) is not None and (p := _numeric_pattern(f))]
+    day_first: list[str] = []
+    month_first: list[str] = []
+    either: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        found = next((m for p in patterns if (m := p.match(text))), None)
+        if found is None:
+            continue
+        day, month = int(found["d"]), int(found["m"])
+        first, second = (day, month) if found.start("d") < found.start("m") else (month, day)
+        if first > 12 >= second:
+            day_first.append(text)
+        elif second > 12 >= first:
+            month_first.append(text)
+        elif first != second and max(first, second) <= 12:
+            either.append(text)
+    return day_first, month_first, either
+
+
+def check_date_order(field: FieldMapping, cells: Iterable[Any]) -> None:
+    """Refuse a column of ``field`` whose dates read both month-first and day-first when its
+    mapping does not say which (``parse_date: {day_first: ...}``), unless the column's own
+    unambiguous dates (a number above 12) confirm the order its formats read: 03/04/2026 is
+    March 4 in a US export and 3 April in a European one, and a wrong guess would write
+    plausible, wrong dates. Raises :class:`AmbiguousDatesError` naming the column."""
+    parse = next((t for t in field.transforms if t.name == "parse_date"), None)
+    if parse is None or parse.day_first is not None:
+        return
+    orders = [o for f in parse.formats if (o := date_order(f)) is not None]
+    if not orders:
+        return
+    # The transforms before parse_date (trim, ...) shape what it reads.
+    before = [_transform(t) for t in field.transforms[: field.transforms.index(parse)]]
+
+    def shaped(cell: Any) -> Any:
+        for step in before:
+            if is_empty(cell):
+                return None
+            cell = step(cell)
+        return cell
+
+    day_first, month_first, either = date_readings(parse.formats, map(shaped, cells))
+    if not either:
+        return
+    reads_day_first = orders[0]  # the first order-sensitive format wins an ambiguous value
+    confirming, contradicting = (
+        (day_first, month_first) if reads_day_first else (month_first, day_first)
+    )
+    if confirming and not contradicting:
+        return
+    shown = ", ".join(either[:_EXAMPLES])
+    read = "day-first" if reads_day_first else "month-first"
+    if contradicting:
+        evidence = (
+            f"yet {', '.join(contradicting[:_EXAMPLES])} can only be "
+            f"{'month-first' if reads_day_first else 'day-first'}, while the mapping's "
+            f"formats read them {read}"
+        )
+    else:
+        evidence = "and no value has a number above 12 to tell which"
+    raise AmbiguousDatesError(
+        f"column {field.column!r} (field {field.field}, mapping line {field.line}) holds dates "
+        f"that read both month-first and day-first, e.g. {shown} ({len(either)} such values), "
+        f"{evidence}. Say which in the mapping: parse_date: {{day_first: false}} for "
+        "month-first (03/04/2026 = March 4) or {day_first: true} for day-first "
+        "(3 April); nothing was written."
+    )
 
 
 def to_boolean(value: Any, true_words: tuple[str, ...], false_words: tuple[str, ...]) -> Any:

@@ -17,13 +17,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["CrmExport", "CrmReadError", "CrmRow", "RowProblem", "read_crm"]
+__all__ = [
+    "EMPTY_EXPORT_POLICIES",
+    "CrmExport",
+    "CrmReadError",
+    "CrmRow",
+    "EmptyExportError",
+    "RowProblem",
+    "check_empty_export_policy",
+    "check_not_empty",
+    "read_crm",
+]
+
+# What an export with a header and no rows does: a warning (the run sends nothing and
+# succeeds), or a failure, for a CRM whose export is never legitimately empty.
+EMPTY_EXPORT_POLICIES = ("warn", "fail")
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 class CrmReadError(ValueError):
     """The export cannot be read at all (missing file, no header, duplicate columns)."""
+
+
+class EmptyExportError(CrmReadError):
+    """The export has a header but no rows, and the write-back is set to fail on that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,34 @@ class CrmExport:
     def rows_read(self) -> int:
         """Every non-blank data row of the source, well-formed or not."""
         return len(self.rows) + len(self.malformed)
+
+
+def check_empty_export_policy(policy: str) -> str:
+    """``policy`` if it is one of :data:`EMPTY_EXPORT_POLICIES`, else a ValueError."""
+    if policy not in EMPTY_EXPORT_POLICIES:
+        raise ValueError(
+            f"empty_export must be one of {', '.join(EMPTY_EXPORT_POLICIES)}, not {policy!r}"
+        )
+    return policy
+
+
+def check_not_empty(export: CrmExport, policy: str = "warn") -> str | None:
+    """None when ``export`` has rows. An export with a header and no rows (blank lines at
+    most) is a warning to log (``policy`` ``"warn"``) or :class:`EmptyExportError`
+    (``"fail"``): an empty file is more often a CRM export that failed than a CRM with no
+    accounts, and a run that sends nothing must say so."""
+    check_empty_export_policy(policy)
+    if export.rows_read:
+        return None
+    blank = f" ({export.blank_rows} blank lines)" if export.blank_rows else ""
+    message = (
+        f"the CRM export {export.source} has a header ({len(export.columns)} columns) but no "
+        f"rows{blank}: nothing was validated or sent. If the CRM's export failed or its "
+        "filter matched nothing, fix it and run again"
+    )
+    if policy == "fail":
+        raise EmptyExportError(f"{message} (empty_export: fail).")
+    return f"{message}; set empty_export: fail on the write-back to make this an error."
 
 
 class _Queryable(Protocol):

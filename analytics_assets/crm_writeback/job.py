@@ -1,4 +1,5 @@
-"""The ``crm_account_metadata_push`` job: CRM export -> Pendo custom account metadata.
+"""The ``crm_account_metadata_push`` job: CRM export -> Pendo custom account metadata
+(and, with ``destinations`` including ``amplitude``, Amplitude group and user properties).
 
     preflight ─────┬─> read Pendo values ─┐
     (key, mapping, │                      ├─> diff ─> push (batches, log)
@@ -10,6 +11,11 @@ invalid key, a mapping field Pendo lacks or types differently, a mapped column t
 lacks, a batch size above 1,000. Ops that call Pendo declare ``pool="pendo_api"``, so the
 write-back shares the API's concurrency budget with the syncs.
 
+With Amplitude among the destinations, the same validated records (one CRM read, one
+quarantine) also go through ``check_amplitude_targets`` (before any write), then
+``diff_crm_against_amplitude`` and ``push_crm_to_amplitude`` (see ``amplitude_ops``);
+without Pendo, ``crm_mapping_preflight`` replaces Pendo's preflight.
+
 Its Pendo key is the write key (resource ``pendo_write``, from the environment variable
 the ``CrmToPendo`` component names, ``PENDO_WRITE_INTEGRATION_KEY`` by default); the syncs
 and sensors keep the read-only key. Nothing here reads the environment: the component
@@ -19,13 +25,22 @@ passes its settings to :func:`build_crm_push_job` as the run config's defaults.
 # No `from __future__ import annotations` here: Dagster reads the ops' annotations
 # (config class, resources) at decoration time and cannot resolve them from strings.
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from analytics_assets.crm_writeback.crm import CrmExport, CrmReadError, read_crm
+from analytics_assets.crm_writeback.amplitude_ops import amplitude_ops
+from analytics_assets.crm_writeback.amplitude_targets import AmplitudeTargets
+from analytics_assets.crm_writeback.crm import (
+    CrmExport,
+    CrmReadError,
+    check_empty_export_policy,
+    check_not_empty,
+    read_crm,
+)
 from analytics_assets.crm_writeback.diff import (
     DiffResult,
     current_values_pipeline,
@@ -39,6 +54,7 @@ from analytics_assets.crm_writeback.push import (
     check_batch_size,
     push_changes,
 )
+from analytics_assets.crm_writeback.table_assets import appended
 from analytics_assets.crm_writeback.tables import (
     LOG_TABLE,
     QUARANTINE_TABLE,
@@ -47,6 +63,7 @@ from analytics_assets.crm_writeback.tables import (
     previous_incomplete_run,
 )
 from analytics_assets.crm_writeback.validate import (
+    AmbiguousDatesError,
     ColumnsMissingError,
     SchemaMismatchError,
     ValidationResult,
@@ -61,6 +78,7 @@ from analytics_assets.warehouse.base import WarehouseResource
 
 __all__ = [
     "DEFAULT_SCHEDULE_CRON",
+    "DESTINATIONS",
     "JOB_NAME",
     "WRITE_KEY_ENV",
     "CrmPushConfig",
@@ -70,6 +88,7 @@ __all__ = [
     "build_schedule",
     "crm_account_metadata_push",
     "crm_account_metadata_push_schedule",
+    "crm_mapping_preflight",
     "crm_writeback_preflight",
     "diff_crm_against_pendo",
     "push_crm_changes",
@@ -87,6 +106,10 @@ DEFAULT_SCHEDULE_CRON = "30 7 * * *"
 # How many field-by-field changes a run shows in its logs and metadata (all are logged
 # in analytics.writeback_log).
 SHOWN_CHANGES = 50
+DESTINATIONS = ("pendo", "amplitude")
+# A field's type when no Pendo schema says it (Amplitude only): the mapping's type as the
+# Pendo type it would have, so conversion and comparison are the same for both tools.
+MAPPING_TYPES = {"text": "string", "number": "float", "boolean": "boolean", "date": "time"}
 
 
 class CrmPushConfig(dg.Config):
@@ -112,6 +135,11 @@ class CrmPushConfig(dg.Config):
     force: bool = Field(default=False, description="Send every record, changed or not.")
     dry_run: bool = Field(
         default=False, description="Do everything but the write; report what would change."
+    )
+    empty_export: str = Field(
+        default="warn",
+        description="An export with a header and no rows: warn (nothing is sent, the run "
+        "succeeds) or fail.",
     )
 
     def source(self) -> tuple[str | None, str | None]:
@@ -216,6 +244,19 @@ def crm_writeback_preflight(
     return Preflight(mapping, types, write_access)
 
 
+@dg.op
+def crm_mapping_preflight(context: dg.OpExecutionContext, config: CrmStepConfig) -> Preflight:
+    """Without Pendo among the destinations: check the batch size and the mapping only."""
+    try:
+        check_batch_size(config.batch_size)
+        mapping = load_mapping(config.mapping_file())
+    except (ValueError, MappingError) as exc:
+        raise _fail(str(exc)) from None
+    types = {f.field: MAPPING_TYPES[f.type] for f in mapping.fields}
+    context.add_output_metadata({"mapping": mapping.source, "fields": ", ".join(types)})
+    return Preflight(mapping, types, write_access=True)
+
+
 @dg.op(tags={"service": "warehouse"})
 def read_crm_export(
     context: dg.OpExecutionContext, config: CrmStepConfig, warehouse: WarehouseResource
@@ -224,8 +265,11 @@ def read_crm_export(
     path, table = config.source()
     try:
         export = read_crm(path, table=table, warehouse=warehouse)
-    except CrmReadError as exc:
+        empty = check_not_empty(export, config.empty_export)
+    except (CrmReadError, ValueError) as exc:  # EmptyExportError is a CrmReadError
         raise _fail(str(exc)) from None
+    if empty:
+        context.log.warning(empty)
     context.log.info(
         f"read {export.rows_read} rows from {export.source}"
         + (f" ({export.blank_rows} blank rows skipped)" if export.blank_rows else "")
@@ -251,9 +295,12 @@ def validate_crm_rows(
     """Convert every row; set bad rows aside in analytics.writeback_quarantine."""
     try:
         result = validate_rows(export, preflight.mapping, preflight.types)
-    except ColumnsMissingError as exc:
+    except (ColumnsMissingError, AmbiguousDatesError) as exc:
         raise _fail(str(exc)) from None
-    append_quarantine(warehouse, context.run_id, export.source, result.quarantine)
+    if append_quarantine(warehouse, context.run_id, export.source, result.quarantine):
+        context.log_event(
+            appended(QUARANTINE_TABLE, context.run_id, len(result.quarantine), source=export.source)
+        )
     reasons = Counter(_reason_kind(p.reason) for p in result.quarantine)
     if result.quarantine:
         context.log.warning(
@@ -393,8 +440,10 @@ def push_crm_changes(
     batch_size = check_batch_size(config.batch_size)
     run_id = context.run_id
 
+    logged = [0]
+
     def record_log(rows: list) -> None:
-        append_log(warehouse, run_id, rows, config.dry_run)
+        logged[0] += append_log(warehouse, run_id, rows, config.dry_run)
 
     def on_batch(result: BatchResult) -> None:
         text = (
@@ -431,6 +480,8 @@ def push_crm_changes(
                 on_batch=on_batch,
             )
     metadata = _summary_metadata(summary, diff, config.dry_run)
+    if logged[0]:  # also when the push failed: the rows of confirmed batches are there
+        context.log_event(appended(LOG_TABLE, run_id, logged[0], dry_run=config.dry_run))
     for account, reason in summary.failures[:SHOWN_CHANGES]:
         context.log.warning(f"Pendo refused {account}: {reason}")
     if not summary.ok:
@@ -501,13 +552,16 @@ def _form(defaults: CrmPushConfig) -> dict[str, dg.Field]:
     }
 
 
-def _one_form(defaults: CrmPushConfig, key_env_var: str) -> dg.ConfigMapping:
+def _one_form(
+    defaults: CrmPushConfig, key_env_var: str, steps: tuple[str, ...] = _STEPS_WITH_CONFIG
+) -> dg.ConfigMapping:
     def to_steps(form: dict[str, Any]) -> dict[str, Any]:
         # One form for the whole job; every op reads the same settings. The batch size is
         # checked here too, so a bad value is refused at launch, before a run starts (a
         # config error is shown as such by the launchpad; any other exception is not).
         try:
             check_batch_size(form["batch_size"])
+            check_empty_export_policy(form["empty_export"])
         except ValueError as exc:
             raise dg.DagsterInvalidConfigError(str(exc), [], form) from None
         # Path and table are one choice: a run that names one replaces the component's
@@ -518,40 +572,71 @@ def _one_form(defaults: CrmPushConfig, key_env_var: str) -> dg.ConfigMapping:
             elif form["crm_path"] == defaults.crm_path != "":
                 form = {**form, "crm_path": ""}
         step = CrmStepConfig(**form, key_env_var=key_env_var)
-        return dg.RunConfig(ops=dict.fromkeys(_STEPS_WITH_CONFIG, step)).to_config_dict()
+        return dg.RunConfig(ops=dict.fromkeys(steps, step)).to_config_dict()
 
     return dg.ConfigMapping(config_fn=to_steps, config_schema=_form(defaults))
 
 
+def check_destinations(destinations: Sequence[str]) -> tuple[str, ...]:
+    """The destinations in a fixed order; raises ValueError for an unknown or empty list."""
+    unknown = sorted(set(destinations) - set(DESTINATIONS))
+    if unknown or not destinations:
+        raise ValueError(
+            f"destinations must be one or more of {', '.join(DESTINATIONS)}, got "
+            f"{list(destinations)!r}"
+        )
+    return tuple(d for d in DESTINATIONS if d in destinations)
+
+
 def build_crm_push_job(
-    defaults: CrmPushConfig | None = None, *, key_env_var: str = WRITE_KEY_ENV
+    defaults: CrmPushConfig | None = None,
+    *,
+    key_env_var: str = WRITE_KEY_ENV,
+    destinations: Sequence[str] = ("pendo",),
+    amplitude: AmplitudeTargets | None = None,
 ) -> dg.JobDefinition:
     """The write-back job; ``defaults`` are its run config's defaults (each run may override
-    them in the launchpad), ``key_env_var`` the write key's variable named in its messages.
+    them in the launchpad), ``key_env_var`` the write key's variable named in its messages,
+    ``destinations`` the tools it writes to from its one CRM read (``pendo``,
+    ``amplitude``), ``amplitude`` where the fields go in Amplitude (default: every mapped
+    field as a group property of the account's group, type ``account``).
 
-    It needs the resources ``pendo_write`` (a :class:`PendoResource` with a read-write key)
-    and ``warehouse`` (the log and quarantine tables, and ``crm_table`` exports).
+    It needs the resources ``warehouse`` (the log and quarantine tables, ``crm_table``
+    exports, the users table), ``pendo_write`` (a :class:`PendoResource` with a read-write
+    key) for Pendo and ``amplitude`` (an ``AmplitudeResource``) for Amplitude.
     """
     defaults = defaults or CrmPushConfig()
     check_batch_size(defaults.batch_size)
+    chosen = check_destinations(destinations)
+    pendo, amp = "pendo" in chosen, None
+    steps = _STEPS_WITH_CONFIG if pendo else ("crm_mapping_preflight", "read_crm_export")
+    if "amplitude" in chosen:
+        amp = amplitude_ops(amplitude or AmplitudeTargets(), CrmStepConfig)
+        steps += amp.configured
+    names = " and ".join(d.capitalize() for d in chosen)
 
     @dg.job(
         name=JOB_NAME,
-        config=_one_form(defaults, key_env_var),
-        tags={"service": "pendo", "direction": "write"},
+        config=_one_form(defaults, key_env_var, steps),
+        tags={"service": ",".join(chosen), "direction": "write"},
         description=(
             "Push CRM-derived account metadata (plan, ARR, seats, renewal, owner, health) into "
-            "Pendo's custom account fields: validate, diff against Pendo, send only what "
-            "changed in batches of at most 1,000. Set dry_run to see the changes without "
-            "writing."
+            f"{names}: read and validate the CRM export once, send only what changed (Pendo: "
+            "against its live values; Amplitude: against the last confirmed push) in batches "
+            "of at most 1,000. Set dry_run to see the changes without writing."
         ),
     )
     def crm_account_metadata_push() -> None:
-        preflight = crm_writeback_preflight()
+        preflight = crm_writeback_preflight() if pendo else crm_mapping_preflight()
+        if amp is not None:
+            preflight = amp.check(preflight)
         validated = validate_crm_rows(preflight, read_crm_export())
-        current = read_pendo_account_values(preflight)
-        diff = diff_crm_against_pendo(preflight, validated, current)
-        push_crm_changes(preflight, diff)
+        if pendo:
+            current = read_pendo_account_values(preflight)
+            diff = diff_crm_against_pendo(preflight, validated, current)
+            push_crm_changes(preflight, diff)
+        if amp is not None:
+            amp.push(amp.diff(preflight, validated))
 
     return crm_account_metadata_push
 

@@ -26,6 +26,7 @@ __all__ = [
     "Mapping",
     "MappingError",
     "Transform",
+    "date_order",
     "load_mapping",
     "parse_mapping",
 ]
@@ -33,6 +34,9 @@ __all__ = [
 DEFAULT_MAPPING_PATH = Path(__file__).resolve().parent / "data" / "mapping.yaml"
 FIELD_TYPES = ("text", "number", "boolean", "date")
 DEFAULT_DATE_FORMATS = ("%Y-%m-%d",)
+# What parse_date reads with ``day_first`` and no formats: ISO, and the numeric order said.
+DAY_FIRST_FORMATS = ("%Y-%m-%d", "%d/%m/%Y")
+MONTH_FIRST_FORMATS = ("%Y-%m-%d", "%m/%d/%Y")
 # Which transforms make sense for which field type (None: any type).
 TRANSFORMS: dict[str, tuple[str, ...] | None] = {
     "trim": None,
@@ -63,6 +67,22 @@ class Transform:
     true_words: tuple[str, ...] = ()
     false_words: tuple[str, ...] = ()
     decimal_separator: str = "."
+    # parse_date: True reads 03/04/2026 as 3 April, False as March 4; None: not said, so
+    # a column whose dates read both ways is refused (see convert.check_date_order).
+    day_first: bool | None = None
+
+
+def date_order(fmt: str) -> bool | None:
+    """Whether a numeric date format reads the day before the month (True), the month first
+    (False), or neither can be confused (None: no %d or %m, a month name, or the year
+    first as in ISO %Y-%m-%d)."""
+    if "%m" not in fmt or "%d" not in fmt:
+        return None
+    day, month = fmt.index("%d"), fmt.index("%m")
+    year = fmt.find("%Y") if "%Y" in fmt else fmt.find("%y")
+    if 0 <= year < min(day, month):
+        return None
+    return day < month
 
 
 @dataclass(frozen=True)
@@ -297,7 +317,7 @@ class _Reader:
         self, name: str, args: dict[str, tuple[yaml.Node, yaml.Node]], node: yaml.Node, what: str
     ) -> Transform | None:
         known = {
-            "parse_date": {"formats"},
+            "parse_date": {"formats", "day_first"},
             "boolean_words": {"true", "false"},
             "currency_to_number": {"decimal_separator"},
         }.get(name, set())
@@ -305,9 +325,7 @@ class _Reader:
             hint = f"use {', '.join(sorted(known))}" if known else "it takes no options"
             self.bad(args[extra][0], f"{what}: {name} has no option {extra!r}; {hint}")
         if name == "parse_date":
-            if "formats" not in args:
-                return Transform(name, formats=DEFAULT_DATE_FORMATS)
-            return Transform(name, formats=self.formats(args["formats"][1], what))
+            return self.parse_date(args, what)
         if name == "boolean_words":
             if "true" not in args or "false" not in args:
                 self.bad(node, f"{what}: boolean_words needs both true: [...] and false: [...]")
@@ -326,6 +344,29 @@ class _Reader:
                 return None
             return Transform(name, decimal_separator=sep)
         return Transform(name)
+
+    def parse_date(self, args: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> Transform:
+        day_first: bool | None = None
+        if "day_first" in args:
+            day_first = self.flag(args["day_first"][1], f"{what}: parse_date.day_first")
+        if "formats" in args:
+            formats = self.formats(args["formats"][1], what)
+        elif day_first is None:
+            formats = DEFAULT_DATE_FORMATS
+        else:
+            formats = DAY_FIRST_FORMATS if day_first else MONTH_FIRST_FORMATS
+        if day_first is not None and "formats" in args:
+            # One reading per column: a format of the other order would read 03/04 both ways.
+            wrong = [f for f in formats if date_order(f) is not None and date_order(f) != day_first]
+            if wrong:
+                order = "day-first" if day_first else "month-first"
+                self.bad(
+                    args["day_first"][1],
+                    f"{what}: parse_date says day_first: {str(day_first).lower()} ({order}) but "
+                    f"format(s) {', '.join(repr(f) for f in wrong)} read the other way; remove "
+                    "them or change day_first",
+                )
+        return Transform("parse_date", formats=formats, day_first=day_first)
 
     def formats(self, node: yaml.Node, what: str) -> tuple[str, ...]:
         items = node.value if isinstance(node, yaml.SequenceNode) else None

@@ -6,8 +6,17 @@ outcome and its reason (for ``updated`` and ``dry_run``: the change, field by fi
 ``old → new``; otherwise why). Rows are appended after each batch, so a run that dies midway
 still leaves the record of every batch the server confirmed.
 
-``analytics.writeback_quarantine`` has one row per problem of a set-aside CRM row.
-Both tables keep every run (filter on ``run_id``); nothing here holds a secret.
+``analytics.writeback_amplitude_log`` is the same log for Amplitude, one row per record
+(a group or a user) per run, with three more columns: ``record_kind`` (``group`` or
+``user``), ``record_id`` (the group value or user id; ``account_id`` stays the account)
+and the ``insert_id`` sent. Amplitude cannot be read back, so this log is also the
+reference its next run diffs against. It is its own table so that what reads Pendo's log
+(the resume report, the "changed in Pendo" alert) never mistakes an Amplitude row for a
+Pendo write.
+
+``analytics.writeback_quarantine`` has one row per problem of a set-aside CRM row (one
+CRM read per run, whatever the destinations).
+Every table keeps every run (filter on ``run_id``); nothing here holds a secret.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from analytics_assets.crm_writeback.crm import RowProblem
 from analytics_assets.warehouse.types import BOOL, INT, INT32, STR, TS_US, arrow_schema
 
 __all__ = [
+    "AMPLITUDE_LOG_TABLE",
     "LOG_TABLE",
     "OUTCOMES",
     "QUARANTINE_TABLE",
@@ -35,6 +45,7 @@ __all__ = [
 ]
 
 LOG_TABLE = "analytics.writeback_log"
+AMPLITUDE_LOG_TABLE = "analytics.writeback_amplitude_log"
 QUARANTINE_TABLE = "analytics.writeback_quarantine"
 # updated / failed / missing: the server's word per record; unconfirmed: the batch's
 # request failed after retries, so the server may or may not have applied it;
@@ -53,6 +64,7 @@ LOG_COLUMNS = (
     ("dry_run", BOOL),
     ("written_at", TS_US),
 )
+RECORD_COLUMNS = (("record_kind", STR), ("record_id", STR), ("insert_id", STR))
 QUARANTINE_COLUMNS = (
     ("run_id", STR),
     ("source", STR),
@@ -64,6 +76,33 @@ QUARANTINE_COLUMNS = (
     ("reason", STR),
     ("quarantined_at", TS_US),
 )
+# What each column above means (the Dagster UI shows it), by column name: the logs'
+# (LOG_COLUMNS and RECORD_COLUMNS), then the quarantine's.
+LOG_DESCRIPTIONS = {
+    "run_id": "The Dagster run of the write-back that wrote the row",
+    "batch": "The run's batch the record went in, from 1 (NULL: it was in no batch)",
+    "account_id": "The account, by its CRM account id",
+    "values_json": "The values sent (or a dry run would send), as JSON",
+    "previous_json": "What the destination held before (Amplitude: its last push), as JSON",
+    "outcome": "updated, failed, missing, unconfirmed, not_sent or dry_run",
+    "reason": "For updated and dry_run the change (old → new) per field; otherwise why",
+    "dry_run": "True when the run was a dry run (nothing was sent)",
+    "written_at": "When the row was appended, UTC",
+    "record_kind": "The Amplitude record: group or user",
+    "record_id": "The Amplitude group value or user id",
+    "insert_id": "The insert_id sent with the record",
+}
+QUARANTINE_DESCRIPTIONS = {
+    "run_id": "The Dagster run of the write-back that set the row aside",
+    "source": "The CRM export read: its file path or warehouse table",
+    "row_number": "The row's number in the export, from 1 (the header is not a row)",
+    "line": "The CSV line the row starts on (NULL for Parquet and tables)",
+    "account_id": "The row's account id, when it could be read",
+    "column_name": "The CRM column at fault (NULL: the whole row)",
+    "value": "The value at fault, as text (NULL when none)",
+    "reason": "Why the row was set aside",
+    "quarantined_at": "When the row was appended, UTC",
+}
 
 
 class Warehouse(Protocol):
@@ -73,6 +112,8 @@ class Warehouse(Protocol):
     def append(self, table: str, data: Any) -> int: ...
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> Any: ...
+
+    def records(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]: ...
 
     def table_exists(self, table: str) -> bool: ...
 
@@ -95,29 +136,42 @@ class LogRow:
     previous_json: str
     outcome: str
     reason: str | None = None
+    # Amplitude's log only (see the module's docstring).
+    record_kind: str | None = None
+    record_id: str | None = None
+    insert_id: str | None = None
 
 
-def append_log(warehouse: Warehouse, run_id: str, rows: Sequence[LogRow], dry_run: bool) -> int:
+def append_log(
+    warehouse: Warehouse,
+    run_id: str,
+    rows: Sequence[LogRow],
+    dry_run: bool,
+    *,
+    table: str = LOG_TABLE,
+) -> int:
+    """Append ``rows`` to the write-back log ``table`` (Pendo's or Amplitude's)."""
     if not rows:
         return 0
     import pyarrow as pa
 
     now = datetime.now(UTC)
-    table = pa.table(
-        {
-            "run_id": [run_id] * len(rows),
-            "batch": [r.batch for r in rows],
-            "account_id": [r.account_id for r in rows],
-            "values_json": [r.values_json for r in rows],
-            "previous_json": [r.previous_json for r in rows],
-            "outcome": [r.outcome for r in rows],
-            "reason": [r.reason for r in rows],
-            "dry_run": [dry_run] * len(rows),
-            "written_at": [now] * len(rows),
-        },
-        schema=arrow_schema(LOG_COLUMNS),
-    )
-    return warehouse.append(LOG_TABLE, table)
+    data: dict[str, list[Any]] = {
+        "run_id": [run_id] * len(rows),
+        "batch": [r.batch for r in rows],
+        "account_id": [r.account_id for r in rows],
+        "values_json": [r.values_json for r in rows],
+        "previous_json": [r.previous_json for r in rows],
+        "outcome": [r.outcome for r in rows],
+        "reason": [r.reason for r in rows],
+        "dry_run": [dry_run] * len(rows),
+        "written_at": [now] * len(rows),
+    }
+    columns = LOG_COLUMNS
+    if table != LOG_TABLE:
+        columns = LOG_COLUMNS + RECORD_COLUMNS
+        data |= {name: [getattr(r, name) for r in rows] for name, _ in RECORD_COLUMNS}
+    return warehouse.append(table, pa.table(data, schema=arrow_schema(columns)))
 
 
 def append_quarantine(

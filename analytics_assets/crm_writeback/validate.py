@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics_assets.crm_writeback.convert import (
+    AmbiguousDatesError,
     Converter,
     ValueProblem,
     apply_transform,
+    check_date_order,
     is_empty,
     make_converter,
 )
@@ -28,6 +30,7 @@ from analytics_assets.crm_writeback.mapping import FieldMapping, Mapping
 
 __all__ = [
     "PENDO_TYPES",
+    "AmbiguousDatesError",
     "ColumnsMissingError",
     "Record",
     "SchemaMismatchError",
@@ -214,8 +217,14 @@ def _differing(mapping: Mapping, rows: list[tuple[CrmRow, dict[str, Any]]]) -> F
 
 
 def validate_rows(export: CrmExport, mapping: Mapping, types: dict[str, str]) -> ValidationResult:
-    """Convert every row; set aside bad rows and conflicting duplicates with the reason."""
+    """Convert every row; set aside bad rows and conflicting duplicates with the reason.
+
+    Raises :class:`ColumnsMissingError` for a mapped column the export lacks and
+    :class:`AmbiguousDatesError` for a date column that reads both month-first and
+    day-first where the mapping does not say which; nothing is converted then."""
     check_columns(mapping, export)
+    for fm in mapping.fields:
+        check_date_order(fm, (row.values.get(fm.column) for row in export.rows))
     converters = [(fm, make_converter(fm, types.get(fm.field))) for fm in mapping.fields]
     quarantine: list[RowProblem] = list(export.malformed)
     bad_ids: dict[str, int] = {}  # account id -> first bad row

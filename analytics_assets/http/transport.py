@@ -318,7 +318,10 @@ def server_message(body: bytes, content_type: str | None = None) -> str | None:
         except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the stack
             pass
         else:
-            return _json_message(obj) or jsonlib.dumps(obj, separators=(",", ":"))
+            message = _json_message(obj)
+            if message and message.strip():  # only spaces says nothing: the whole body does
+                return message
+            return jsonlib.dumps(obj, separators=(",", ":"))
     if "html" in (content_type or "").lower() or text.startswith("<"):
         text = html.unescape(_HTML_TAG.sub(" ", _HTML_SKIP.sub(" ", text)))
     return " ".join(text.split()) or None

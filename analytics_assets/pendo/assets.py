@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from analytics_assets.api_session import API_RETRY_POLICY, api_metadata
+from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, DayWindow
@@ -40,19 +40,23 @@ POOL = "pendo_api"
 
 CATALOG_COLUMNS = [
     Column("id", STR, "Pendo id"),
-    Column("name", STR),
-    Column("kind", STR),
-    Column("app_id", INT),
-    Column("created_at", TS),
-    Column("last_updated_at", TS),
+    Column("name", STR, "Its name in Pendo"),
+    Column("kind", STR, "Pendo's kind of the object (Page, Feature, Guide)"),
+    Column("app_id", INT, "The Pendo app it belongs to"),
+    Column("created_at", TS, "When it was created (createdAt), UTC"),
+    Column("last_updated_at", TS, "When it was last changed (lastUpdatedAt), UTC"),
     Column("details", STR, "The full object as JSON"),
 ]
-FEATURE_COLUMNS = [*CATALOG_COLUMNS[:4], Column("page_id", STR), *CATALOG_COLUMNS[4:]]
+FEATURE_COLUMNS = [
+    *CATALOG_COLUMNS[:4],
+    Column("page_id", STR, "The page the feature is tagged on (pageId)"),
+    *CATALOG_COLUMNS[4:],
+]
 GUIDE_COLUMNS = [
     *CATALOG_COLUMNS[:4],
-    Column("state", STR),
-    Column("launch_method", STR),
-    Column("step_count", INT),
+    Column("state", STR, "The guide's state in Pendo (public, disabled, draft, ...)"),
+    Column("launch_method", STR, "How the guide is launched (launchMethod: auto, badge, ...)"),
+    Column("step_count", INT, "Number of steps in the guide"),
     *CATALOG_COLUMNS[4:],
 ]
 
@@ -75,13 +79,13 @@ def _catalog_row(item: dict[str, Any]) -> dict[str, Any]:
 
 SCHEMA_COLUMNS = [
     Column("group_name", STR, "Metadata group: auto, agent, custom, ..."),
-    Column("field", STR),
+    Column("field", STR, "The field's name within its group"),
     Column("type", STR, "Pendo's Type: string, boolean, integer, float, time"),
-    Column("display_name", STR),
-    Column("is_hidden", BOOL),
-    Column("is_deleted", BOOL),
-    Column("is_calculated", BOOL),
-    Column("is_per_app", BOOL),
+    Column("display_name", STR, "The name Pendo shows for the field (DisplayName)"),
+    Column("is_hidden", BOOL, "Pendo's isHidden flag: the field is hidden"),
+    Column("is_deleted", BOOL, "Pendo's isDeleted flag: the field was deleted"),
+    Column("is_calculated", BOOL, "Pendo's isCalculated flag: Pendo computes the value"),
+    Column("is_per_app", BOOL, "Pendo's isPerApp flag: one value per app"),
 ]
 
 
@@ -111,24 +115,24 @@ def _plain_schema(schema: Any) -> dict[str, dict[str, dict[str, Any]]]:
 # ----- visitors and accounts ----------------------------------------------------------------
 
 VISITOR_COLUMNS = [
-    Column("visitor_id", STR),
+    Column("visitor_id", STR, "Pendo visitor id (identified visitors only)"),
     Column("account_id", STR, "metadata.auto.accountid"),
-    Column("first_visit", TS),
-    Column("last_visit", TS),
-    Column("email", STR),
-    Column("name", STR),
-    Column("role", STR),
-    Column("language", STR),
+    Column("first_visit", TS, "First visit (metadata.auto.firstvisit), UTC"),
+    Column("last_visit", TS, "Latest visit (metadata.auto.lastvisit), UTC"),
+    Column("email", STR, "metadata.agent.email"),
+    Column("name", STR, "metadata.agent.name"),
+    Column("role", STR, "metadata.agent.role"),
+    Column("language", STR, "metadata.agent.language"),
     Column("agent", STR, "metadata.agent as JSON"),
     Column("custom", STR, "metadata.custom as JSON"),
     Column("pendo", STR, "metadata.pendo as JSON (Pendo's own fields, e.g. donotprocess)"),
 ]
 ACCOUNT_COLUMNS = [
-    Column("account_id", STR),
-    Column("name", STR),
-    Column("plan", STR),
-    Column("first_visit", TS),
-    Column("last_visit", TS),
+    Column("account_id", STR, "Pendo account id"),
+    Column("name", STR, "metadata.agent.name"),
+    Column("plan", STR, "metadata.agent.plan"),
+    Column("first_visit", TS, "The account's first visit (metadata.auto.firstvisit), UTC"),
+    Column("last_visit", TS, "The account's latest visit (metadata.auto.lastvisit), UTC"),
     Column("agent", STR, "metadata.agent as JSON"),
     Column("custom", STR, "metadata.custom as JSON"),
     Column("pendo", STR, "metadata.pendo as JSON (Pendo's own fields, e.g. donotprocess)"),
@@ -174,12 +178,15 @@ def _account_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-REPORT_COLUMNS = [Column("row_number", INT), Column("row", STR, "The report row as JSON")]
+REPORT_COLUMNS = [
+    Column("row_number", INT, "The row's position in the report's results, from 0"),
+    Column("row", STR, "The report row as JSON"),
+]
 ITEM_COLUMNS = [
-    Column("events", INT),
-    Column("minutes", INT),
-    Column("unique_visitors", INT),
-    Column("unique_accounts", INT),
+    Column("events", INT, "Events on the item that day (sum of numEvents)"),
+    Column("minutes", INT, "Minutes with events on the item (sum of numMinutes)"),
+    Column("unique_visitors", INT, "Distinct visitors with events on the item that day"),
+    Column("unique_accounts", INT, "Distinct accounts with events on the item that day"),
 ]
 
 
@@ -188,7 +195,7 @@ def _item_usage(
 ) -> DailySpec:
     return DailySpec(
         f"Per {noun} and day: events, minutes, unique visitors and unique accounts.",
-        [Column(column, STR), *ITEM_COLUMNS],
+        [Column(column, STR, f"Pendo {noun} id"), *ITEM_COLUMNS],
         [column],
         lambda ts, apps: Pipeline(source(time_series=ts, app_ids=apps)).group(
             by=[id_field],
@@ -215,10 +222,10 @@ DAILY_ASSETS: dict[str, DailySpec] = {
     "visitor_daily_usage": DailySpec(
         "Per identified visitor and day: events and minutes across all apps.",
         [
-            Column("visitor_id", STR),
-            Column("account_id", STR),
-            Column("events", INT),
-            Column("minutes", INT),
+            Column("visitor_id", STR, "Pendo visitor id (identified visitors only)"),
+            Column("account_id", STR, "The visitor's account for these events ('' when none)"),
+            Column("events", INT, "The visitor's events that day (sum of numEvents)"),
+            Column("minutes", INT, "Minutes with events that day (sum of numMinutes)"),
         ],
         ["visitor_id", "account_id"],
         lambda ts, apps: (
@@ -236,10 +243,10 @@ DAILY_ASSETS: dict[str, DailySpec] = {
     "account_daily_usage": DailySpec(
         "Per account and day: events, minutes and active visitors across all apps.",
         [
-            Column("account_id", STR),
-            Column("events", INT),
-            Column("minutes", INT),
-            Column("active_visitors", INT),
+            Column("account_id", STR, "Pendo account id"),
+            Column("events", INT, "Events of its identified visitors that day (sum of numEvents)"),
+            Column("minutes", INT, "Minutes with events of its visitors (sum of numMinutes)"),
+            Column("active_visitors", INT, "Distinct identified visitors with events that day"),
         ],
         ["account_id"],
         lambda ts, apps: (
@@ -268,11 +275,11 @@ DAILY_ASSETS: dict[str, DailySpec] = {
         "Per guide, event type (guideSeen, guideAdvanced, guideDismissed, ...) and day: "
         "events, unique visitors and unique accounts.",
         [
-            Column("guide_id", STR),
-            Column("type", STR),
-            Column("events", INT),
-            Column("unique_visitors", INT),
-            Column("unique_accounts", INT),
+            Column("guide_id", STR, "Pendo guide id"),
+            Column("type", STR, "Guide event type (guideSeen, guideAdvanced, guideDismissed, ...)"),
+            Column("events", INT, "Guide events of the type that day"),
+            Column("unique_visitors", INT, "Distinct visitors with such events that day"),
+            Column("unique_accounts", INT, "Distinct accounts with such events that day"),
         ],
         ["guide_id", "type"],
         lambda ts, apps: Pipeline(Source.guide_events(time_series=ts, app_ids=apps)).group(
@@ -297,15 +304,15 @@ DAILY_ASSETS: dict[str, DailySpec] = {
         "Pendo's raw aggregated event rows of the day, per visitor, account, app, server, IP, "
         "user agent and hour (the hourRange events source, streamed).",
         [
-            Column("hour", TS),
-            Column("visitor_id", STR),
-            Column("account_id", STR),
-            Column("app_id", INT),
-            Column("server", STR),
-            Column("remote_ip", STR),
-            Column("user_agent", STR),
-            Column("events", INT),
-            Column("minutes", INT),
+            Column("hour", TS, "Start of the hour bucket, UTC"),
+            Column("visitor_id", STR, "Pendo visitor id (anonymous ones included)"),
+            Column("account_id", STR, "The visitor's account for these events ('' when none)"),
+            Column("app_id", INT, "The Pendo app of the events"),
+            Column("server", STR, "The host name the events happened on"),
+            Column("remote_ip", STR, "The visitor's IP address"),
+            Column("user_agent", STR, "The browser's user agent"),
+            Column("events", INT, "Events in the hour (numEvents)"),
+            Column("minutes", INT, "Minutes of the hour with events (numMinutes)"),
         ],
         ["hour", "visitor_id", "account_id", "app_id", "server", "remote_ip", "user_agent"],
         lambda ts, apps: Pipeline(Source.events(time_series=ts, app_ids=apps)),
@@ -424,8 +431,14 @@ class _Factory:
     """Builds the assets of one Pendo subscription with one calendar and one naming."""
 
     def __init__(
-        self, calendar: DailyCalendar, naming: AssetNaming, app_ids: AppIds, built: Collection[str]
+        self,
+        calendar: DailyCalendar,
+        naming: AssetNaming,
+        app_ids: AppIds,
+        built: Collection[str],
+        retry: dg.RetryPolicy | None = None,
     ) -> None:
+        self.retry = retry
         self.calendar = calendar
         self.naming = naming
         self.app_ids = app_ids
@@ -447,7 +460,7 @@ class _Factory:
             description=spec.description,
             deps=[self.naming.key(d) for d in spec.deps if d in self.built],
             freshness_policy=FRESHNESS_POLICY,
-            retry_policy=API_RETRY_POLICY,
+            retry_policy=self.retry,
             check_specs=[checks.keys_spec(key, keys)],
         )
         def _snapshot(
@@ -487,7 +500,7 @@ class _Factory:
             partitions_def=parts,
             deps=[self.naming.key(d) for d in spec.deps if d in self.built],
             freshness_policy=FRESHNESS_POLICY,
-            retry_policy=API_RETRY_POLICY,
+            retry_policy=self.retry,
             check_specs=[
                 checks.keys_spec(key, keys, parts),
                 checks.not_empty_spec(key, parts),
@@ -568,16 +581,19 @@ def pendo_assets(
     reports: Sequence[NamedItem] = (),
     naming: AssetNaming | None = None,
     include: Collection[str] | None = None,
+    retry: dg.RetryPolicy | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The Pendo assets: catalog, schemas, visitors, accounts, daily usage, and one asset per
     saved report. ``include`` keeps only the named assets (see ``ASSET_NAMES``); ``naming``
     sets key prefix, group and table schema. The assets need the resources ``pendo``
-    (:class:`PendoResource`) and ``warehouse``."""
+    (:class:`PendoResource`) and ``warehouse``. ``retry`` is the step retry policy of the
+    assets that call the API: None, Dagster's default, runs a failed step once; the
+    ``PendoSync`` component passes ``API_RETRY_POLICY`` unless told otherwise."""
     if include is not None:
         check_asset_names(include, ASSET_NAMES, "Pendo")
     wanted = set(ASSET_NAMES if include is None else include)
     factory = _Factory(
-        calendar or DailyCalendar(), naming or AssetNaming("pendo"), app_ids, built=wanted
+        calendar or DailyCalendar(), naming or AssetNaming("pendo"), app_ids, wanted, retry
     )
     return [
         *(factory.snapshot(n, spec) for n, spec in SNAPSHOT_ASSETS.items() if n in wanted),

@@ -1,11 +1,13 @@
 """Pendo REST API v1 client (plain Python; the contract is ``shared/api/pendo.md``).
 
 Every call goes through the shared :class:`~analytics_assets.http.transport.Transport`: one
-adaptive token bucket (Pendo publishes no rate, so we start at ``rate`` and halve on 429),
-retries with backoff and jitter, typed errors, and the integration key redacted everywhere.
+:class:`~analytics_assets.http.limits.RateFinder` (Pendo publishes no rate, so it finds the
+server's from the 429s and holds just under it), retries with backoff and jitter, typed
+errors, and the integration key redacted everywhere.
 
-Aggregation results are parsed incrementally (ijson over the response bytes), so a result of
-hundreds of thousands of rows never sits in memory at once.
+Aggregation results are parsed block by block as the bytes arrive (``_row_blocks``: orjson
+for rows as dicts, pyarrow's JSON reader for Arrow batches), so a result of hundreds of
+thousands of rows never sits in memory at once.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote as url_quote
 from zoneinfo import ZoneInfo
 
 import httpx
+import ijson
 import orjson
 
 from analytics_assets.http.errors import (
@@ -35,7 +38,7 @@ from analytics_assets.http.errors import (
     StreamInterruptedError,
     TransportError,
 )
-from analytics_assets.http.limits import AdaptiveTokenBucket
+from analytics_assets.http.limits import Limiter, RateFinder
 from analytics_assets.http.transport import (
     Secret,
     Transport,
@@ -45,6 +48,9 @@ from analytics_assets.http.transport import (
     reveal,
 )
 from analytics_assets.pendo.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "PENDO_HOSTS",
@@ -62,6 +68,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("analytics_assets.pendo.client")
+T = TypeVar("T")
 
 #: API base of each Pendo region (contract §1). ``jp`` is an alias of ``jpn``.
 PENDO_HOSTS: dict[str, str] = {
@@ -86,10 +93,6 @@ WRITE_KEY_HINT = (
     "(PENDO_WRITE_INTEGRATION_KEY: Settings > Integrations > Integration Keys, "
     "'Allow Write Access')."
 )
-# Rows parsed before the first is handed out. A stream that breaks before then is simply
-# requested again, so small results (most of them) survive a dropped connection unseen;
-# bigger ones cannot be restarted once rows are out (see AggregationStreamError).
-_HOLD_ROWS = 2000
 # Statuses with which an aggregation says "too big or too slow": resending the same query
 # hits the same cap, so they are not retried; split the time window instead.
 _AGG_LIMIT_STATUSES = (408, 413)
@@ -380,20 +383,6 @@ def _envelope(pipeline: PipelineLike) -> dict[str, Any]:
 # --- the client ----------------------------------------------------------------------------
 
 
-def _ijson() -> Any:
-    # Imported on first use so that a missing optional install breaks aggregations with a
-    # clear message instead of every import of analytics_assets.pendo.client.
-    try:
-        import ijson
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigurationError(
-            "streaming aggregation results needs the 'ijson' package: pip install ijson "
-            "(it is a dependency of analytics_assets)",
-            service="pendo",
-        ) from None
-    return ijson
-
-
 def _seg(value: str | int) -> str:
     """One URL path segment: everything escaped, so an id cannot change the path."""
     text = str(value)
@@ -438,7 +427,7 @@ def _check_empty_answer(head: bytes, response: httpx.Response) -> None:
     else:
         try:
             value = json.loads(head)
-        except (ValueError, RecursionError):  # ijson accepted it; be lenient on depth
+        except (ValueError, RecursionError):  # the parser accepted it; be lenient on depth
             return
         if not isinstance(value, dict):
             found = f"a {type(value).__name__}, not an object"
@@ -451,13 +440,167 @@ def _check_empty_answer(head: bytes, response: httpx.Response) -> None:
     raise _shape_error(f"the aggregation answer has {found}", response)
 
 
+# Bytes of rows parsed at a time: big enough that parsing runs in C at full speed, small
+# enough that memory stays flat. As dicts, about 250 event rows (a row as a dict takes
+# four times its JSON); as Arrow, about 3,700: 4 MiB took the same CPU and 50 MB more
+# at the peak of a 523,028-row answer (bench/README.md, Pendo vs dlt).
+_BLOCK_BYTES = 64 << 10
+_ARROW_BLOCK_BYTES = 1 << 20
+# Rows parsed before the first is handed out. A stream that breaks before then is simply
+# requested again, so small results (most of them) survive a dropped connection unseen;
+# bigger ones cannot be restarted once rows are out (see AggregationStreamError). Arrow
+# batches are held to their first block.
+_HOLD_ROWS = 2000
+_RESULTS_KEY = re.compile(rb'"results"\s*:\s*')
+# Between two rows of the results array, as Pendo and the sandbox write them (compact).
+_ROW_GAP = b"},{"
+
+
+def _row_blocks(
+    response: httpx.Response,
+    parse: Callable[[bytes], T | None],
+    finish: Callable[[list[Any]], T],
+    block_bytes: int,
+) -> Iterator[T]:
+    """The rows of an aggregation answer's results array, a block at a time as the body
+    streams in: ``parse(block)`` of each block of whole rows (``{...},{...}``, no
+    brackets), then ``finish(rows)`` of the last rows.
+
+    A block ends where ``},{`` does. That text can also occur inside a string, or between
+    objects nested in an array; a block cut there is not valid JSON, and ``parse`` answers
+    None: the block is joined to what follows and cut again later. So rows come out whole
+    whatever their values. The last rows are parsed with the end of the envelope, which
+    proves the answer complete: a body cut short fails there."""
+    buf = bytearray()
+    start = -1  # -1 while the envelope's head is read
+    searched = 0  # the head is not before this
+    for chunk in response.iter_bytes():
+        buf += chunk
+        if start < 0:
+            start, searched = _rows_start(buf, searched)
+            if start < 0:
+                if len(buf) > _SHAPE_CHECK_BYTES:  # no rows this far: not an answer
+                    _check_empty_answer(bytes(buf), response)
+                continue
+            del buf[:start]
+        tried = 0  # bytes of buf known not to end in a clean cut
+        while len(buf) - tried >= block_bytes:
+            cut = buf.rfind(_ROW_GAP)
+            if cut <= tried:
+                break  # a row bigger than a block: read on
+            parsed = parse(bytes(buf[: cut + 1]))
+            if parsed is None:
+                tried = len(buf)  # a cut inside a value: try again with more bytes
+                break
+            yield parsed
+            del buf[: cut + 2]
+    if start < 0:
+        _whole_json(bytes(buf))
+        _check_empty_answer(bytes(buf), response)
+        return
+    # The last rows, then the end of the array and of the envelope, which must be valid:
+    # that proves the answer complete (a body cut short fails here).
+    end = buf.rfind(b"]")
+    rows = bytes(buf[:end]).strip() if end >= 0 else b""
+    last = parse(rows) if rows and _json_rows(b'{"results":[]' + bytes(buf[end + 1 :])) else None
+    if last is not None:
+        yield last
+    elif rows or end < 0:  # an odd end (a "]" after the array, say): parsed whole, slowly
+        yield finish(_whole_json(b'{"results":[' + bytes(buf))["results"])
+    else:
+        _whole_json(b'{"results":[' + bytes(buf))  # no rows left: the end must still be valid
+
+
+def _rows_start(buf: bytearray, searched: int) -> tuple[int, int]:
+    """(where the rows of ``"results": [`` begin in ``buf``, or -1; where to search from
+    next). A ``"results"`` inside another value is passed over: the head up to the real one,
+    closed with ``[]}``, is a valid object, and up to any other it is not."""
+    while found := _RESULTS_KEY.search(buf, searched):
+        if found.end() >= len(buf):
+            return -1, searched  # more bytes needed to see what follows
+        if buf[found.end()] == ord("[") and _json_rows(bytes(buf[: found.end()]) + b"[]}"):
+            return found.end() + 1, searched
+        searched = found.end()
+    return -1, searched
+
+
+def _whole_json(body: bytes) -> Any:
+    """``body`` parsed, by ijson where orjson cannot hold it (nesting over 1,024 levels, a
+    lone surrogate), so that no well-formed answer is refused; bad JSON raises."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        (value,) = ijson.items(body, "", use_float=True)  # the whole body: trailing bytes raise
+        return value
+
+
+def _json_rows(block: bytes) -> list[Any] | None:
+    """A block's rows as Python objects, or None if it is not whole rows."""
+    try:
+        return orjson.loads(b"[" + block + b"]")
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _arrow_block(block: bytes, schema: pa.Schema) -> pa.Table | None:
+    """A block of rows read by pyarrow's JSON reader (one row a line), or None if it cannot:
+    a value of another type than the schema's, a ``},{`` inside a value, a row that is not
+    an object."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    lines = block.replace(_ROW_GAP, b"}\n{")
+    try:
+        return pajson.read_json(
+            pa.BufferReader(lines),
+            read_options=pajson.ReadOptions(block_size=len(lines) + 1, use_threads=False),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _arrow_rows(
+    rows: list[dict], schema: pa.Schema, before: int, response: httpx.Response
+) -> pa.Table:
+    """Rows as an Arrow table of ``schema``: text fields take any value (objects as JSON
+    text), other fields must hold their type."""
+    import pyarrow as pa
+
+    arrays = []
+    for spec in schema:
+        values = [r.get(spec.name) for r in rows]
+        if pa.types.is_string(spec.type) or pa.types.is_large_string(spec.type):
+            values = [
+                v
+                if v is None or v.__class__ is str
+                else orjson.dumps(v).decode()
+                if isinstance(v, dict | list)
+                else str(v)
+                for v in values
+            ]
+        try:
+            arrays.append(pa.array(values, type=spec.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise _shape_error(
+                f"aggregation rows {before + 1}-{before + len(rows)}: {spec.name!r} is not "
+                f"{spec.type} ({exc})",
+                response,
+            ) from None
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _is_stream_fault(exc: BaseException) -> bool:
     """A broken or damaged aggregation body: worth asking again while no row is out.
 
     Besides a dropped connection, the parser's errors count: a body cut short or garbled
     on the way reads as bad JSON, or as a lone-surrogate UnicodeDecodeError ("\\ud800").
     """
-    return is_transport_fault(exc) or isinstance(exc, (_ijson().JSONError, UnicodeDecodeError))
+    return is_transport_fault(exc) or isinstance(
+        exc, orjson.JSONDecodeError | ijson.JSONError | UnicodeDecodeError
+    )
 
 
 def _classify_403(request: httpx.Request, response: httpx.Response) -> type[ApiError]:
@@ -472,15 +615,18 @@ class PendoClient:
     """Client of one Pendo subscription (one integration key, one region).
 
     ``region`` (``us``, ``us1``, ``eu``, ``jpn``/``jp``, ``au``; default from the key's suffix,
-    else ``us``) picks the host, or ``base_url`` sets it (the sandbox). ``rate`` (requests/s)
-    and ``burst`` feed an adaptive token bucket that halves on 429 and recovers; it is shared
-    by all threads using this client. ``read_timeout`` (300 s) suits aggregations, which may
-    run up to Pendo's 5-minute cap. ``bulk_path`` chooses ``/value`` (the array form public
-    clients use; default) or ``/value/bulk`` (the brief's name) for bulk metadata writes.
+    else ``us``) picks the host, or ``base_url`` sets it (the sandbox). ``rate`` (requests/s, the
+    most to send, or ``"auto"``) and ``burst`` configure a
+    :class:`~analytics_assets.http.limits.RateFinder` shared by all threads using this
+    client; it finds the server's rate below ``rate`` and holds just under it.
+    ``read_timeout`` (300 s) suits aggregations, which may run up to Pendo's 5-minute cap.
+    ``bulk_path`` chooses ``/value`` (the array form public clients use; default) or
+    ``/value/bulk`` (the brief's name) for bulk metadata writes.
     ``transport`` replaces the HTTP transport entirely (it must carry the key header);
-    ``limiter`` shares one bucket between several clients of the same key. ``sleep``,
+    ``limiter`` shares one limiter between several clients of the same key (the resource's
+    shares what it learned with every process through the budget ledger). ``sleep``,
     ``clock`` (monotonic) and ``jitter`` (``cap -> seconds``) replace the real ones in the
-    retries of the transport the client builds and in its default bucket (for tests; a
+    retries of the transport the client builds and in its default limiter (for tests; a
     ``transport`` or ``limiter`` passed in keeps its own).
 
     Use as a context manager, or call :meth:`close`. ``stats`` counts requests, retries,
@@ -493,7 +639,7 @@ class PendoClient:
         *,
         region: str | None = None,
         base_url: str | None = None,
-        rate: float = 5.0,
+        rate: float | Literal["auto"] = 5.0,
         burst: int = 1,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
@@ -502,7 +648,7 @@ class PendoClient:
         backoff_base: float = 0.5,
         bulk_path: Literal["value", "value/bulk"] = "value",
         transport: Transport | None = None,
-        limiter: AdaptiveTokenBucket | None = None,
+        limiter: Limiter | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None,
         jitter: Callable[[float], float] | None = None,
@@ -519,14 +665,14 @@ class PendoClient:
         self.base_url = (base_url or PENDO_HOSTS[self.region]).rstrip("/")
         self.bulk_path = bulk_path
         self.read_timeout = read_timeout
-        # Only what was injected is passed on: the transport and the bucket own their defaults.
+        # Only what was injected is passed on: the transport and the limiter own their defaults.
         timing: dict[str, Any] = {
             name: value
             for name, value in (("sleep", sleep), ("clock", clock), ("jitter", jitter))
             if value is not None
         }
-        bucket_timing = {k: v for k, v in timing.items() if k != "jitter"}
-        self.limiter = limiter or AdaptiveTokenBucket(rate, burst, name="pendo", **bucket_timing)
+        limiter_timing = {k: v for k, v in timing.items() if k != "jitter"}
+        self.limiter: Limiter = limiter or RateFinder(rate, burst, name="pendo", **limiter_timing)
         if transport is None:
             transport = Transport(
                 TransportConfig(
@@ -731,15 +877,52 @@ class PendoClient:
                 make_pipeline, sub_lo, sub_hi, splits_left - 1, zone, timeout
             )
 
+    def aggregate_arrow(
+        self,
+        pipeline: PipelineLike,
+        fields: Mapping[str, pa.DataType],
+        *,
+        timeout: float | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows of :meth:`aggregate` as Arrow batches with exactly ``fields`` (a row's
+        key -> its type; a missing key is null, other keys are dropped), parsed by pyarrow's
+        JSON reader without a Python object per row: the fast path for big pulls.
+
+        A text field takes any value (objects as JSON text, numbers as text, as the row
+        loaders do); any other field must hold its type. Retries and errors as
+        :meth:`aggregate` (``rows_yielded`` counts rows).
+        """
+        import pyarrow as pa
+
+        schema = pa.schema(list(fields.items()))
+        yielded = 0
+        try:
+            for batch in self._stream(
+                _envelope(pipeline), timeout, lambda r: self._read_arrow(r, schema)
+            ):
+                yielded += batch.num_rows
+                yield batch
+        except AggregationStreamError as exc:
+            exc.rows_yielded = yielded
+            raise
+
     def _stream_rows(self, body: dict[str, Any], timeout: float | None) -> Iterator[dict]:
+        yield from self._stream(body, timeout, self._read_rows)
+
+    def _stream(
+        self,
+        body: dict[str, Any],
+        timeout: float | None,
+        read: Callable[[httpx.Response], Iterable[T]],
+    ) -> Iterator[T]:
         # The transport's one retry loop resends the aggregation when its body breaks or
-        # arrives damaged before `_read_rows` handed out a row (it holds the first
-        # _HOLD_ROWS back), sharing attempts, backoff, budget and stats with 429/5xx retries.
-        _ijson()  # a missing parser fails here, before anything is sent
-        rows = self._transport.consume(
+        # arrives damaged before `read` handed out anything (the first block of rows is
+        # parsed whole first), sharing attempts, backoff, budget and stats with 429/5xx
+        # retries.
+        items = self._transport.consume(
             "POST",
             AGGREGATION_PATH,
-            self._read_rows,
+            read,
             retryable=_is_stream_fault,
             json=body,
             idempotent=True,  # a read sent as POST: resending is always safe
@@ -748,7 +931,7 @@ class PendoClient:
             expected=_AGG_LIMIT_STATUSES,
         )
         try:
-            yield from rows
+            yield from items
         except StreamInterruptedError as exc:
             # Same classes and wording as ever: the transport's error said in Pendo's terms.
             url = self._transport.redact_url(self.base_url + AGGREGATION_PATH)
@@ -771,41 +954,42 @@ class PendoClient:
             ) from exc.__cause__
 
     def _read_rows(self, response: httpx.Response) -> Iterator[dict]:
-        """Rows of one aggregation answer, parsed as its bytes arrive (for ``consume``)."""
+        """Rows of one aggregation answer, parsed a block at a time (for ``consume``)."""
         if response.status_code in _AGG_LIMIT_STATUSES:
             raise self._limit_error(response)
-        ijson = _ijson()
-        sink: list[dict] = ijson.sendable_list()
-        parser = ijson.items_coro(sink, "results.item", use_float=True)
-        yielded = 0
+        seen = 0
         held: list[dict] | None = []
-        # The start of the body, kept while no row has come out: an answer with no rows
-        # must really say `"results": []` (or null), not lack it.
-        head = bytearray()
-        for chunk in response.iter_bytes():
-            if held is not None and not held and len(head) <= _SHAPE_CHECK_BYTES:
-                head += chunk
-            parser.send(chunk)
-            if not sink:
-                continue
-            _check_rows(sink, yielded + len(held or ()), response)
+        for rows in _row_blocks(response, _json_rows, lambda rows: rows, _BLOCK_BYTES):
+            _check_rows(rows, seen, response)
+            seen += len(rows)
             if held is not None:
-                held.extend(sink)
-                del sink[:]
+                held.extend(rows)
                 if len(held) < _HOLD_ROWS:
                     continue
-                out, held = held, None
-            else:
-                out = list(sink)
-                del sink[:]
-            for row in out:
-                yielded += 1
-                yield row
-        parser.close()  # raises if the JSON ended early
-        _check_rows(sink, yielded + len(held or ()), response)
-        if not yielded and not held and not sink:
-            _check_empty_answer(bytes(head), response)
-        yield from [*(held or ()), *sink]
+                rows, held = held, None
+            yield from rows
+        yield from held or ()
+
+    def _read_arrow(self, response: httpx.Response, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """Arrow batches of one aggregation answer, a block at a time (for ``consume``)."""
+        if response.status_code in _AGG_LIMIT_STATUSES:
+            raise self._limit_error(response)
+        seen = 0
+
+        def rows_to_arrow(rows: list[Any]) -> pa.Table:
+            _check_rows(rows, seen, response)
+            return _arrow_rows(rows, schema, seen, response)
+
+        def parse(block: bytes) -> pa.Table | None:
+            table = _arrow_block(block, schema)
+            if table is None:  # not plain enough for pyarrow's reader: row by row
+                rows = _json_rows(block)
+                table = None if rows is None else rows_to_arrow(rows)
+            return table
+
+        for table in _row_blocks(response, parse, rows_to_arrow, _ARROW_BLOCK_BYTES):
+            seen += table.num_rows
+            yield from table.to_batches()
 
     def _limit_error(self, response: httpx.Response) -> AggregationLimitError:
         text = response.read()[:2000].decode("utf-8", "replace").strip()

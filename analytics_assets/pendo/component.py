@@ -12,6 +12,7 @@ from analytics_assets.component_fields import (
     LocatedErrors,
     NamedItem,
     NamingFields,
+    StepRetryFields,
     env_var_name,
     unique_names,
 )
@@ -26,6 +27,7 @@ class PendoSync(
     PendoConnectionFields,
     CalendarFields,
     NamingFields,
+    StepRetryFields,
 ):
     """Syncs one Pendo subscription into the warehouse: the catalog (features, pages,
     guides), metadata schemas, visitors and accounts, daily usage per visitor, account,
@@ -77,6 +79,7 @@ class PendoSync(
                 reports=self.reports,
                 naming=self.naming("pendo"),
                 include=self.assets,
+                retry=self.retry_policy(),
             ),
             resources={"pendo": self.pendo_resource(self.key_env_var)},
         )

@@ -193,10 +193,10 @@ def apply_snapshot(
 
 
 def intervals_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return checks.check_spec(
         INTERVALS_VALID,
-        asset=asset_key,
-        description="Every record of the snapshot has exactly one current version, no other "
+        asset_key,
+        "Every record of the snapshot has exactly one current version, no other "
         "record has one, and every closed interval ends after it starts",
     )
 

@@ -15,7 +15,9 @@ optional ``retry_after``), ``latency`` (``latency_seconds`` before answering), `
 page with ``status``, e.g. a proxy's 404, 502 or 503, the API never reached) and
 ``damage`` (a 200 answer's body replaced as ``damage`` says: ``html``, a captive
 portal's page; ``empty``; ``cut``, cut to ``fraction`` with a matching Content-Length;
-answers other than 200 pass unchanged).
+answers other than 200 pass unchanged), and ``duplicate`` (the request delivered to
+the API twice, as a proxy that re-sends after a lost upstream answer does: a write is
+applied twice, the client sees the second answer).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTROL_PREFIX = "/_sandbox"
-FAULT_KINDS = ("error", "throttle", "latency", "drop", "truncate", "html", "damage")
+FAULT_KINDS = ("error", "throttle", "latency", "drop", "truncate", "html", "damage", "duplicate")
 DAMAGE_KINDS = ("html", "empty", "cut")
 
 
@@ -312,6 +314,11 @@ class SandboxMiddleware:
             headers = [(b"content-type", b"text/html")]
             await _respond(send, status, html_error_page(status), headers)
             return
+        if "duplicate" in fired:
+            # The first delivery's answer is lost on the way back; the second is answered.
+            request = await _read_request(receive)
+            await self.app(scope, _replay(request, None), _discard)
+            receive = _replay(request, receive)
         if "drop" in fired:
             await self.app(scope, receive, _dropping_send(send, fired["drop"].fraction))
             return
@@ -323,6 +330,36 @@ class SandboxMiddleware:
             await self.app(scope, receive, _damaging_send(send, rule.damage, rule.fraction))
             return
         await self.app(scope, receive, send)
+
+
+async def _read_request(receive: Receive) -> list[Message]:
+    """Every message of a request's body, so it can be delivered more than once."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], then: Receive | None) -> Receive:
+    """A ``receive`` that gives ``messages`` again, then waits on ``then`` (the client's
+    own, for disconnects) or, for a delivery whose answer is discarded, forever."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+async def _discard(message: Message) -> None:
+    """The ``send`` of a delivery whose answer never reaches the client."""
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list) -> None:

@@ -13,6 +13,7 @@ alias on every derived table.
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -45,53 +46,85 @@ def _where(partition: tuple[str, Any] | None) -> tuple[str, list[Any]]:
     return f"{partition[0]} = ?", [partition[1]]
 
 
+def check_spec(
+    name: str,
+    asset_key: dg.AssetKey,
+    description: str,
+    partitions_def: Partitions = None,
+    *,
+    blocking: bool = False,
+) -> dg.AssetCheckSpec:
+    """The one way the project declares a check. A daily asset's checks take its
+    ``partitions_def`` so results name the partition; Dagster 1.13 marks that argument as
+    preview and warns once per spec, which would fill every code-location load's log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name,
+            asset=asset_key,
+            description=description,
+            partitions_def=partitions_def,
+            blocking=blocking,
+        )
+
+
 def keys_spec(
     asset_key: dg.AssetKey, keys: Sequence[str], partitions_def: Partitions = None
 ) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return check_spec(
         KEYS_UNIQUE,
-        asset=asset_key,
-        description=f"({', '.join(keys)}) is unique and never null",
-        partitions_def=partitions_def,
+        asset_key,
+        f"({', '.join(keys)}) is unique and never null",
+        partitions_def,
     )
 
 
 def not_empty_spec(asset_key: dg.AssetKey, partitions_def: Partitions = None) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return check_spec(
         NOT_EMPTY,
-        asset=asset_key,
-        description="The partition has rows whenever the source reported data for the day",
-        partitions_def=partitions_def,
+        asset_key,
+        "The partition has rows whenever the source reported data for the day",
+        partitions_def,
     )
 
 
-def volume_spec(asset_key: dg.AssetKey, partitions_def: Partitions = None) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+def volume_spec(
+    asset_key: dg.AssetKey, partitions_def: Partitions = None, what: str = "rows"
+) -> dg.AssetCheckSpec:
+    return check_spec(
         VOLUME,
-        asset=asset_key,
-        description=(
-            f"The day's rows are at least {VOLUME_LOW:g}x (error) and at most {VOLUME_HIGH:g}x "
+        asset_key,
+        (
+            f"The day's {what} are at least {VOLUME_LOW:g}x (error) and at most {VOLUME_HIGH:g}x "
             f"(warning) the median of the same weekday over the previous {VOLUME_WEEKS} weeks"
         ),
-        partitions_def=partitions_def,
+        partitions_def,
     )
 
 
 def check_volume(
-    warehouse: WarehouseResource, table: str, day: date, *, column: str = "day"
+    warehouse: WarehouseResource,
+    table: str,
+    day: date,
+    *,
+    column: str = "day",
+    measure: str = "count(*)",
 ) -> dg.AssetCheckResult:
-    """The partition's rows against the median of the same weekday's partitions before it."""
+    """The partition's rows (or ``measure``, an aggregate such as ``sum(active_users)`` for
+    a table of one row a day) against the median of the same weekday's partitions before
+    it."""
     weeks = [day - timedelta(weeks=n) for n in range(1, VOLUME_WEEKS + 1)]
     marks = ", ".join("?" for _ in weeks)
     counted = warehouse.records(
-        f"SELECT {column} AS d, count(*) AS n FROM {table} WHERE {column} IN (?, {marks}) "
+        f"SELECT {column} AS d, {measure} AS n FROM {table} WHERE {column} IN (?, {marks}) "
         f"GROUP BY {column}",
         [day, *weeks],
     )
-    by_day = {_as_date(r["d"]): int(r["n"]) for r in counted}
+    by_day = {_as_date(r["d"]): _number(r["n"]) for r in counted}
     rows = by_day.pop(day, 0)
     history = [by_day[d] for d in weeks if d in by_day]
-    metadata: dict[str, Any] = {"rows": rows, "same_weekdays_found": len(history)}
+    label = "rows" if measure == "count(*)" else measure
+    metadata: dict[str, Any] = {label: rows, "same_weekdays_found": len(history)}
     if len(history) < VOLUME_MIN_HISTORY:
         return dg.AssetCheckResult(
             check_name=VOLUME,
@@ -109,6 +142,33 @@ def check_volume(
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
     )
+
+
+def check_none_match(
+    warehouse: WarehouseResource,
+    table: str,
+    check_name: str,
+    condition: str,
+    params: Sequence[Any],
+    partition: tuple[str, Any],
+) -> dg.AssetCheckResult:
+    """Passes when no row of the partition matches ``condition`` (portable SQL, ``?``
+    placeholders for ``params``); the metadata says how many did."""
+    where, where_params = _where(partition)
+    (row,) = warehouse.records(
+        f"SELECT count(*) AS n FROM {table} WHERE {where} AND ({condition})",
+        [*where_params, *params],
+    )
+    return dg.AssetCheckResult(
+        check_name=check_name, passed=int(row["n"]) == 0, metadata={"rows_matching": int(row["n"])}
+    )
+
+
+def _number(value: Any) -> int | float:
+    """A count or sum as the backend returns it (int, float, Decimal, None) as a plain
+    number: an int when it is whole, so metadata reads 120, not 120.0."""
+    number = float(value or 0)
+    return int(number) if number.is_integer() else number
 
 
 def _as_date(value: Any) -> date:
@@ -167,11 +227,11 @@ def check_not_empty(
 def account_totals_spec(
     asset_key: dg.AssetKey, partitions_def: Partitions = None
 ) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return check_spec(
         ACCOUNT_TOTALS,
-        asset=asset_key,
-        description="Each account's Pendo events and minutes equal the sum over its visitors",
-        partitions_def=partitions_def,
+        asset_key,
+        "Each account's Pendo events and minutes equal the sum over its visitors",
+        partitions_def,
     )
 
 
@@ -209,10 +269,10 @@ def check_account_totals(
 
 
 def cohort_sizes_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return check_spec(
         COHORT_SIZES,
-        asset=asset_key,
-        description="Each snapshotted cohort has as many members as the cohort list says",
+        asset_key,
+        "Each snapshotted cohort has as many members as the cohort list says",
     )
 
 

@@ -57,11 +57,27 @@ def _attach(conn: duckdb.DuckDBPyConnection, database: str, row_group_size: int)
         try:
             conn.execute(f"ATTACH '{path}' AS warehouse (ROW_GROUP_SIZE {row_group_size})")
             break
-        except duckdb.IOException:
+        except duckdb.IOException as exc:
             if attempt == ATTACH_RETRIES:
-                raise
+                raise _locked(database, exc) from exc
             time.sleep(0.1 * 2**attempt)
     conn.execute("USE warehouse")
+
+
+def _locked(database: str, exc: duckdb.IOException) -> Exception:
+    """The error of a warehouse file another process kept locked: DuckDB's message names
+    the holder (its program and PID); say what to do about it."""
+    text = str(exc)
+    if "lock" not in text.lower():
+        return exc
+    holder = text.split("Conflicting lock is held in", 1)[-1].strip().rstrip(".")
+    return WarehouseError(
+        f"the DuckDB warehouse {database} stayed locked by another process ({holder}) "
+        "through ~100 s of retries. A DuckDB file has one writer: close that process (a "
+        "duckdb shell or notebook holding the file), read through `analytics-assets sql`, "
+        "which reads a copy, or move to a Postgres warehouse (ANALYTICS_ASSETS_WAREHOUSE) "
+        "for many readers and writers."
+    )
 
 
 def _sql_string(value: str) -> str:

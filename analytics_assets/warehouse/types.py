@@ -38,11 +38,13 @@ class Column:
 
 class JsonField(NamedTuple):
     """One field of a JSON-lines record and the column it lands in: the record's key
-    ``source`` (top level), loaded as ``type`` into the column ``name``."""
+    ``source`` (top level), loaded as ``type`` into the column ``name``, whose meaning
+    ``description`` says (the Dagster UI shows it)."""
 
     source: str
     name: str
     type: str
+    description: str = ""
 
 
 def check_type(name: str) -> str:

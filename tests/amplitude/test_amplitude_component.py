@@ -28,11 +28,17 @@ from analytics_assets.naming import CADENCE_TAG, DAILY, SNAPSHOT, SYSTEM_TAG, As
 from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
+DAILY_NAMES = {
+    "daily_active_users",
+    "event_type_daily_totals",
+    "events",
+    "session_daily_stats",
+    "user_properties_daily",
+}
 DEFAULT_KEYS = {
     dg.AssetKey(["amplitude", name])
-    for name in ("daily_active_users", "event_type_daily_totals", "events", "cohorts")
-} | {dg.AssetKey(["amplitude", "cohort_membership"])}
-DAILY_NAMES = {"daily_active_users", "event_type_daily_totals", "events"}
+    for name in (*DAILY_NAMES, "cohorts", "cohort_membership", "annotations")
+}
 
 
 def _component(yaml: str) -> AmplitudeSync:

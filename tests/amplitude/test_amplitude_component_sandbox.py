@@ -24,6 +24,9 @@ TABLES = {
     "events",
     "cohorts",
     "cohort_membership",
+    "session_daily_stats",
+    "annotations",
+    "user_properties_daily",
     "chart_dau",
 }
 

@@ -78,10 +78,11 @@ class UI(Protocol):
 
 
 def assets_by_group() -> dict[str, list[dg.AssetKey]]:
+    """Every asset the code location defines, by group: the computed assets and the tables
+    that sensors and the write-back append to (AssetSpecs)."""
     groups: dict[str, list[dg.AssetKey]] = {}
-    for asset in ALL_ASSETS:
-        for key, group in asset.group_names_by_key.items():
-            groups.setdefault(group, []).append(key)
+    for spec in definitions.defs.resolve_all_asset_specs():
+        groups.setdefault(spec.group_name or "default", []).append(spec.key)
     return groups
 
 
@@ -149,6 +150,8 @@ def test_asset_graph_shows_every_group(page: Page, screenshot: Screenshot) -> No
     # Each group's catalog lists every asset of the group (links to the asset pages), each
     # materialized: "Materialized" for snapshots, a partition summary for daily assets.
     for n, group in enumerate(sorted(groups), start=1):
+        # The list renders only the rows in view: make every row of the group fit.
+        page.set_viewport_size({"width": 1600, "height": max(1200, 400 + 60 * len(groups[group]))})
         page.goto(f"/locations/{LOCATION}/asset-groups/{group}/list")
         for key in groups[group]:
             link = page.locator(f'a[href="/assets/{"/".join(key.path)}"]').first
@@ -278,6 +281,56 @@ def test_graphql_every_check_passed(dagster_ui: UI) -> None:
                 failures.append((asset, check["name"], execution))
     assert seen == all_check_keys()
     assert not failures, failures
+
+
+def test_graphql_check_results_name_their_partition(dagster_ui: UI) -> None:
+    """Daily assets' checks are recorded per partition: the latest result says which day."""
+    data = dagster_ui.graphql(
+        """query Checks($key: AssetKeyInput!) {
+          assetNodeOrError(assetKey: $key) { ... on AssetNode {
+            assetChecksOrError { ... on AssetChecks { checks { name
+              executionForLatestMaterialization { evaluation { partition success } } } } } } } }""",
+        {"key": {"path": PARTITIONED.path}},
+    )
+    checks = data["assetNodeOrError"]["assetChecksOrError"]["checks"]
+    assert checks
+    last_day = dagster_ui.demo.partition_keys[-1]
+    for check in checks:
+        evaluation = check["executionForLatestMaterialization"]["evaluation"]
+        assert evaluation["partition"] == last_day, check["name"]
+
+
+# ----------------------------------------------------------------------- lineage, freshness
+
+
+def test_graphql_lineage_freshness_and_the_alerts_asset(dagster_ui: UI) -> None:
+    """The graph draws what each asset reads, every materializable asset shows its freshness
+    policy, and the alerts table is an asset the sensors' ticks materialized."""
+    data = dagster_ui.graphql(
+        """{ assetNodes { assetKey { path } isMaterializable
+              dependencyKeys { path }
+              internalFreshnessPolicy { __typename
+                ... on TimeWindowFreshnessPolicy { failWindowSeconds } }
+              assetMaterializations(limit: 1) { timestamp } } }"""
+    )
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    edges = {
+        ("pendo/features", "pendo/feature_daily_usage"),
+        ("pendo/pages", "pendo/page_daily_usage"),
+        ("pendo/guides", "pendo/guide_daily_activity"),
+        ("pendo/visitor_daily_usage", "pendo/account_daily_usage"),
+    }
+    for upstream, downstream in edges:
+        parents = {"/".join(k["path"]) for k in nodes[downstream]["dependencyKeys"]}
+        assert upstream in parents, (upstream, downstream)
+    unfresh = [
+        name
+        for name, node in nodes.items()
+        if node["isMaterializable"] and node["internalFreshnessPolicy"] is None
+    ]
+    assert not unfresh
+    alerts = nodes["analytics/alerts"]
+    assert not alerts["isMaterializable"] and alerts["assetMaterializations"]
 
 
 # ---------------------------------------------------------------------------- automation

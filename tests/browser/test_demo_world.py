@@ -139,3 +139,37 @@ def test_other_commands_keep_their_own_defaults(command: str) -> None:
     config = _sandbox_config(build_parser().parse_args([command]))
     assert config.seed == 42 and config.pendo_timezone == "America/New_York"
     assert config.scale == (5.0 if command == "demo" else 1.0)
+
+
+def test_an_amplitude_group_identify_is_journaled_without_its_key_and_replayed() -> None:
+    """The write-back's Identify calls carry the API key in their form body: the journal
+    keeps the body without it, and a replay puts the fresh sandbox's key back."""
+    import json
+
+    config = SandboxConfig(seed=7)
+    key = config.amplitude_keys["us"].api_key
+    server = SandboxServer(config)
+    journal = WriteJournal(server.app, server.state.now_ms, [key])
+    server.app = journal  # type: ignore[assignment]
+    identification = json.dumps(
+        [{"group_type": "account", "group_value": ACCOUNT, "group_properties": {"plan": "pro"}}]
+    )
+    with server as sandbox:
+        answer = httpx.post(
+            f"{sandbox.urls.base}/groupidentify",
+            data={"api_key": key, "identification": identification},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        before = httpx.get(f"{sandbox.urls.base}/_sandbox/amplitude/state", timeout=30).json()
+    (write,) = journal.snapshot()
+    assert write.auth == "amplitude_form:us"
+    assert key not in write.body and "api_key" not in write.body
+    assert "identification=" in write.body
+
+    fresh = SandboxConfig(seed=7)
+    with SandboxServer(fresh) as again:
+        assert replay_writes([write], again.urls.base, fresh) == 1  # a refusal would raise
+        after = httpx.get(f"{again.urls.base}/_sandbox/amplitude/state", timeout=30).json()
+    # The replayed world ingested the group identify as the first one did.
+    assert after["us"]["ingested_events"] == before["us"]["ingested_events"] == 1

@@ -74,8 +74,8 @@ API_SUMMARY = re.compile(r" API: .*?(\d+) retries, (\d+) throttled \(429\)")
 # What went wrong, as a failed step's error must name it: the status, the timeout, or the
 # broken answer (a dropped connection, a cut archive, a body that is not JSON).
 WHAT_HAPPENED = re.compile(
-    r"HTTP (429|5\d\d)|ReadTimeout|timed out|no complete response|incomplete|cut short|"
-    r"not JSON"
+    r"HTTP (404|429|5\d\d)|ReadTimeout|timed out|no complete response|incomplete|cut short|"
+    r"not JSON|HTML where JSON"
 )
 
 
@@ -106,6 +106,23 @@ def _mixed_5xx(**where: Any) -> tuple[dict[str, Any], ...]:
     )
 
 
+def _share(rate: float, *rules: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """Rules that together fault ``rate`` of the requests they match: each rule fires at
+    most once per request, tried in order, so each gets 1 - (1 - rate)^(1/n)."""
+    each = 1 - (1 - rate) ** (1 / len(rules))
+    return tuple({**rule, "probability": round(each, 4)} for rule in rules)
+
+
+def _html_pages(rate: float, **where: Any) -> tuple[dict[str, Any], ...]:
+    return _share(rate, *({"kind": "html", "status": s, **where} for s in (502, 503)))
+
+
+def _damaged_200s(rate: float, **where: Any) -> tuple[dict[str, Any], ...]:
+    return _share(
+        rate, *({"kind": "damage", "damage": d, **where} for d in ("html", "empty", "cut"))
+    )
+
+
 SHORT_CAP = {"max_retry_time": 3.0}
 SHORT_READ = {"read_timeout": 1.0, "max_retry_time": 3.0}
 RETRY_LATER = ("retry later",)
@@ -113,15 +130,73 @@ THROTTLED = ("lower the rate",)
 TIMEOUT = ("raise the read timeout",)
 TRANSPORT = ("raise the read timeout", "run the window again", "downloading it again")
 
+PROXY = ("check base_url and the proxies",)
+
 DAILY_FAULTS = [
+    # At 20 % retryable faults every daily run succeeds with tables identical to a
+    # fault-free run (the sandbox's faults are seeded, so each of these runs the same way
+    # every time; at 6 attempts a request fails for good with 0.2^6 = 6e-5).
     Fault(
         "5xx-503-20pct",
         "20% of answers 503",
         ({"kind": "error", "status": 503, "probability": 0.2},),
-        "either",
+        "identical",
         RETRY_LATER,
     ),
-    Fault("5xx-mixed-20pct", "20% of answers 500/502/503", _mixed_5xx(), "either", RETRY_LATER),
+    Fault("5xx-mixed-20pct", "20% of answers 500/502/503", _mixed_5xx(), "identical", RETRY_LATER),
+    Fault(
+        "html-502-503-20pct",
+        "20% of answers an intermediary's HTML 502/503 page",
+        _html_pages(0.2),
+        "identical",
+        RETRY_LATER,
+    ),
+    Fault(
+        "damaged-200-20pct",
+        "20% of 200 answers damaged (HTML page, empty, cut with a matching Content-Length)",
+        _damaged_200s(0.2),
+        "identical",
+        TRANSPORT,
+    ),
+    Fault(
+        "429-20pct-retry-after",
+        "20% of answers 429, Retry-After 1 s",
+        ({"kind": "throttle", "probability": 0.2, "retry_after": 1},),
+        "identical",
+        THROTTLED,
+    ),
+    Fault(
+        "429-20pct-no-retry-after",
+        "20% of answers 429, no Retry-After (Amplitude's 30 s budget pause scaled to 0.6 s)",
+        ({"kind": "throttle", "probability": 0.2},),
+        "identical",
+        THROTTLED,
+        # Without Retry-After an Amplitude 429 pauses the project's budget 30 s (its limits
+        # are hit); unscaled, 20 % of ~100 Amplitude requests wait ~10 minutes.
+        amplitude={"budget_window_scale": 0.02},
+    ),
+    Fault(
+        "drop-20pct",
+        "20% of connections dropped mid-body",
+        ({"kind": "drop", "probability": 0.2},),
+        "identical",
+        TRANSPORT,
+    ),
+    Fault(
+        "html-404-export-x2",
+        "2 export answers an intermediary's HTML 404 page",
+        ({"kind": "html", "status": 404, "count": 2, "path": EXPORT_PATH},),
+        "identical",
+        PROXY,
+    ),
+    Fault(
+        "html-404-export-always",
+        "every export answer an intermediary's HTML 404 page (retry cap 3 s)",
+        ({"kind": "html", "status": 404, "path": EXPORT_PATH},),
+        "failed",
+        PROXY,
+        amplitude=SHORT_CAP,
+    ),
     Fault(
         "429-burst-within-cap",
         "429 burst of 2 answers, Retry-After 1 s (retry cap 3 s)",
@@ -183,6 +258,34 @@ DAILY_FAULTS = [
 RUN_AGAIN = ("Run the job again",)
 
 WRITEBACK_FAULTS = [
+    Fault(
+        "wb-duplicate-20pct",
+        "20% of writes delivered twice (applied twice, answered once)",
+        ({"kind": "duplicate", "probability": 0.2, "path": WRITE_PATH},),
+        "identical",
+        RUN_AGAIN,
+    ),
+    Fault(
+        "wb-drop-after-apply-x2",
+        "2 write answers lost after the write was applied (connection dropped)",
+        ({"kind": "drop", "count": 2, "fraction": 0.0, "path": WRITE_PATH},),
+        "either",
+        RUN_AGAIN,
+    ),
+    Fault(
+        "wb-html-502-503-20pct",
+        "20% of Pendo answers an intermediary's HTML 502/503 page",
+        _html_pages(0.2, service="pendo"),
+        "either",
+        RUN_AGAIN,
+    ),
+    Fault(
+        "wb-damaged-200-20pct",
+        "20% of Pendo 200 answers damaged (HTML page, empty, cut)",
+        _damaged_200s(0.2, service="pendo"),
+        "either",
+        RUN_AGAIN,
+    ),
     Fault(
         "wb-5xx-mixed-20pct",
         "20% of Pendo answers 500/502/503",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,8 @@ def test_defaults(project) -> None:
     assert component.key_env_var == "PENDO_WRITE_INTEGRATION_KEY"
     assert (component.timezone, component.schedule_cron) == ("America/New_York", "30 7 * * *")
     assert (component.batch_size, component.dry_run, component.region) == (1000, False, "us")
+    assert component.empty_export == "warn"
+    assert step_config(the_job(defs), {})["empty_export"] == "warn"
     (schedule,) = defs.schedules or []
     assert schedule.cron_schedule == "30 7 * * *"
     key = (defs.resources or {})["pendo_write"].integration_key
@@ -162,6 +166,7 @@ def test_a_misspelt_key_fails_naming_it(project) -> None:
         ("  region: mars\n", "unknown Pendo region 'mars'"),
         ("  key_env_var: ''\n", "must be the name of an environment variable"),
         ("  crm_path: a.csv\n  crm_table: crm.accounts\n", "set crm_path or crm_table, not both"),
+        ("  empty_export: ignore\n", "'warn' or 'fail'"),
     ],
 )
 def test_bad_values_are_refused_at_load(project, attributes: str, expected: str) -> None:
@@ -224,3 +229,109 @@ def test_the_component_runs_against_the_sandbox(project, monkeypatch, tmp_path) 
         assert (summary.dry_run, summary.missing, summary.updated) == (96, 1, 0)
         written = server.state.counters.count(method="POST", path=r"^/api/v1/metadata")
         assert written == 0  # a dry run by the component's default
+        # The log and the quarantine are assets of the graph, and the run that appended to
+        # them recorded a materialization of each, with the rows it added.
+        declared = {spec.key.to_user_string() for spec in defs.assets or []}
+        assert {"analytics/writeback_log", "analytics/writeback_quarantine"} <= declared
+        stored = {
+            m.asset_key.to_user_string(): m.metadata["rows_appended"].value
+            for m in result.asset_materializations_for_node("push_crm_changes")
+            + result.asset_materializations_for_node("validate_crm_rows")
+        }
+        assert stored["analytics/writeback_log"] == 97  # 96 planned + 1 missing
+        assert stored["analytics/writeback_quarantine"] > 0
+
+
+def _run_dry(
+    project: DefsFolderSandbox,
+    server: Any,
+    crm: Path,
+    tmp_path: Path,
+    instance: dg.DagsterInstance | None = None,
+    **extra: Any,
+) -> dg.ExecuteInProcessResult:
+    attributes = {
+        "crm_path": str(crm),
+        "key_env_var": "ACME_PENDO_WRITE_KEY",
+        "base_url": server.urls.pendo(),
+        "rate_per_second": 100.0,
+        "dry_run": True,
+        **extra,
+    }
+    text = yaml.safe_dump(attributes)
+    folder = declare(project, "".join(f"  {line}\n" for line in text.splitlines()))
+    _, defs = load(project, folder)
+    resources = {
+        **(defs.resources or {}),
+        "warehouse": DuckDBWarehouse(database=str(tmp_path / "w.duckdb")),
+    }
+    return the_job(defs).execute_in_process(
+        resources=resources, raise_on_error=False, instance=instance
+    )
+
+
+def _step_failure(result: dg.ExecuteInProcessResult, step: str) -> str:
+    (event,) = [e for e in result.all_events if e.is_step_failure and e.step_key == step]
+    assert event.step_failure_data is not None
+    return str(event.step_failure_data.error)
+
+
+@pytest.fixture
+def pendo_sandbox(monkeypatch) -> Iterator[Any]:
+    from analytics_assets.sandbox.config import SandboxConfig
+    from analytics_assets.sandbox.server import SandboxServer
+
+    monkeypatch.setenv("ACME_PENDO_WRITE_KEY", "sandbox-pendo-us-write-key")
+    with SandboxServer(SandboxConfig(seed=42, scale=1)) as server:
+        yield server
+
+
+def test_an_empty_export_warns_by_default_and_fails_when_configured(
+    project, pendo_sandbox, tmp_path
+) -> None:
+    crm = tmp_path / "empty.csv"
+    crm.write_text(SAMPLE_CRM_PATH.read_text(encoding="utf-8").splitlines()[0] + "\n")
+    instance = dg.DagsterInstance.ephemeral()
+    warned = _run_dry(project, pendo_sandbox, crm, tmp_path, instance)
+    assert warned.success
+    warnings = [
+        r.user_message
+        for r in instance.all_logs(warned.run_id)
+        if r.level == logging.WARNING and r.step_key == "read_crm_export"
+    ]
+    assert any("has a header (9 columns) but no rows" in w for w in warnings), warnings
+    summary = warned.output_for_node("push_crm_changes")
+    assert (summary.dry_run, summary.updated) == (0, 0)
+
+    failed = _run_dry(project, pendo_sandbox, crm, tmp_path, empty_export="fail")
+    assert not failed.success
+    text = _step_failure(failed, "read_crm_export")
+    assert "has a header (9 columns) but no rows" in text and "empty_export: fail" in text
+    assert pendo_sandbox.state.counters.count(method="POST", path=r"^/api/v1/metadata") == 0
+
+
+def test_dates_that_read_both_ways_stop_the_run_naming_the_column(
+    project, pendo_sandbox, tmp_path
+) -> None:
+    """A mapping that lists %m/%d/%Y without saying day_first: an export whose dates are
+    all 12 or below in both places cannot say whether it is month-first; nothing is sent."""
+    mapping = tmp_path / "mapping.yaml"
+    shipped = DEFAULT_MAPPING_PATH.read_text(encoding="utf-8")
+    mapping.write_text(shipped.replace(", day_first: false}", "}"), encoding="utf-8")
+    lines = SAMPLE_CRM_PATH.read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], lines[1:4]
+    column = header.split(",").index("Renewal Date")
+    ambiguous = ["03/04/2026", "05/06/2026", "2026-08-01"]
+    out = []
+    for row, when in zip(rows, ambiguous, strict=True):
+        cells = next(csv.reader([row]))
+        cells[column] = when
+        out.append(",".join(f'"{c}"' for c in cells))
+    crm = tmp_path / "ambiguous.csv"
+    crm.write_text("\n".join([header, *out]) + "\n", encoding="utf-8")
+    result = _run_dry(project, pendo_sandbox, crm, tmp_path, mapping=str(mapping))
+    assert not result.success
+    text = _step_failure(result, "validate_crm_rows")
+    assert "column 'Renewal Date'" in text and "03/04/2026, 05/06/2026" in text
+    assert "day_first" in text
+    assert pendo_sandbox.state.counters.count(method="POST", path=r"^/api/v1/metadata") == 0

@@ -9,7 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analytics_assets.crm_writeback.crm import CrmReadError, read_crm
+from analytics_assets.crm_writeback.crm import (
+    CrmReadError,
+    EmptyExportError,
+    check_not_empty,
+    read_crm,
+)
 from analytics_assets.crm_writeback.data.make_sample import OUT as SAMPLE
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
@@ -126,3 +131,24 @@ def test_sample_export_is_shipped_and_current() -> None:
     expected = company_sample_rows(Company(seed=42, scale=1))
     assert export.rows_read == len(expected) == 104
     assert [r.values for r in export.rows] == expected
+
+
+def test_an_export_with_a_header_and_no_rows_warns_or_fails(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("Account ID,Plan\n\n  \n", encoding="utf-8")
+    export = read_crm(path)
+    assert export.rows_read == 0 and export.blank_rows == 2
+    warning = check_not_empty(export)
+    assert warning is not None
+    assert "has a header (2 columns) but no rows (2 blank lines)" in warning
+    assert "empty_export: fail" in warning
+    with pytest.raises(EmptyExportError, match=r"nothing was validated or sent"):
+        check_not_empty(export, "fail")
+    with pytest.raises(ValueError, match=r"empty_export must be one of warn, fail"):
+        check_not_empty(export, "ignore")
+
+
+def test_an_export_with_rows_is_not_empty(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("Account ID,Plan\na1,pro\n", encoding="utf-8")
+    assert check_not_empty(read_crm(path), "fail") is None

@@ -9,17 +9,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from analytics_assets.crm_writeback import SAMPLE_CRM_PATH
 from analytics_assets.crm_writeback.convert import (
+    AmbiguousDatesError,
     ValueProblem,
+    check_date_order,
     convert,
     currency_to_number,
+    date_readings,
     parse_date,
 )
+from analytics_assets.crm_writeback.crm import read_crm
 from analytics_assets.crm_writeback.mapping import (
     DEFAULT_MAPPING_PATH,
     FieldMapping,
     MappingError,
     Transform,
+    date_order,
     load_mapping,
     parse_mapping,
 )
@@ -236,3 +242,80 @@ def test_parse_date_formats(text: str, formats: tuple[str, ...], day: date) -> N
 def test_parse_date_refuses(text: str) -> None:
     with pytest.raises(ValueProblem, match="unparsable date"):
         parse_date(text, ("%Y-%m-%d",))
+
+
+# ----- month-first or day-first ---------------------------------------------------------
+
+
+def _date_field(transform: str) -> FieldMapping:
+    text = GOOD.replace('      - parse_date: ["%d.%m.%Y"]', f"      - {transform}")
+    return parse_mapping(text, source="test.yaml").field("renewal_date")
+
+
+def test_day_first_picks_the_numeric_order_and_is_read_from_the_file() -> None:
+    day_first = _date_field("parse_date: {day_first: true}").transforms[0]
+    month_first = _date_field("parse_date: {day_first: no}").transforms[0]
+    assert day_first.day_first is True and month_first.day_first is False
+    assert parse_date("03/04/2026", day_first.formats) == date(2026, 4, 3)
+    assert parse_date("03/04/2026", month_first.formats) == date(2026, 3, 4)
+    # ISO dates read the same under either order.
+    assert parse_date("2026-04-03", day_first.formats) == date(2026, 4, 3)
+
+
+def test_day_first_that_contradicts_a_listed_format_is_a_mapping_error() -> None:
+    text = GOOD.replace(
+        '      - parse_date: ["%d.%m.%Y"]',
+        '      - parse_date: {formats: ["%Y-%m-%d", "%m/%d/%Y"], day_first: true}',
+    )
+    with pytest.raises(MappingError) as info:
+        parse_mapping(text, source="test.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 19:") and "'%m/%d/%Y' read the other way" in problem
+
+
+@pytest.mark.parametrize(
+    ("fmt", "order"),
+    [("%m/%d/%Y", False), ("%d.%m.%Y", True), ("%Y-%m-%d", None), ("%d %b %Y", None)],
+)
+def test_date_order_of_a_format(fmt: str, order: bool | None) -> None:
+    assert date_order(fmt) is order
+
+
+def test_dates_that_read_both_ways_need_the_mapping_to_say_which() -> None:
+    field = _date_field('parse_date: {formats: ["%Y-%m-%d", "%m/%d/%Y"]}')
+    cells = [" 03/04/2026 ", "05/06/2026", "2026-07-01", "", None, "07/07/2026"]
+    with pytest.raises(AmbiguousDatesError) as info:
+        check_date_order(field, cells)
+    text = str(info.value)
+    assert "column 'Renewal'" in text and "mapping line 15" in text
+    assert "03/04/2026, 05/06/2026 (2 such values)" in text  # trimmed; 07/07 is not ambiguous
+    assert "no value has a number above 12" in text and "day_first" in text
+
+
+def test_an_unambiguous_value_of_the_same_order_settles_the_column() -> None:
+    field = _date_field('parse_date: {formats: ["%m/%d/%Y"]}')
+    check_date_order(field, ["03/04/2026", "01/15/2027"])  # 15 can only be a day
+
+
+def test_values_that_contradict_the_formats_order_are_refused() -> None:
+    field = _date_field('parse_date: {formats: ["%m/%d/%Y"]}')
+    with pytest.raises(AmbiguousDatesError, match=r"yet 25/03/2026 can only be day-first"):
+        check_date_order(field, ["03/04/2026", "25/03/2026"])
+
+
+def test_a_declared_order_reads_ambiguous_dates_without_complaint() -> None:
+    field = _date_field("parse_date: {day_first: true}")
+    check_date_order(field, ["03/04/2026", "05/06/2026"])
+    assert convert(field, "03/04/2026") == date(2026, 4, 3)
+
+
+def test_the_shipped_sample_is_settled_by_its_own_dates() -> None:
+    mapping = load_mapping()
+    export = read_crm(SAMPLE_CRM_PATH)
+    field = mapping.field("renewal_date")
+    readings = date_readings(
+        field.transforms[-1].formats, (r.values[field.column] for r in export.rows)
+    )
+    day_first, month_first, either = readings
+    assert either and month_first and not day_first
+    check_date_order(field, (r.values[field.column] for r in export.rows))

@@ -54,7 +54,7 @@ def test_schema_mismatch_names_every_field() -> None:
     assert "Pendo has no custom account field 'csm_owner'" in text
     assert "Pendo has no custom account field 'plan'" in text  # deleted counts as absent
     assert (
-        "seats (from 'Seats', line 28): the mapping says number but Pendo's field is boolean"
+        "seats (from 'Seats', line 29): the mapping says number but Pendo's field is boolean"
         in (text)
     )
     assert "nothing was written" in text
@@ -70,7 +70,7 @@ def test_untyped_pendo_field_is_a_warning() -> None:
 
 def test_missing_columns_stop_before_rows() -> None:
     export = CrmExport("crm.csv", ["Account ID", "Plan"], [])
-    with pytest.raises(ColumnsMissingError, match=r"no column 'ARR \(USD\)' \(mapping line 24\)"):
+    with pytest.raises(ColumnsMissingError, match=r"no column 'ARR \(USD\)' \(mapping line 25\)"):
         check_columns(load_mapping(), export)
 
 

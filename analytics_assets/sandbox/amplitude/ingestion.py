@@ -80,8 +80,10 @@ STRINGS = (
 )
 NUMERIC = ("price", "quantity", "revenue", "location_lat", "location_lng")
 OBJECTS = ("event_properties", "user_properties", "groups", "group_properties", "plan")
-# What an identification may carry into its $identify row (the Identify API's keys).
+# What an identification may carry into its $identify row (the Identify API's keys, and
+# insert_id: see ``Ingestor.identify``).
 IDENTIFY_FIELDS = (
+    "insert_id",
     "user_id",
     "device_id",
     "user_properties",
@@ -388,7 +390,14 @@ class Ingestor:
         return _json(429, body)
 
     def _ingest_event(
-        self, event: dict[str, Any], now: int, path: str, request: Request, *, user: bool = True
+        self,
+        event: dict[str, Any],
+        now: int,
+        path: str,
+        request: Request,
+        *,
+        user: bool = True,
+        dedup_key: str | None = None,
     ) -> IngestedEvent | None:
         """One event (or identify row) in the export format; None when deduplicated.
 
@@ -396,14 +405,15 @@ class Ingestor:
         user-level groups (what the SDKs' ``set_group`` sends); ``$groupidentify`` rows
         update the listed groups' properties. Both are written to the export, as the
         service's raw data has them, but are not counted as events. ``user=False`` is
-        the ``/groupidentify`` API's row: it belongs to no user.
+        the ``/groupidentify`` API's row: it belongs to no user. ``dedup_key`` replaces the
+        device (or user) as the owner of the ``insert_id`` (a group has neither).
         """
         t = self.tenant
         user_id = event.get("user_id") or None
         device_id = event.get("device_id") or None
         insert_id = event.get("insert_id")
         if insert_id is not None and not t.dedup.first_time(
-            device_id or f"u:{user_id}", insert_id, now
+            dedup_key or device_id or f"u:{user_id}", insert_id, now
         ):
             return None  # same device_id + insert_id within 7 days: ignored
         amp = t.users.resolve(user_id, device_id, now) if user else None
@@ -559,6 +569,11 @@ class Ingestor:
         return items
 
     async def identify(self, request: Request) -> Response:
+        # Identifications become $identify rows and, like the HTTP V2 API's events (which
+        # the SDKs' identify calls are), a repeat of the same user or device + insert_id
+        # within 7 days is ignored: a retried batch that already landed changes nothing.
+        # (The Identify API's page lists no insert_id; the service turns identifications
+        # into $identify events, whose insert_id the HTTP V2 page documents.)
         items = await self._identifications(request)
         if isinstance(items, Response):
             return items
@@ -616,7 +631,9 @@ class Ingestor:
         now = self.tenant.now_ms()
         rows = []
         for item in items:
-            # A $groupidentify row of the export per identification; it belongs to no user.
+            # A $groupidentify row of the export per identification; it belongs to no user,
+            # so an insert_id is deduplicated per group, as identify's per user.
+            group = f"g:{item['group_type']}:{item['group_value']}"
             row = self._ingest_event(
                 {
                     "event_type": "$groupidentify",
@@ -624,11 +641,13 @@ class Ingestor:
                     "group_properties": item.get("group_properties") or {},
                     "time": now,
                     "library": "http/1.0",
+                    **({"insert_id": item["insert_id"]} if item.get("insert_id") else {}),
                 },
                 now,
                 "/groupidentify",
                 request,
                 user=False,
+                dedup_key=group,
             )
             if row is not None:
                 rows.append(row)
