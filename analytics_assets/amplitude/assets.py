@@ -21,16 +21,16 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from analytics_assets.amplitude.asset_factory import amplitude_asset, cost_metadata
 from analytics_assets.amplitude.export import NO_DATA_DETAILS, ExportResult
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.amplitude.session_assets import (
     SESSION_ASSET_NAMES,
     amplitude_session_assets,
 )
-from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
-from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
+from analytics_assets.naming import AssetNaming
+from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
@@ -49,9 +49,6 @@ from analytics_assets.warehouse.types import (
 SYSTEM = "amplitude"
 DEFAULT_NAMING = AssetNaming(SYSTEM)
 DEFAULT_CALENDAR = DailyCalendar()
-KINDS = {"amplitude", "duckdb"}
-OWNERS = ["team:data-engineering"]
-POOL = "amplitude_api"
 
 # The names ``include`` (and the component's ``assets``) select by; each is also the last
 # part of the asset key and the table name. ``charts`` selects every chart; one chart is
@@ -74,10 +71,6 @@ ASSET_NAMES = (
 CHART_PREFIX = "chart_"
 
 DAY = Column("day", DATE, "The local day (the partition)")
-
-Compute = Callable[
-    [dg.AssetExecutionContext, AmplitudeResource, WarehouseResource], dg.MaterializeResult
-]
 
 
 def events_key(naming: AssetNaming = DEFAULT_NAMING) -> dg.AssetKey:
@@ -110,14 +103,6 @@ def _table(naming: AssetNaming, name: str) -> str:
     return table
 
 
-def _cost_metadata(client: Any, since: Any) -> dict[str, dg.MetadataValue]:
-    meta = api_metadata(client, since, "amplitude")
-    spent = getattr(client, "cost_spent", None)
-    if isinstance(spent, dict):
-        meta["amplitude_cost_units"] = dg.MetadataValue.float(float(sum(spent.values())))
-    return meta
-
-
 def _materialize(
     warehouse: WarehouseResource,
     table: str,
@@ -135,47 +120,6 @@ def _materialize(
         },
         check_results=check_results,
     )
-
-
-def _amplitude_asset(
-    naming: AssetNaming,
-    name: str,
-    description: str,
-    compute: Compute,
-    check_specs: Callable[[dg.AssetKey, checks.Partitions], list[dg.AssetCheckSpec]],
-    calendar: DailyCalendar | None = None,
-    deps: Sequence[dg.AssetKey] = (),
-    retry: dg.RetryPolicy | None = None,
-) -> dg.AssetsDefinition:
-    """One Amplitude asset: a daily partition of ``calendar`` when given one, else a
-    snapshot. Jobs and their schedules run both (``jobs.py``); no automation condition
-    books them a second time. Every asset calls the API in the one pool and retries as a
-    step when the API stays down past the transport's own retries."""
-    key = naming.key(name)
-    partitions = calendar.partitions_def if calendar else None
-
-    @dg.asset(
-        key=key,
-        group_name=naming.group,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        tags=asset_tags(naming, DAILY if calendar else SNAPSHOT),
-        description=description,
-        partitions_def=partitions,
-        deps=list(deps),
-        freshness_policy=FRESHNESS_POLICY,
-        retry_policy=retry,
-        check_specs=check_specs(key, partitions),
-    )
-    def _asset(
-        context: dg.AssetExecutionContext,
-        amplitude: AmplitudeResource,
-        warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
-        return compute(context, amplitude, warehouse)
-
-    return _asset
 
 
 # ----- daily users and event totals -------------------------------------------------------------
@@ -213,7 +157,7 @@ def _daily_active_users_asset(
             start = client.stats.snapshot()
             active = _single_value(client.active_users(day, day, metric="active"), day)
             new = _single_value(client.active_users(day, day, metric="new"), day)
-            cost = _cost_metadata(client, start)
+            cost = cost_metadata(client, start)
         load_rows(
             warehouse,
             table,
@@ -234,7 +178,7 @@ def _daily_active_users_asset(
             partition,
         )
 
-    return _amplitude_asset(
+    return amplitude_asset(
         naming,
         DAILY_ACTIVE_USERS,
         "Daily active and new users from Amplitude's Dashboard REST API (/api/2/users).",
@@ -281,7 +225,7 @@ def _event_type_daily_totals_asset(
                     rows.append(
                         {"day": day, "event_type": name, "totals": totals, "uniques": uniques}
                     )
-            cost = _cost_metadata(client, start)
+            cost = cost_metadata(client, start)
         load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
         partition = ("day", day)
         total_events = sum(r["totals"] for r in rows)
@@ -299,7 +243,7 @@ def _event_type_daily_totals_asset(
             {"amplitude_events_total": dg.MetadataValue.int(total_events)},
         )
 
-    return _amplitude_asset(
+    return amplitude_asset(
         naming,
         EVENT_TYPE_DAILY_TOTALS,
         "Per event type and day: total events and unique users (event segmentation), for "
@@ -601,7 +545,7 @@ def _events_asset(
                     client.segmentation("_all", window.day, window.day, metric="totals"),
                     window.day,
                 )
-                cost = _cost_metadata(client, start)
+                cost = cost_metadata(client, start)
             files = list(result.files)
             if not files:
                 _refuse_empty(result, warehouse, table, window.day, hours, dashboard)
@@ -655,7 +599,7 @@ def _events_asset(
             },
         )
 
-    return _amplitude_asset(
+    return amplitude_asset(
         naming,
         EVENTS,
         "Amplitude's raw events from the Export API, for the UTC upload hours that cover the "
@@ -712,7 +656,7 @@ def chart_asset(
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
             results = client.chart_results(chart.id)
-            cost = _cost_metadata(client, start)
+            cost = cost_metadata(client, start)
         load_rows(
             warehouse,
             table,
@@ -727,7 +671,7 @@ def chart_asset(
             [checks.check_keys_unique(warehouse, table, ["row_number"])],
         )
 
-    return _amplitude_asset(
+    return amplitude_asset(
         naming,
         name,
         f"The saved Amplitude chart {chart.id} ({chart.name}), as tidy rows.",
@@ -777,7 +721,7 @@ def _cohorts_asset(naming: AssetNaming, retry: dg.RetryPolicy | None) -> dg.Asse
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
             cohorts = client.list_cohorts()
-            cost = _cost_metadata(client, start)
+            cost = cost_metadata(client, start)
         load_rows(warehouse, table, COHORT_COLUMNS, map(_cohort_row, cohorts))
         return _materialize(
             warehouse,
@@ -787,7 +731,7 @@ def _cohorts_asset(naming: AssetNaming, retry: dg.RetryPolicy | None) -> dg.Asse
             [checks.check_keys_unique(warehouse, table, ["cohort_id"])],
         )
 
-    return _amplitude_asset(
+    return amplitude_asset(
         naming,
         COHORTS,
         "The project's behavioral cohorts (the cohort list), refreshed daily.",
@@ -897,7 +841,7 @@ def _cohort_membership_asset(
 
             partition = ("snapshot_day", snapshot_day)
             load_rows(warehouse, table, MEMBERSHIP_COLUMNS, rows(), partition=partition)
-            cost = _cost_metadata(client, start)
+            cost = cost_metadata(client, start)
         context.log.info(
             f"{table}: snapshot of {snapshot_day} (as of {as_of:%Y-%m-%d %H:%M %Z}, from "
             f"{basis}) for {len(expected)} cohorts; earlier snapshots kept"
@@ -924,7 +868,7 @@ def _cohort_membership_asset(
         )
 
     # Not partitioned: Amplitude serves only current membership (see the description).
-    return _amplitude_asset(
+    return amplitude_asset(
         naming,
         COHORT_MEMBERSHIP,
         "Who is in each selected cohort, one snapshot a day kept as history, fetched through "

@@ -16,25 +16,21 @@ checks recorded against the partition):
 
 # No `from __future__ import annotations`: Dagster reads the asset function's context
 # annotation at definition time.
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
 import dagster as dg
 
+from analytics_assets.amplitude.asset_factory import Compute, amplitude_asset, cost_metadata
 from analytics_assets.amplitude.resource import AmplitudeResource
-from analytics_assets.api_session import api_metadata
-from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
+from analytics_assets.naming import AssetNaming
+from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
 from analytics_assets.warehouse.types import DATE, FLOAT, INT, STR
-
-KINDS = {"amplitude", "duckdb"}
-OWNERS = ["team:data-engineering"]
-POOL = "amplitude_api"
 
 SESSION_DAILY_STATS = "session_daily_stats"
 ANNOTATIONS = "annotations"
@@ -69,10 +65,6 @@ USER_COLUMNS = [
 ]
 # Profile fields that are not user properties.
 _NOT_PROPERTIES = ("library", "first_used", "last_used")
-
-Compute = Callable[
-    [dg.AssetExecutionContext, AmplitudeResource, WarehouseResource], dg.MaterializeResult
-]
 
 
 def _day_value(rows: Iterable[dict[str, Any]], day: date) -> float | None:
@@ -129,33 +121,18 @@ class _Factory:
         specs: Callable[[dg.AssetKey], list[dg.AssetCheckSpec]],
         *,
         daily: bool,
-        deps: Iterable[dg.AssetKey] = (),
+        deps: Sequence[dg.AssetKey] = (),
     ) -> dg.AssetsDefinition:
-        key = self.naming.key(name)
-
-        @dg.asset(
-            key=key,
-            group_name=self.naming.group,
-            kinds=KINDS,
-            owners=OWNERS,
-            pool=POOL,
-            tags=asset_tags(self.naming, DAILY if daily else SNAPSHOT),
-            description=description,
-            partitions_def=self.calendar.partitions_def if daily else None,
-            deps=list(deps),
-            freshness_policy=FRESHNESS_POLICY,
-            retry_policy=self.retry,
-            check_specs=specs(key),
+        return amplitude_asset(
+            self.naming,
+            name,
+            description,
+            compute,
+            lambda key, _: specs(key),
+            self.calendar if daily else None,
+            deps,
+            self.retry,
         )
-        def _asset(
-            context: dg.AssetExecutionContext,
-            amplitude: AmplitudeResource,
-            warehouse: WarehouseResource,
-        ) -> dg.MaterializeResult:
-            return compute(context, amplitude, warehouse)
-
-        _asset.__name__ = "_".join([*self.naming.key_prefix, "amplitude", name])
-        return _asset
 
     def session_daily_stats(self) -> dg.AssetsDefinition:
         table = self.naming.table(SESSION_DAILY_STATS)
@@ -171,7 +148,7 @@ class _Factory:
                 start = client.stats.snapshot()
                 average = _day_value(client.session_average_length(day, day), day)
                 per_user = _day_value(client.sessions_per_user(day, day), day)
-                cost = api_metadata(client, start, "amplitude")
+                cost = cost_metadata(client, start)
             rows = (
                 []
                 if per_user is None
@@ -215,7 +192,7 @@ class _Factory:
             with amplitude.session(context) as client:
                 start = client.stats.snapshot()
                 items = client.list_annotations()
-                cost = api_metadata(client, start, "amplitude")
+                cost = cost_metadata(client, start)
             rows = (
                 {
                     "id": a.get("id"),
@@ -274,7 +251,7 @@ class _Factory:
 
                 rows: Iterator[dict[str, Any]] = pool.map(profile, users)
                 load_rows(warehouse, table, USER_COLUMNS, rows, partition=partition)
-                cost = api_metadata(client, start, "amplitude")
+                cost = cost_metadata(client, start)
             written = int(
                 warehouse.records(f"SELECT count(*) AS n FROM {table} WHERE day = ?", [day])[0]["n"]
             )
