@@ -19,6 +19,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "API_RETRY_POLICY": "analytics_assets.api_session",
     "AccountAnalytics": "analytics_assets.analytics.component",
     "AmplitudeResource": "analytics_assets.amplitude.resource",
     "AmplitudeSync": "analytics_assets.amplitude.component",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "PendoResource": "analytics_assets.pendo.resource",
     "PostgresWarehouse": "analytics_assets.warehouse.postgres",
     "PendoSync": "analytics_assets.pendo.component",
+    "SnowflakeWarehouse": "analytics_assets.warehouse.snowflake",
     "SyncJobs": "analytics_assets.jobs",
     "Warehouse": "analytics_assets.warehouse.component",
     "WarehouseError": "analytics_assets.warehouse.base",
