@@ -32,7 +32,6 @@ def assets() -> dict[str, dg.AssetSpec]:
         ("pendo/guides", "pendo/guide_daily_activity"),
         ("pendo/visitor_daily_usage", "pendo/account_daily_usage"),
         ("amplitude/cohorts", "amplitude/cohort_membership"),
-        ("amplitude/events", "amplitude/user_properties_daily"),
         ("pendo/visitors", "analytics/account_daily_usage"),
         ("analytics/account_daily_usage", "analytics/account_health"),
     ],
@@ -91,3 +90,14 @@ def test_step_retries_are_set_per_component(monkeypatch) -> None:
     )
     with pytest.raises(ValueError, match="step_retries must be 0 to 10"):
         StepRetryFields(step_retries=11)
+
+
+def test_user_properties_are_built_only_when_named() -> None:
+    """One Profile API request per user a day: not a default, an opt-in with its lineage."""
+    from analytics_assets.amplitude.assets import amplitude_assets
+
+    assert "amplitude/user_properties_daily" not in {
+        a.key.to_user_string() for a in amplitude_assets()
+    }
+    (named,) = amplitude_assets(include=["user_properties_daily"])
+    assert dg.AssetKey(["amplitude", "events"]) in named.asset_deps[named.key]

@@ -13,7 +13,8 @@ import pytest
 
 from analytics_assets.warehouse.base import WarehouseResource, warehouse_from_url
 
-pytestmark = pytest.mark.slow
+# Two demos side by side (900 s allowed each): more than the default 300.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 PASSWORD = "s3cret-never-printed"
 

@@ -33,7 +33,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-pytestmark = pytest.mark.slow
+# The demo fixture runs a whole demo (its subprocess has 600 s): more than the default 300.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PENDO_READ = "PENDO-READ-SECRET-4f9c2d81e7a3"
 PENDO_WRITE = "PENDO-WRITE-SECRET-b7e1093c5d2f"

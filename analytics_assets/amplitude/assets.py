@@ -25,6 +25,7 @@ from analytics_assets.amplitude.asset_factory import amplitude_asset, cost_metad
 from analytics_assets.amplitude.export import NO_DATA_DETAILS, ExportResult
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.amplitude.session_assets import (
+    OPT_IN_ASSET_NAMES,
     SESSION_ASSET_NAMES,
     amplitude_session_assets,
 )
@@ -926,8 +927,10 @@ def amplitude_assets(
     discoverable ones), and one asset per saved chart of ``charts``.
 
     ``include`` keeps only the named assets (see ``amplitude_asset_names``); ``None``
-    keeps all. An unknown name raises ValueError. ``retry`` is the step retry policy of
-    every asset (they all call the API): None, Dagster's default, runs a failed step once;
+    keeps all but ``user_properties_daily``, which costs one Profile API request per user
+    a day and is built only when named. An unknown name raises ValueError. ``retry`` is
+    the step retry policy of every asset (they all call the API): None, Dagster's default,
+    runs a failed step once;
     the ``AmplitudeSync`` component passes ``API_RETRY_POLICY`` unless told otherwise."""
     wanted = set(check_asset_names(include, charts)) if include is not None else None
 
@@ -942,7 +945,9 @@ def amplitude_assets(
         (COHORT_MEMBERSHIP, lambda: _cohort_membership_asset(calendar, naming, cohorts, retry)),
     ]
     assets = [build() for name, build in builders if chosen(name)]
-    assets += amplitude_session_assets(calendar, naming, wanted, retry)
+    # With no include, the opt-in assets (whose cost grows with the users) stay out.
+    sessions = wanted if wanted is not None else set(SESSION_ASSET_NAMES) - set(OPT_IN_ASSET_NAMES)
+    assets += amplitude_session_assets(calendar, naming, sessions, retry)
     for chart in charts:
         if chosen(CHARTS) or chosen(f"{CHART_PREFIX}{chart.name}"):
             assets.append(chart_asset(chart, naming, retry))

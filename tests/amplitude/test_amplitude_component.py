@@ -33,8 +33,7 @@ DAILY_NAMES = {
     "event_type_daily_totals",
     "events",
     "session_daily_stats",
-    "user_properties_daily",
-}
+}  # user_properties_daily is built only when named (one Profile API request per user)
 DEFAULT_KEYS = {
     dg.AssetKey(["amplitude", name])
     for name in (*DAILY_NAMES, "cohorts", "cohort_membership", "annotations")

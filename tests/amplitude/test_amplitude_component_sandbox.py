@@ -26,7 +26,6 @@ TABLES = {
     "cohort_membership",
     "session_daily_stats",
     "annotations",
-    "user_properties_daily",
     "chart_dau",
 }
 

@@ -9,6 +9,8 @@ import pytest
 
 from analytics_assets.warehouse.base import WarehouseError
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+from analytics_assets.warehouse.loading import load_rows
+from analytics_assets.warehouse.types import INT, STR, Column
 
 
 def _rows(n: int, day: str) -> str:
@@ -54,6 +56,73 @@ def test_settings_reach_duckdb(tmp_path: Path) -> None:
         expected = plain.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert (memory, threads, database) == (expected, 1, "warehouse")
     assert temp == f"{path}.tmp"  # spills beside the file, not in the working directory
+
+
+def _rendered(limit: str) -> str:
+    with duckdb.connect(config={"memory_limit": limit}) as plain:
+        return plain.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
+def _limits_used(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The memory_limit each connection of the warehouse is opened with (None: its own)."""
+    used: list[str | None] = []
+    connection = DuckDBWarehouse.connection
+
+    def recording(self: DuckDBWarehouse, memory_limit: str | None = None):  # noqa: ANN202
+        used.append(memory_limit)
+        return connection(self, memory_limit)
+
+    monkeypatch.setattr(DuckDBWarehouse, "connection", recording)
+    return used
+
+
+def test_staged_loads_and_records_run_under_the_stream_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Their state grows with the table (the insert's row groups, the keys check's hash
+    # table): under the small limit DuckDB spills it instead of holding it.
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    (row,) = wh.records("SELECT current_setting('memory_limit') AS m")
+    assert row["m"] == _rendered("64MB")
+    used = _limits_used(monkeypatch)
+    columns = [Column("k", STR), Column("v", INT)]
+    assert load_rows(wh, "s.t", columns, [{"k": "a", "v": 1}], partition=("k", "a")) == 1
+    assert load_rows(wh, "s.whole", columns, [{"k": "b", "v": 2}]) == 1
+    assert used == ["64MB", "64MB"]
+    # SQL over the warehouse (transforms, the JSON-lines load) keeps memory_limit.
+    wh.replace_partition("s.u", _rows(3, "2026-11-01"), "day", "2026-11-01")
+    assert used[-1] is None
+
+
+def test_the_smaller_limit_wins(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"), memory_limit="48MB")
+    (row,) = wh.records("SELECT current_setting('memory_limit') AS m")
+    assert row["m"] == _rendered("48MB")
+    odd = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"), stream_memory_limit="lots")
+    (row,) = odd.records("SELECT current_setting('memory_limit') AS m")
+    assert row["m"] == _rendered("288MB")  # sizes that cannot be compared: memory_limit
+
+
+def test_work_that_does_not_fit_the_stream_limit_runs_again_under_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DuckDB's spilling aggregate needs memory that grows with the groups: far too many
+    # for 4MB here, as ~11 million keys were for 64MB (bench/README.md).
+    wh = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"), stream_memory_limit="4MB")
+    used = _limits_used(monkeypatch)
+    duplicated = wh.records(
+        "SELECT count(*) AS n FROM (SELECT range % 2000000 AS k FROM range(4000000) "
+        "GROUP BY k HAVING count(*) > 1) AS d"
+    )
+    assert duplicated == [{"n": 2000000}]
+    assert used == ["4MB", None]
+    # A load that ran out of memory rolled back: the second one writes the rows once.
+    columns = [Column("k", STR), Column("v", INT)]
+    rows = ({"k": f"key-{i}", "v": i} for i in range(300_000))
+    assert load_rows(wh, "s.t", columns, rows) == 300_000
+    assert used[2:] == ["4MB", None]
+    (row,) = wh.records("SELECT count(*) AS n, count(DISTINCT k) AS keys FROM s.t")
+    assert row == {"n": 300_000, "keys": 300_000}
 
 
 @pytest.mark.parametrize("size", [0, 1000, -2048])
