@@ -1,22 +1,31 @@
 """Pendo client against a rate-limited sandbox: sustained rate and 429 share (not a test).
 
 The sandbox allows R requests/s per key (a token bucket of burst 1 or 2, ``Retry-After`` in
-whole seconds). Each scenario runs one PendoClient for ``--duration`` seconds of cheap reads
-(``GET /api/v1/token/verify``) from ``--threads`` threads sharing the client, its rate set
-to 0.5 R, R, 1.5 R, 4 R or "auto", under three limiters, side by side in every round:
+whole seconds), in its own process. Each scenario runs ``--clients`` processes (parallel
+steps of a backfill; 1 by default), each one PendoClient doing cheap reads
+(``GET /api/v1/token/verify``) for ``--duration`` seconds from ``--threads`` threads, its rate
+set to 0.5 R, R, 1.5 R, 4 R or "auto", under one of these limiters:
 
-* ``old``: the AIMD ``AdaptiveTokenBucket`` (halves on a 429, recovers additively); it
-  needs a number, so it has no "auto";
 * ``new``: the ``RateFinder`` the resource builds, its state in a fresh SQLite ledger (the
-  product's default store, overhead included): it starts knowing nothing;
-* ``warm``: a second ``RateFinder`` on the ledger ``new`` left, as the next step of a
-  backfill starts: from the rate learned.
+  product's default store, overhead included) shared by the scenario's clients: it starts
+  knowing nothing;
+* ``warm``: a ``RateFinder`` on the ledger ``new`` left, as the next step of a backfill
+  starts: from the rate learned;
+* ``old``: the AIMD ``AdaptiveTokenBucket`` (halves on a 429, recovers additively), per
+  process; it needs a number, so it has no "auto".
 
-Figures: calls completed per second as a share of R, and the share of HTTP requests
-answered 429; the summary gives the median of the rounds and new/old.
+Figures: calls completed per second as a share of R over the whole run and from
+``--settle`` seconds on ("held"), and the share of HTTP requests answered 429; the summary
+gives the median of the rounds.
+
+``--plain 0.95,0.97`` measures instead what pacing alone earns: plain httpx GETs at those
+shares of R, no limiter, no retries (a 429 is counted and pacing goes on), once as is and
+once keeping each late answer's lag as ``RateFinder``'s lag guard does (the next request
+waits the answer's lag over the fastest recent round trip, less half the margin under 1/R).
 
     /work/venv/bin/python bench/pendo_client_bench.py                 # R=20, 60 s, 3 rounds
-    /work/venv/bin/python bench/pendo_client_bench.py --bursts 2 --shares 1.5 --rounds 1
+    /work/venv/bin/python bench/pendo_client_bench.py --clients 3 --shares 1.5,auto
+    /work/venv/bin/python bench/pendo_client_bench.py --plain 0.95,0.97 --bursts 1
 
 Target (issue 21): ``new`` holds >= 90 % of R with < 1 % of requests answered 429 at every
 client rate from R to 4 R and in auto; at 0.5 R it holds 0.5 R (the user's cap).
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import subprocess
@@ -42,6 +52,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
+
 from analytics_assets.http import AdaptiveTokenBucket
 from analytics_assets.http.limits import AUTO, Limiter, RateFinder
 from analytics_assets.http.shared_budget import LedgerRateStore, ledger_at
@@ -51,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 
 READ_KEY = "sandbox-pendo-us-read-key"
-LIMITERS = ("old", "new", "warm")
+LIMITERS = ("new", "warm", "old")
 
 
 @dataclass
@@ -60,9 +72,12 @@ class Result:
     burst: int
     share: str  # "0.5", "1", ... or "auto": the client's rate as a multiple of R
     limiter: str
+    clients: int
     server_rate: float
     seconds: float
     completed: int
+    held_completed: int  # completed from --settle seconds on
+    held_seconds: float
     requests: int
     throttled: int
     failed: int
@@ -72,6 +87,10 @@ class Result:
     @property
     def share_of_r(self) -> float:
         return self.completed / self.seconds / self.server_rate
+
+    @property
+    def held_share_of_r(self) -> float:
+        return self.held_completed / self.held_seconds / self.server_rate
 
     @property
     def share_429(self) -> float:
@@ -114,14 +133,25 @@ def sandbox_process(rate: float, burst: int, retry_after: bool) -> Iterator[str]
         proc.wait(timeout=30)
 
 
-def drive(url: str, limiter: Limiter, args: argparse.Namespace) -> tuple[float, int, int, int, int]:
-    """(seconds, completed, requests, 429s, failed) of ``--duration`` s of reads."""
+def make_limiter(name: str, client_rate: float | str, ledger: Path) -> Limiter:
+    if name == "old":
+        assert client_rate != AUTO
+        return AdaptiveTokenBucket(float(client_rate), 1, name="pendo")
+    # As the resource builds it: its state a record of the ledger ("warm" finds "new"'s).
+    store = LedgerRateStore(ledger_at(ledger), scope="bench", name="pendo.rate")
+    return RateFinder(client_rate, store=store, name="pendo")
+
+
+def drive(url: str, limiter: Limiter, duration: float, threads: int) -> dict:
+    """``duration`` s of reads from ``threads`` threads sharing one client; the run starts
+    when a line arrives on stdin (so that every client of a scenario starts together)."""
     client = PendoClient(READ_KEY, base_url=url, max_attempts=10, limiter=limiter)
-    completed = failed = 0
+    done: list[float] = []
+    failed = 0
     lock = threading.Lock()
 
     def worker(deadline: float) -> None:
-        nonlocal completed, failed
+        nonlocal failed
         while time.monotonic() < deadline:
             try:
                 client.verify_token(refresh=True)
@@ -130,105 +160,134 @@ def drive(url: str, limiter: Limiter, args: argparse.Namespace) -> tuple[float, 
                 ok = False
             with lock:
                 if ok:
-                    completed += 1
+                    done.append(time.monotonic())
                 else:
                     failed += 1
 
-    # Time the calls only: the server's start and the client's first connection are not
-    # part of the sustained rate.
+    # The client's first connection is not part of the sustained rate (a single request,
+    # far below any limit).
     client.verify_token(refresh=True)
+    print("ready", flush=True)
+    sys.stdin.readline()
     client.stats.reset()
     started = time.monotonic()
-    threads = [
-        threading.Thread(target=worker, args=(started + args.duration,))
-        for _ in range(args.threads)
-    ]
-    for t in threads:
+    pool = [threading.Thread(target=worker, args=(started + duration,)) for _ in range(threads)]
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
     elapsed = time.monotonic() - started
     snap = client.stats.snapshot()
     client.close()
-    return elapsed, completed, snap.requests_sent, snap.throttled, failed
+    return {
+        "seconds": elapsed,
+        "done": [t - started for t in done],
+        "requests": snap.requests_sent,
+        "throttled": snap.throttled,
+        "failed": failed,
+        "rate": getattr(limiter, "rate", math.nan),
+        "ceiling": limiter.state().ceiling if isinstance(limiter, RateFinder) else None,
+    }
+
+
+def run_clients(url: str, name: str, client_rate: float | str, ledger: Path, args) -> list[dict]:
+    """``--clients`` processes (parallel steps), started together."""
+    cmd = [sys.executable, __file__, "--child", url, name, str(client_rate), str(ledger)]
+    cmd += ["--duration", str(args.duration), "--threads", str(args.threads)]
+    cmd += ["--verbose"] if args.verbose else []
+    procs = [
+        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(args.clients)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("a client did not start")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=args.duration + 120)
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    return outs
 
 
 def scenario(
     rnd: int, burst: int, share: str, args: argparse.Namespace, ledger_dir: Path
 ) -> list[Result]:
-    """The limiters of one scenario, old and new in turns (the order flips every round)."""
+    """The limiters of one scenario in turns (the order flips every round), each against a
+    fresh sandbox."""
     r = args.rate
-    client_rate = AUTO if share == AUTO else float(share) * r
-    ledger = ledger_at(ledger_dir / f"r{rnd}-b{burst}-{share}.sqlite")
-    store = LedgerRateStore(ledger, scope="bench", name="pendo.rate")
+    client_rate: float | str = AUTO if share == AUTO else float(share) * r
+    ledger = ledger_dir / f"r{rnd}-b{burst}-{share}.sqlite"
     wanted = [name for name in args.limiters if not (name == "old" and share == AUTO)]
     if rnd % 2 == 0 and "old" in wanted:  # every other round: new first
         wanted = [w for w in wanted if w != "old"] + ["old"]
     results = []
     for name in wanted:
-        limiter: AdaptiveTokenBucket | RateFinder
-        if name == "old":
-            assert client_rate != AUTO
-            limiter = AdaptiveTokenBucket(client_rate, 1, name="pendo")
-        else:  # "warm" reuses the store "new" left
-            limiter = RateFinder(client_rate, store=store, name="pendo")
         with sandbox_process(r, burst, args.retry_after) as url:
-            seconds, completed, requests, throttled, failed = drive(url, limiter, args)
-        ceiling = limiter.state().ceiling if isinstance(limiter, RateFinder) else None
+            outs = run_clients(url, name, client_rate, ledger, args)
+        seconds = max(o["seconds"] for o in outs)
+        held = [t for o in outs for t in o["done"] if t >= args.settle]
+        ceilings = [o["ceiling"] for o in outs if o["ceiling"]]
         res = Result(
-            rnd, burst, share, name, r, seconds, completed, requests, throttled, failed,
-            limiter.rate, ceiling,
+            rnd, burst, share, name, args.clients, r, seconds,
+            sum(len(o["done"]) for o in outs), len(held), seconds - args.settle,
+            sum(o["requests"] for o in outs), sum(o["throttled"] for o in outs),
+            sum(o["failed"] for o in outs), sum(o["rate"] for o in outs) / len(outs),
+            ceilings[-1] if ceilings else None,
         )  # fmt: skip
         results.append(res)
         print(
             f"round {rnd} burst {burst} rate {share:>4}{'' if share == AUTO else ' R'} "
-            f"{name:<5} {100 * res.share_of_r:6.1f} % of R  {100 * res.share_429:5.2f} % 429  "
-            f"({requests} requests, {failed} failed, rate at end {res.final_rate:.1f}"
-            + (f", ceiling {ceiling:.1f})" if ceiling else ")"),
+            f"{name:<5} x{args.clients} {100 * res.share_of_r:6.1f} % of R "
+            f"(held {100 * res.held_share_of_r:5.1f} %)  {100 * res.share_429:5.2f} % 429  "
+            f"({res.requests} requests, {res.failed} failed, rate at end {res.final_rate:.1f}"
+            + (f", ceiling {res.ceiling:.1f})" if res.ceiling else ")"),
             flush=True,
         )
-    ledger.close()
     return results
 
 
 def median_of(
     results: list[Result], burst: int, share: str, name: str
-) -> tuple[float, float] | None:
+) -> tuple[float, float, float] | None:
     runs = [x for x in results if (x.burst, x.share, x.limiter) == (burst, share, name)]
     if not runs:
         return None
     return (
         statistics.median(x.share_of_r for x in runs),
         statistics.median(x.share_429 for x in runs),
+        statistics.median(x.held_share_of_r for x in runs),
     )
 
 
 def summary(results: list[Result], args: argparse.Namespace) -> str:
     names = [n for n in LIMITERS if n in args.limiters]
     head = "| sandbox burst | client rate | " + " | ".join(
-        f"{n}: share of R | {n}: 429s" for n in names
+        f"{n}: share of R | {n}: held from {args.settle:g} s | {n}: 429s" for n in names
     )
-    if "old" in names and "new" in names:
-        head += " | new / old |"
-    else:
-        head += " |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = [head + " |", "|" + "---|" * (head.count("|"))]
     for burst in args.bursts:
         for share in args.shares:
             cells = []
-            medians = {n: median_of(results, burst, share, n) for n in names}
             for n in names:
-                m = medians[n]
-                cells += ["—", "—"] if m is None else [f"{100 * m[0]:.1f} %", f"{100 * m[1]:.2f} %"]
+                m = median_of(results, burst, share, n)
+                cells += (
+                    ["—"] * 3
+                    if m is None
+                    else [f"{100 * m[0]:.1f} %", f"{100 * m[2]:.1f} %", f"{100 * m[1]:.2f} %"]
+                )
             row = f"| {burst} | {share if share == AUTO else share + ' R'} | " + " | ".join(cells)
-            if "old" in names and "new" in names:
-                old, new = medians["old"], medians["new"]
-                row += f" | {new[0] / old[0]:.2f} ×" if old and new else " | —"
             lines.append(row + " |")
     return "\n".join(lines)
 
 
 def verdicts(results: list[Result], args: argparse.Namespace) -> list[str]:
+    """The target on the medians: held (from --settle s on) and over the whole run, both
+    with the whole run's 429s."""
     out = []
     for name in ("new", "warm"):
         for burst in args.bursts:
@@ -236,12 +295,98 @@ def verdicts(results: list[Result], args: argparse.Namespace) -> list[str]:
             ms = [median_of(results, burst, s, name) for s in checked]
             if not checked or any(m is None for m in ms):
                 continue
-            ok = all(m[0] >= 0.90 and m[1] < 0.01 for m in ms if m)
+            held = all(m[2] >= 0.90 and m[1] < 0.01 for m in ms if m)
+            whole = all(m[0] >= 0.90 and m[1] < 0.01 for m in ms if m)
             out.append(
                 f"{name}, burst {burst}: >= 90 % of R with < 1 % 429s from R to 4 R and auto: "
-                + ("met" if ok else "NOT met")
+                f"held from {args.settle:g} s {'met' if held else 'NOT met'}, "
+                f"whole run {'met' if whole else 'NOT met'}"
             )
     return out
+
+
+def plain_pacing(url: str, share: float, keep_lag: bool, seconds: float, r: float) -> dict:
+    """GETs paced at ``share`` x R from one thread: no limiter, no retry, 429s counted."""
+    interval = 1 / (share * r)
+    least = (interval + 1 / r) / 2  # as RateFinder once its ceiling is R: see on_success
+    rtts: list[float] = []
+    sent = refused = 0
+    with httpx.Client(base_url=url, headers={"x-pendo-integration-key": READ_KEY}) as client:
+        client.get("/api/v1/token/verify")  # the connection, not part of the run
+        due = start = time.monotonic()
+        while time.monotonic() < start + seconds:
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            t0 = time.monotonic()
+            status = client.get("/api/v1/token/verify").status_code
+            rtt = time.monotonic() - t0
+            rtts = [*rtts[-63:], rtt]
+            sent += 1
+            refused += status == 429
+            due = t0 + interval
+            if keep_lag:
+                due = max(due, t0 + rtt - min(rtts) + least)
+        elapsed = time.monotonic() - start
+    return {"share": share, "keep_lag": keep_lag, "sent": sent, "refused": refused,
+            "rate": sent / elapsed / r}  # fmt: skip
+
+
+def plain(args: argparse.Namespace) -> int:
+    shares = [float(x) for x in args.plain.split(",")]
+    rows = []
+    for rnd in range(1, args.rounds + 1):
+        for burst in args.bursts:
+            for share in shares:
+                for keep_lag in (False, True):
+                    with sandbox_process(args.rate, burst, args.retry_after) as url:
+                        row = plain_pacing(url, share, keep_lag, args.duration, args.rate)
+                    row.update(round=rnd, burst=burst)
+                    rows.append(row)
+                    print(
+                        f"round {rnd} burst {burst} plain {share:g} R"
+                        f"{', lag kept' if keep_lag else '':<10} sent {100 * row['rate']:5.1f} % "
+                        f"of R, {100 * row['refused'] / row['sent']:5.2f} % 429 "
+                        f"({row['refused']} of {row['sent']})",
+                        flush=True,
+                    )
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nmedians of {args.rounds} rounds (load at the end {load}):\n")
+    print("| sandbox burst | paced at | lag kept | sent, share of R | answered 429 | values |")
+    print("|---|---|---|---|---|---|")
+    for burst in args.bursts:
+        for share in shares:
+            for keep_lag in (False, True):
+                runs = [
+                    x for x in rows
+                    if (x["burst"], x["share"], x["keep_lag"]) == (burst, share, keep_lag)
+                ]  # fmt: skip
+                pct = [100 * x["refused"] / x["sent"] for x in runs]
+                print(
+                    f"| {burst} | {share:g} R | {'yes' if keep_lag else 'no'} | "
+                    f"{100 * statistics.median(x['rate'] for x in runs):.1f} % | "
+                    f"{statistics.median(pct):.2f} % | {', '.join(f'{p:.2f}' for p in pct)} |"
+                )
+    return 0
+
+
+def child(argv: list[str]) -> int:
+    """One client process: ``--child URL LIMITER RATE LEDGER --duration S --threads N``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("limiter")
+    parser.add_argument("rate")
+    parser.add_argument("ledger", type=Path)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--verbose", action="store_true")
+    a = parser.parse_args(argv)
+    if a.verbose:
+        logging.basicConfig(format=f"%(asctime)s {os.getpid()} %(name)s: %(message)s")
+        logging.getLogger("analytics_assets.http.limits").setLevel(logging.INFO)
+    rate: float | str = AUTO if a.rate == AUTO else float(a.rate)
+    out = drive(a.url, make_limiter(a.limiter, rate, a.ledger), a.duration, a.threads)
+    print(json.dumps(out), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shares", default="0.5,1,1.5,4,auto", help="client rates as multiples of R, or auto"
     )
-    parser.add_argument("--limiters", default="old,new,warm", help="which of old,new,warm")
+    parser.add_argument("--limiters", default="new", help="which of new,warm,old")
+    parser.add_argument("--clients", type=int, default=1, help="client processes at once")
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="'held' counts from this many seconds on"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--threads", type=int, default=1, help="threads sharing the client")
@@ -259,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-retry-after", dest="retry_after", action="store_false", help="429s without header"
     )
     parser.add_argument("--verbose", action="store_true", help="log every cut of the rate")
+    parser.add_argument(
+        "--plain", metavar="SHARES", help="plain httpx paced at these shares of R, instead"
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return child(argv[1:])
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(format="%(relativeCreated)9.0f ms %(name)s: %(message)s")
@@ -269,9 +424,16 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.limiters) - set(LIMITERS):
         parser.error(f"--limiters: choose from {', '.join(LIMITERS)}")
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.plain:
+        print(
+            f"Plain httpx paced against the sandbox limited to R={args.rate:g} req/s, "
+            f"{args.duration:g} s per run, {args.rounds} rounds; load {load}\n",
+            flush=True,
+        )
+        return plain(args)
     print(
         f"Pendo client vs sandbox limited to R={args.rate:g} req/s, {args.duration:g} s per run, "
-        f"{args.rounds} rounds, {args.threads} thread(s), "
+        f"{args.rounds} rounds, {args.clients} client process(es) of {args.threads} thread(s), "
         f"Retry-After {'on' if args.retry_after else 'off'}; load {load}\n",
         flush=True,
     )

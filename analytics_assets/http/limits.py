@@ -46,6 +46,9 @@ T = TypeVar("T")
 
 # Float slack: a waiter that slept "exactly" until a deadline may wake a few ulps early.
 _EPS = 1e-9
+# RateFinder: round trips a process must have seen before the least of them is taken for
+# the path's own (its first answers are slow: cold code paths, a new connection).
+_RTT_SAMPLES = 4
 
 
 @runtime_checkable
@@ -243,9 +246,18 @@ class RateSettings:
     min_rate: float = 0.1
     #: After this long without a request, probing above the hold starts over.
     forget_seconds: float = 300.0
+    #: An answer slower than the fastest recent one may delay the next request (see
+    #: ``on_success``): this limiter's own next request, for any delay; and, when the
+    #: delay is above this share of an interval, whichever limiter sharing the state sends
+    #: next (one more write to the store).
+    lag_threshold: float = 0.05
+    #: The rate that earned a 429 is never taken below this share of the paced rate: a
+    #: server without burst refuses as soon as the paced rate crosses its own, when the
+    #: average still lags well below it.
+    floor_share: float = 0.97
 
     def __post_init__(self) -> None:
-        for name in ("backoff", "hold", "search"):
+        for name in ("backoff", "hold", "search", "floor_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"RateSettings.{name} must be in (0, 1]")
         if self.backoff > self.hold:
@@ -263,8 +275,10 @@ class RateSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"RateSettings.{name} must be a finite number above 0")
-        if self.probe < 0 or self.quick_sends < 0 or self.settle_sends < 0:
-            raise ValueError("RateSettings.probe, quick_sends and settle_sends must be >= 0")
+        if min(self.probe, self.quick_sends, self.settle_sends, self.lag_threshold) < 0:
+            raise ValueError(
+                "RateSettings.probe, quick_sends, settle_sends and lag_threshold must be >= 0"
+            )
 
 
 @dataclass
@@ -292,6 +306,9 @@ class RateState:
     quick: bool = False  # the last cut came within quick_sends of the one before
     settled: bool = False  # an epoch reached settle_sends: the search is over
     learned_at: float = 0.0  # when the ceiling was last set
+    # The server has refused us: it may have no burst to absorb a request that arrives
+    # late-then-early, so slow answers delay the next one.
+    lag_guard: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -341,6 +358,11 @@ class _Ticket:
     rate: float  # the rate that would earn its 429: see _take
     recent: float  # the average rate over the last window_seconds (or the paced rate)
     gap: float  # seconds since the request before it
+    sent: float  # when it was let through (the limiter's clock)
+    interval: float  # seconds per request at the paced rate
+    # The least gap after it, should it arrive late: halfway from ours down to the
+    # ceiling's interval (about what the server allows, since it refused the ceiling).
+    least: float
 
 
 class RateFinder:
@@ -355,8 +377,11 @@ class RateFinder:
     paces on the same schedule: together they send at the learned rate.
 
     On a 429 that our rate earned (see below) the rate that earned it becomes the
-    *ceiling*: the average rate over the last second of sending (the paced rate while
-    ramping, which an average cannot follow). The rate restarts at ``backoff`` (90 %) of it
+    *ceiling*: the average rate over the last second of sending, or if higher
+    ``floor_share`` (97 %) of the paced rate, or the paced rate of a second of sending
+    before (at the hold or probing, where the rate barely moves, that is the paced rate:
+    the average trails it by the client's own delays); while ramping, the paced rate,
+    which an average cannot follow. The rate restarts at ``backoff`` (90 %) of it
     (or at the recent average, if lower) and climbs towards ``hold`` (97 %) of it, quickly
     at first and ever more slowly (``approach_seconds``). After ``quiet_seconds`` of sending
     there without a 429 it probes above, slowly at first (``probe``), in case the server
@@ -370,6 +395,16 @@ class RateFinder:
     bucket was full: a storm, or another client of the same key). ``Retry-After`` pauses
     every acquirer until then and costs no more than the pause: pacing resumes at the (cut)
     rate when it ends.
+
+    On a server without burst a request that arrived late gets the next one refused
+    (they arrive closer than its interval). Once the server has refused us (``lag_guard``),
+    an answer slower than the fastest recent one by ``lag`` most likely arrived that
+    much late: the next request goes no earlier than ``lag`` plus an interval after it,
+    less half of the hold's margin over the ceiling's interval (small lags cost nothing;
+    the other half is left for the next request's own jitter). Paced plain at 97 % of
+    such a server's rate, a few ms of jitter earn 1-2 % of 429s; so guarded, about none
+    (``bench/README.md``). The delay is kept in memory for this limiter's next request;
+    one above ``lag_threshold`` of an interval is also written to the store.
 
     The schedule is a GCRA (a token bucket of ``burst`` requests); seconds of sending
     (``elapsed``) advance only while the limiter is what holds requests back, so an idle
@@ -404,6 +439,12 @@ class RateFinder:
         self._sleep = sleep
         self._floor = min(self.settings.min_rate, self.cap)
         self._local = threading.local()
+        # Recent round trips: the shortest is the path's own; the rest of one is lag.
+        self._rtts: deque[float] = deque(maxlen=64)
+        self._rtt_lock = threading.Lock()
+        self._lag_guard = False  # the state's, as last seen
+        # (when this limiter's last request was sent, not before when its successor may go)
+        self._held: tuple[float, float] | None = None
         self._rate = self.settings.auto_start if self.auto else self.cap
         self._ceiling: float | None = None
         self._waited = 0.0
@@ -443,15 +484,17 @@ class RateFinder:
     def _fresh(self) -> RateState:
         return RateState(start=self.settings.auto_start if self.auto else self.cap)
 
-    def law(self, state: RateState) -> float:
-        """The rate the state allows, before this limiter's cap and floor."""
+    def law(self, state: RateState, elapsed: float | None = None) -> float:
+        """The rate the state allows (after ``elapsed`` seconds of sending in its epoch:
+        by default the state's), before this limiter's cap and floor."""
         s = self.settings
+        elapsed = state.elapsed if elapsed is None else elapsed
         if state.ceiling is None:
             # Nothing refused yet: ramp (a configured rate is its own cap from the start).
-            return state.start * 2 ** min(state.elapsed / s.doubling_seconds, 64)
+            return state.start * 2 ** min(elapsed / s.doubling_seconds, 64)
         hold = s.hold * state.ceiling
-        rate = hold - (hold - state.start) * math.exp(-state.elapsed / s.approach_seconds)
-        above = state.elapsed - s.quiet_seconds
+        rate = hold - (hold - state.start) * math.exp(-elapsed / s.approach_seconds)
+        above = elapsed - s.quiet_seconds
         if above > 0:
             rate *= 1 + s.probe * above * above
         return rate
@@ -461,8 +504,8 @@ class RateFinder:
         taken to be at least 1/idle_gap, and it let through at least our rate before."""
         return max(self.settings.idle_gap, 1.5 / rate)
 
-    def _paced(self, state: RateState) -> float:
-        return max(self._floor, min(self.cap, self.law(state)))
+    def _paced(self, state: RateState, elapsed: float | None = None) -> float:
+        return max(self._floor, min(self.cap, self.law(state, elapsed)))
 
     def _take(
         self, state: RateState | None, cost: float
@@ -472,6 +515,7 @@ class RateFinder:
         state = state or self._fresh()
         s = self.settings
         now = self._clock()
+        self._lag_guard = state.lag_guard
         if state.last_sent and now - state.last_sent > s.forget_seconds:
             state.elapsed = min(state.elapsed, s.quiet_seconds)  # probe afresh
         rate = self._paced(state)
@@ -480,6 +524,10 @@ class RateFinder:
         interval = cost / rate
         due = max(state.next_at, now)
         early = due - (self.burst - cost) / rate - now  # GCRA: a bucket of `burst`
+        held = self._held
+        if held is not None and held[0] == state.last_sent:
+            # This limiter's last answer came late, and nothing was sent since: see on_success.
+            early = max(early, held[1] - now)
         if early > _EPS:
             return state, (early, rate, state.ceiling)
         gap = now - state.last_sent if state.last_sent else math.inf
@@ -494,9 +542,21 @@ class RateFinder:
             state.gaps += 1
         recent = min(rate, state.gaps / state.span) if state.span > 0 else rate
         # While ramping (nothing refused yet) the rate grows too fast for the average to
-        # keep up: the paced rate is the better guess of the ceiling then.
-        earned = rate if state.ceiling is None else recent
-        self._local.ticket = _Ticket(state.epoch, earned, recent, gap)
+        # keep up: the paced rate is the better guess of the ceiling then. After, the
+        # average, but never far below the paced rate (floor_share), nor below the paced
+        # rate of window_seconds of sending ago: at the hold or probing above it the rate
+        # barely moves, and the paced rate is what the server refused (the average trails
+        # it by the client's own delays: late wake-ups, late answers), the unit the law
+        # paces in.
+        least = interval
+        if state.ceiling is not None and cost / state.ceiling < interval:
+            least = (interval + cost / state.ceiling) / 2
+        if state.ceiling is None:
+            earned = rate
+        else:
+            before = self._paced(state, max(0.0, state.elapsed - s.window_seconds))
+            earned = max(recent, s.floor_share * rate, min(rate, before))
+        self._local.ticket = _Ticket(state.epoch, earned, recent, gap, now, interval, least)
         state.next_at = due + interval
         state.last_sent = now
         state.sent += 1
@@ -513,7 +573,7 @@ class RateFinder:
         state.throttled += 1
         if ticket is None:  # not sent through this limiter's acquire: judge it as current
             rate = self._paced(state)
-            ticket = _Ticket(state.epoch, rate, rate, 0.0)
+            ticket = _Ticket(state.epoch, rate, rate, 0.0, now, 1 / rate, 1 / rate)
         verdict = ""
         if ticket.epoch != state.epoch:
             verdict = "sent before the last cut"
@@ -531,6 +591,10 @@ class RateFinder:
             else:
                 factor, why = s.backoff, ""
             state.quick = quick
+            # Once the server has refused us, late answers delay the next request (see
+            # on_success): on a server without burst, every late arrival makes a 429 at
+            # any rate within a few % of its own.
+            state.lag_guard = True
             state.ceiling = ticket.rate
             # Never restart above the recent average: after a ramp it lags the paced rate,
             # and the climb back from there crosses the server's rate gently.
@@ -582,7 +646,43 @@ class RateFinder:
             logger.debug("%s: 429 (%s)", self.name, verdict or "no cut")
 
     def on_success(self) -> None:
+        ticket: _Ticket | None = getattr(self._local, "ticket", None)
         self._local.ticket = None
+        if ticket is None:
+            return
+        rtt = self._clock() - ticket.sent
+        with self._rtt_lock:
+            self._rtts.append(rtt)
+            # Until a few are known, the whole round trip counts as lag: a new process's
+            # first answer is the slowest, and taken for the path's own it would hide
+            # that it arrived late (the next request, on time, is then refused).
+            floor = min(self._rtts) if len(self._rtts) >= _RTT_SAMPLES else 0.0
+            lag = rtt - floor
+        # A slow answer most likely arrived late too (a busy server or network): the next
+        # request keeps its interval from that late arrival, or a server without burst
+        # sees the two closer than its rate allows. Only once the server has refused us
+        # (lag_guard): until then nothing says it lacks a burst to absorb the lag, and the
+        # wait would cost throughput.
+        # The next request goes no earlier than ``least`` after the late arrival: half of
+        # the hold's margin under the ceiling's interval absorbs the start of a lag, the
+        # other half stays for the next request's own jitter (and the part of this one's
+        # lag the round trip does not show). Every lag counts (a few ms make a 429):
+        # this limiter's own next request keeps it at no cost (_take reads _held); only
+        # a delay above lag_threshold of an interval is worth a write to the store, for
+        # whichever limiter sharing it sends next.
+        delay = lag - (ticket.interval - ticket.least)
+        if self._lag_guard and delay > 0:
+            self._held = (ticket.sent, ticket.sent + lag + ticket.least)
+            if delay > self.settings.lag_threshold * ticket.interval:
+                self.store.update(lambda state: self._lagged(state, ticket, lag))
+
+    def _lagged(
+        self, state: RateState | None, ticket: _Ticket, lag: float
+    ) -> tuple[RateState, None]:
+        state = state or self._fresh()
+        if state.last_sent == ticket.sent:  # nothing sent since: its successor is next
+            state.next_at = max(state.next_at, ticket.sent + lag + ticket.least)
+        return state, None
 
     def __repr__(self) -> str:
         cap = "auto" if self.auto else f"{self.cap:g}"

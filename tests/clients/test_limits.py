@@ -207,6 +207,32 @@ def test_a_429_right_after_a_restart_backs_off_a_little_more_until_settled(fake_
         assert g.rate == pytest.approx(0.9 * g.ceiling, rel=0.01)
 
 
+def learned(clock, ceiling=40.0, **state) -> RateFinder:
+    """A finder configured at twice the server's rate that has learned its ceiling."""
+    f = finder(clock, rate=2 * ceiling)
+    start = RateSettings().backoff * ceiling
+    f.store.update(lambda _: (RateState(start=start, ceiling=ceiling, settled=True, **state), None))
+    return f
+
+
+def test_a_429_while_probing_sets_the_ceiling_at_the_paced_rate(fake_clock):
+    # Probing above the hold the rate barely moves: the paced rate is what the server
+    # refused. The average trails it by the client's own delays (here each request goes
+    # 10 % of an interval late); taking it would put the hold a few % lower at each probe.
+    f = learned(fake_clock, elapsed=45.0)
+    for _ in range(100):
+        f.acquire()
+        fake_clock.sleep(1.1 / f.rate)
+        f.on_success()
+    f.acquire()  # this one is refused
+    paced = f.rate
+    state = f.state()
+    assert paced > RateSettings().hold * 40  # probing
+    assert state.gaps / state.span < 0.93 * paced  # the average trails
+    f.on_throttled(None)
+    assert f.ceiling == pytest.approx(paced, rel=0.005)
+
+
 def test_429s_of_requests_in_flight_before_a_cut_count_once(fake_clock):
     f = finder(fake_clock, rate=40)
     send(f, 50)
@@ -261,6 +287,152 @@ def test_auto_starts_low_and_doubles_until_the_first_429(fake_clock):
     assert ramped < f.ceiling  # the paced rate that earned it
     # It restarts at 90 % of it, or at the recent average if lower (that lags a ramp).
     assert f.rate <= 0.9 * f.ceiling + 1e-9
+
+
+def guarded(clock, rate=10.0) -> RateFinder:
+    """A finder that has met a server without burst (see the next tests)."""
+    f = finder(clock, rate=rate)
+    f.store.update(lambda state: (RateState(start=rate, lag_guard=True), None))
+    return f
+
+
+def send_with_round_trip(f: RateFinder, clock, rtt: float, n: int) -> None:
+    """n requests, each answered after ``rtt`` seconds."""
+    for _ in range(n):
+        f.acquire()
+        clock.sleep(rtt)
+        f.on_success()
+
+
+def test_a_new_process_counts_its_first_round_trips_whole(fake_clock):
+    # A new process's first answer is its slowest (cold code paths, a new connection):
+    # taken for the path's own round trip, it would hide that it arrived late. Until a
+    # few round trips are known, the whole of one counts as lag.
+    f = guarded(fake_clock)
+    f.acquire()
+    sent = fake_clock()
+    fake_clock.sleep(0.005)
+    f.on_success()
+    f.acquire()
+    assert fake_clock() - sent == pytest.approx(0.005 + 0.1)
+
+
+def test_a_slow_answer_delays_the_next_request_by_its_lag(fake_clock):
+    # A server without burst refuses two requests that arrive closer than its interval: an
+    # answer 30 ms slower than usual most likely arrived 30 ms late, so the next request
+    # keeps its interval from there.
+    f = guarded(fake_clock)
+    for _ in range(5):
+        f.acquire()
+        fake_clock.sleep(0.002)  # the usual round trip
+        f.on_success()
+    f.acquire()
+    sent = fake_clock()
+    fake_clock.sleep(0.032)  # 30 ms of lag
+    f.on_success()
+    f.acquire()
+    assert fake_clock() - sent == pytest.approx(0.1 + 0.030)
+    f.on_success()  # answered at once: no lag, no write
+    waits = [f.acquire() for _ in range(3)]
+    assert waits == [pytest.approx(0.1)] * 3  # back on the schedule, with no catch-up
+
+
+def test_lags_count_only_once_the_server_refused_us(fake_clock):
+    # Before any 429, nothing says the server has no burst to absorb a late arrival: a
+    # late answer costs no wait. After one, every late answer delays the next request.
+    f = finder(fake_clock, rate=40)
+    for rtt in [0.002] * 5 + [0.020]:  # the last answer 18 ms late
+        f.acquire()
+        fake_clock.sleep(rtt)
+        f.on_success()
+    assert f.state().lag_guard is False
+    assert f.acquire() == pytest.approx(0.025 - 0.020)  # on the schedule
+    f.on_throttled(None)
+    assert f.state().lag_guard is True
+    f.acquire()
+    interval = 1 / f.rate
+    sent = fake_clock()
+    fake_clock.sleep(0.020)
+    f.on_success()
+    f.acquire()
+    # Its lag, then an interval less half the hold's margin over the ceiling's interval.
+    least = (interval + 1 / 40) / 2
+    assert fake_clock() - sent == pytest.approx(0.018 + least, rel=0.01)
+
+
+def test_small_lags_fit_in_the_holds_margin(fake_clock):
+    # Held at 97 % of a 40/s ceiling: 25.8 ms between requests where the server needs
+    # 25 ms. Half that margin (0.4 ms) absorbs a lag; the rest of a lag delays the next.
+    f = learned(fake_clock, elapsed=20.0, lag_guard=True)
+    for _ in range(5):
+        f.acquire()
+        fake_clock.sleep(0.002)
+        f.on_success()
+    interval = 1 / f.rate
+    assert interval == pytest.approx(1 / (0.97 * 40), rel=1e-3)
+    least = (interval + 1 / 40) / 2
+    for lag, wait in [(0.0003, interval), (0.003, 0.003 + least)]:
+        f.acquire()
+        sent = fake_clock()
+        fake_clock.sleep(0.002 + lag)
+        f.on_success()
+        f.acquire()
+        assert fake_clock() - sent == pytest.approx(wait, abs=1e-6)
+        fake_clock.sleep(0.002)
+        f.on_success()
+
+
+def test_a_small_lag_delays_only_this_limiters_next_request_and_costs_no_write(fake_clock):
+    # 4 ms of lag: under lag_threshold (5 % of the 100 ms interval), yet more than the 3 %
+    # margin of the hold under a server without burst: this limiter's next request keeps
+    # it, read from memory in the same update as the send (no write of its own) ...
+    store = MemoryRateStore()
+    f = guarded(fake_clock)
+    f.store = store
+    store.update(lambda state: (RateState(start=10.0, lag_guard=True), None))
+    send_with_round_trip(f, fake_clock, 0.002, 4)
+    f.acquire()
+    sent = fake_clock()
+    fake_clock.sleep(0.006)
+    writes = []
+    update = store.update
+    store.update = lambda work: writes.append(1) or update(work)  # type: ignore[method-assign]
+    f.on_success()
+    assert writes == []
+    store.update = update  # type: ignore[method-assign]
+    f.acquire()
+    assert fake_clock() - sent == pytest.approx(0.1 + 0.004)
+    # ... while another limiter sharing the state does not see it (a large lag is written
+    # for it: see the test above).
+    g = finder(fake_clock, rate=10.0, store=store)
+    fake_clock.sleep(0.002)
+    f.on_success()
+    f.acquire()
+    sent = fake_clock()
+    fake_clock.sleep(0.006)
+    f.on_success()
+    g.acquire()
+    assert fake_clock() - sent == pytest.approx(0.1)
+
+
+def test_a_lag_after_a_later_send_changes_nothing(fake_clock):
+    f = guarded(fake_clock)
+    for _ in range(3):  # the usual round trip: 2 ms
+        f.acquire()
+        fake_clock.sleep(0.002)
+        f.on_success()
+    # Two threads: A's answer is slow, but B sent after A: B's answer decides for B.
+    a = ThreadPoolExecutor(1)
+    with a:
+        a.submit(f.acquire).result()
+        f.acquire()  # B, on this thread
+        b_sent = fake_clock()
+        after_b = f.state().next_at
+        fake_clock.sleep(0.5)
+        a.submit(f.on_success).result()
+        assert f.state().next_at == after_b
+        f.on_success()  # B's own answer, 0.5 s late: that delays the next request
+        assert f.acquire() == pytest.approx(b_sent + 0.498 + 0.1 - (b_sent + 0.5))
 
 
 def test_an_idle_or_slow_client_neither_ramps_nor_probes(fake_clock):
@@ -326,7 +498,14 @@ def test_rate_finder_refuses_impossible_settings(fake_clock, kwargs, match):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"hold": 1.2}, {"backoff": 0.99, "hold": 0.97}, {"approach_seconds": 0}, {"probe": -1}],
+    [
+        {"hold": 1.2},
+        {"backoff": 0.99, "hold": 0.97},
+        {"approach_seconds": 0},
+        {"probe": -1},
+        {"floor_share": 0},
+        {"lag_threshold": -0.1},
+    ],
 )
 def test_rate_settings_are_checked(kwargs):
     with pytest.raises(ValueError, match="RateSettings"):

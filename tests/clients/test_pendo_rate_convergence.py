@@ -178,18 +178,38 @@ def test_with_jitter_it_holds_90_percent_with_under_1_percent_429s(share):
         assert out.marks[-1][3] - out.marks[60][3] <= 8
 
 
-@pytest.mark.parametrize("share", [1.0, 1.5, 4.0])
-def test_far_better_than_halving_on_a_server_without_burst(share):
-    # Burst 1 with jitter: a late request is refused at any rate near R, so nothing reaches
-    # 90 % (bench/README.md); the finder holds where 429s are rare, AIMD keeps collapsing.
+@pytest.mark.parametrize("share", SHARES)
+def test_a_server_without_burst_is_held_too_and_far_better_than_halving(share):
+    # Burst 1 with jitter: the server refuses any request that arrives less than 1/R after
+    # the one before, so a request that arrived late gets the next one refused. The finder
+    # keeps each interval from a late answer (see RateFinder.on_success) and so meets the
+    # target here too; AIMD keeps collapsing.
     def run(make: Callable[[SimClock], Limiter], seed: int) -> tuple[float, float]:
         return simulate(make, burst=1, seconds=300, network=Network(seed=seed))[0].window(0, 300)
 
-    new = [run(finder(share), seed) for seed in (0, 1)]
-    old = [run(aimd(share), seed) for seed in (0, 1)]
-    for (new_share, new_429), (old_share, old_429) in zip(new, old, strict=True):
-        assert new_share >= 1.3 * old_share and new_share >= 0.7
-        assert new_429 < 0.01 < old_429
+    new = [run(finder(share), seed) for seed in (0, 1, 2)]
+    for sustained, refused in new:
+        assert sustained >= 0.90 and refused < 0.01, (sustained, refused)
+    if share != "auto":  # AIMD needs a number
+        old = [run(aimd(share), seed) for seed in (0, 1)]
+        for (new_share, new_429), (old_share, old_429) in zip(new, old, strict=False):
+            assert new_share >= 1.3 * old_share
+            assert new_429 < 0.01 < old_429
+
+
+@pytest.mark.parametrize("share", SHARES)
+def test_late_arrivals_do_not_ratchet_the_ceiling_down(share):
+    # Burst 1 under harsher jitter (plain pacing at 0.95 R earns ~4 % 429s here; the real
+    # sandbox on a loaded machine, 3.4 %). Every late answer delays the next request, and
+    # a probe's 429 sets the ceiling at the paced rate: the ceiling stays at R instead of
+    # sliding a few % lower at each 429, and the rate held with it.
+    for seed in range(3):
+        network = Network(seed=seed, jitter=0.8e-3, spike_p=0.03)
+        out, limiter = simulate(finder(share), burst=1, seconds=300, network=network)
+        assert isinstance(limiter, RateFinder) and limiter.ceiling is not None
+        assert limiter.ceiling >= 0.99 * R
+        assert out.window(60, 300)[0] >= 0.905
+        assert out.marks[-1][3] - out.marks[60][3] <= 6
 
 
 def test_retry_after_storm_is_a_pause_not_a_collapse():
