@@ -684,7 +684,9 @@ def test_streaming_keeps_memory_bounded():
         whole_peak, rows = peak(list)
     print(f"streamed peak {streamed_peak / 1e6:.1f} MB, whole result {whole_peak / 1e6:.1f} MB")
     assert count == len(rows) > 40_000
-    assert streamed_peak < whole_peak / 10, (streamed_peak, whole_peak)
+    # Measured 3.1-3.8 MB against 39.8 MB: a block of rows and the socket's chunks, whatever
+    # the result's size. 1/8 leaves room for bigger chunks when the machine is busy.
+    assert streamed_peak < whole_peak / 8, (streamed_peak, whole_peak)
 
 
 # --- retries and throttling --------------------------------------------------------------------
