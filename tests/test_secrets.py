@@ -154,7 +154,14 @@ def _is_sqlite(path: Path) -> bool:
 def _clean_environment(data_dir: Path) -> dict[str, str]:
     prefixes = ("PENDO_", "AMPLITUDE_", "SANDBOX_", "ANALYTICS_ASSETS_", "DAGSTER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    return {**env, **SANDBOX_KEYS, "ANALYTICS_ASSETS_DATA_DIR": str(data_dir)}
+    # No step retries: the staged export refusal would otherwise run its step twice more,
+    # 1 and 2 minutes later, to the same refusal.
+    return {
+        **env,
+        **SANDBOX_KEYS,
+        "ANALYTICS_ASSETS_DATA_DIR": str(data_dir),
+        "ANALYTICS_ASSETS_STEP_RETRIES": "0",
+    }
 
 
 @dataclass(frozen=True)
