@@ -31,8 +31,8 @@ import httpx
 import orjson
 
 from analytics_assets.amplitude.client import HOSTS
-from analytics_assets.amplitude.ingest import _MinimumPause
-from analytics_assets.http.errors import AuthenticationError, BadRequestError, ConfigurationError
+from analytics_assets.amplitude.ingest import _MinimumPause, bad_key_error
+from analytics_assets.http.errors import BadRequestError, ConfigurationError
 from analytics_assets.http.transport import DamagedBodyError, Secret, Transport, TransportConfig
 
 __all__ = [
@@ -51,10 +51,6 @@ MAX_PROPERTIES = 1024
 MAX_BYTES = 1_000_000 - 1
 PATHS: Mapping[str, str] = {"group": "/groupidentify", "user": "/identify"}
 _SEPARATOR = len(quote_plus(","))
-_BAD_KEY_HINT = (
-    "Check the project API key and that it belongs to this region's ingestion host "
-    "(us: api2.amplitude.com, eu: api.eu.amplitude.com)."
-)
 
 
 def identify_insert_id(kind: str, target: str, properties: Mapping[str, Any], after: str) -> str:
@@ -228,16 +224,7 @@ class IdentifyClient:
             with contextlib.closing(answers):
                 next(answers)
         except BadRequestError as exc:
-            if "invalid_api_key" in (exc.body_excerpt or "").lower():
-                raise AuthenticationError(
-                    f"HTTP 400 invalid_api_key on {path}",
-                    status=400,
-                    method="POST",
-                    url=path,
-                    service="amplitude",
-                    hint=_BAD_KEY_HINT,
-                ) from None
-            raise
+            raise bad_key_error(exc, path) from None
 
     def close(self) -> None:
         self._transport.close()

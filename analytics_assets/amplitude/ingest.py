@@ -60,6 +60,23 @@ _BAD_KEY_HINT = (
     "(us: api2.amplitude.com, eu: api.eu.amplitude.com)."
 )
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+def bad_key_error(exc: BadRequestError, path: str) -> Exception:
+    """What an ingestion 400 means: a bad API key when Amplitude says ``invalid_api_key``
+    (the ingestion APIs answer a wrong key with 400, not 403), else the 400 itself."""
+    if "invalid_api_key" not in (exc.body_excerpt or "").lower():
+        return exc
+    return AuthenticationError(
+        f"HTTP 400 invalid_api_key on {path}",
+        status=400,
+        method="POST",
+        url=path,
+        service="amplitude",
+        hint=_BAD_KEY_HINT,
+    )
+
+
 # Identify ops whose repetition changes the result; a batch using them is not resent after a
 # response that may have been processed (see ``_identify_idempotent``).
 _CUMULATIVE_OPS = frozenset({"$add", "$append", "$prepend", "$preInsert", "$postInsert"})
@@ -402,16 +419,7 @@ class Ingestor:
                 limiter=self._identify_limiter,
             )
         except BadRequestError as exc:
-            if "invalid_api_key" in (exc.body_excerpt or "").lower():
-                raise AuthenticationError(
-                    f"HTTP 400 invalid_api_key on {path}",
-                    status=400,
-                    method="POST",
-                    url=path,
-                    service="amplitude",
-                    hint=_BAD_KEY_HINT,
-                ) from None
-            raise
+            raise bad_key_error(exc, path) from None
         except RateLimitedError as exc:
             # The transport's error, with the step that helps identify in particular.
             raise RateLimitedError(
