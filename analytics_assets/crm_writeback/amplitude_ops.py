@@ -24,8 +24,8 @@ from analytics_assets.crm_writeback.amplitude_diff import (
 from analytics_assets.crm_writeback.amplitude_push import push_to_amplitude
 from analytics_assets.crm_writeback.amplitude_targets import AmplitudeTargets, TargetsError
 from analytics_assets.crm_writeback.push import BatchResult, PushSummary, check_batch_size
-from analytics_assets.crm_writeback.table_assets import appended
-from analytics_assets.crm_writeback.tables import AMPLITUDE_LOG_TABLE, append_log
+from analytics_assets.crm_writeback.table_assets import LogWriter
+from analytics_assets.crm_writeback.tables import AMPLITUDE_LOG_TABLE
 from analytics_assets.crm_writeback.validate import ValidationResult
 from analytics_assets.http.errors import AuthenticationError
 from analytics_assets.warehouse.base import WarehouseResource
@@ -153,19 +153,7 @@ def amplitude_ops(targets: AmplitudeTargets, config_class: type[dg.Config]) -> A
         batch_size = check_batch_size(config.batch_size)
         run_id = context.run_id
 
-        logged = [0]
-
-        def record_log(rows: list) -> None:
-            logged[0] += append_log(
-                warehouse, run_id, rows, config.dry_run, table=AMPLITUDE_LOG_TABLE
-            )
-
-        def record_appended() -> None:
-            # Also when the push failed: the rows of confirmed requests are there.
-            if logged[0]:
-                context.log_event(
-                    appended(AMPLITUDE_LOG_TABLE, run_id, logged[0], dry_run=config.dry_run)
-                )
+        record_log = LogWriter(warehouse, run_id, config.dry_run, AMPLITUDE_LOG_TABLE)
 
         def on_batch(result: BatchResult) -> None:
             if result.error:
@@ -193,12 +181,13 @@ def amplitude_ops(targets: AmplitudeTargets, config_class: type[dg.Config]) -> A
                         on_batch=on_batch,
                     )
             except AuthenticationError as exc:
-                record_appended()
+                record_log.record(context)
                 raise _fail(
                     f"Amplitude refused the API key of the write-back: {exc}. Nothing more was "
                     f"sent; see {AMPLITUDE_LOG_TABLE} where run_id = '{run_id}'."
                 ) from None
-        record_appended()
+        # Also when the push failed: the rows of confirmed requests are there.
+        record_log.record(context)
         metadata = {
             "dry_run": config.dry_run,
             "changed": diff.to_send,

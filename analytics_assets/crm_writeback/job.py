@@ -54,11 +54,10 @@ from analytics_assets.crm_writeback.push import (
     check_batch_size,
     push_changes,
 )
-from analytics_assets.crm_writeback.table_assets import appended
+from analytics_assets.crm_writeback.table_assets import LogWriter, appended
 from analytics_assets.crm_writeback.tables import (
     LOG_TABLE,
     QUARANTINE_TABLE,
-    append_log,
     append_quarantine,
     previous_incomplete_run,
 )
@@ -440,10 +439,7 @@ def push_crm_changes(
     batch_size = check_batch_size(config.batch_size)
     run_id = context.run_id
 
-    logged = [0]
-
-    def record_log(rows: list) -> None:
-        logged[0] += append_log(warehouse, run_id, rows, config.dry_run)
+    record_log = LogWriter(warehouse, run_id, config.dry_run)
 
     def on_batch(result: BatchResult) -> None:
         text = (
@@ -480,8 +476,7 @@ def push_crm_changes(
                 on_batch=on_batch,
             )
     metadata = _summary_metadata(summary, diff, config.dry_run)
-    if logged[0]:  # also when the push failed: the rows of confirmed batches are there
-        context.log_event(appended(LOG_TABLE, run_id, logged[0], dry_run=config.dry_run))
+    record_log.record(context)  # also when the push failed: confirmed batches are logged
     for account, reason in summary.failures[:SHOWN_CHANGES]:
         context.log.warning(f"Pendo refused {account}: {reason}")
     if not summary.ok:

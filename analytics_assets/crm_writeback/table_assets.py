@@ -10,6 +10,7 @@ the log or the quarantine last changed and which run changed it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -22,6 +23,9 @@ from analytics_assets.crm_writeback.tables import (
     QUARANTINE_DESCRIPTIONS,
     QUARANTINE_TABLE,
     RECORD_COLUMNS,
+    LogRow,
+    Warehouse,
+    append_log,
 )
 from analytics_assets.naming import table_asset_key
 from analytics_assets.warehouse.types import dagster_type
@@ -104,3 +108,23 @@ def appended(table: str, run_id: str, rows: int, **metadata: object) -> dg.Asset
             **metadata,
         },
     )
+
+
+class LogWriter:
+    """The ``record_log`` of a push: appends each batch's rows to a write-back log and,
+    once the push is over (failed or not), records one materialization of that log with
+    the rows the run added."""
+
+    def __init__(
+        self, warehouse: Warehouse, run_id: str, dry_run: bool, table: str = LOG_TABLE
+    ) -> None:
+        self.warehouse, self.run_id, self.dry_run, self.table = warehouse, run_id, dry_run, table
+        self.rows = 0
+
+    def __call__(self, rows: Sequence[LogRow]) -> None:
+        self.rows += append_log(self.warehouse, self.run_id, rows, self.dry_run, table=self.table)
+
+    def record(self, context: Any) -> None:
+        """Log the materialization on ``context`` (an op's) if any row was appended."""
+        if self.rows:
+            context.log_event(appended(self.table, self.run_id, self.rows, dry_run=self.dry_run))
