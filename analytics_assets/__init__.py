@@ -41,6 +41,7 @@ _EXPORTS = {
     "pendo_assets": "analytics_assets.pendo.assets",
     "sync_jobs": "analytics_assets.jobs",
     "warehouse_from_url": "analytics_assets.warehouse.base",
+    "with_warehouse_kind": "analytics_assets.warehouse.asset_kinds",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,4 +10,9 @@ from pathlib import Path
 
 import dagster as dg
 
-defs: dg.Definitions = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+from analytics_assets.warehouse.asset_kinds import with_warehouse_kind
+
+# The assets' warehouse kind names the backend the `warehouse` component binds.
+defs: dg.Definitions = with_warehouse_kind(
+    dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+)

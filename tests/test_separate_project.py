@@ -77,8 +77,9 @@ ADOPTER_DEFINITIONS = """\
 from pathlib import Path
 
 import dagster as dg
+from analytics_assets import with_warehouse_kind
 
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+defs = with_warehouse_kind(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))
 """
 
 # What goes into the wheel: the package and the files pyproject.toml names. Copied so
@@ -275,6 +276,23 @@ def test_dg_checks_and_lists_the_declared_assets(declared: Adopter) -> None:
     assert {asset["asset_key"] for asset in listed["assets"]} == _expected_keys()
     resources = {resource["name"] for resource in listed["resources"]}
     assert {"warehouse", "pendo", "amplitude"} <= resources
+
+
+def test_the_adopters_assets_name_their_warehouse(declared: Adopter) -> None:
+    """Its definitions.py names the backend: the kind tag reads duckdb, not `warehouse`."""
+    kinds = json.loads(
+        declared.python(
+            """
+            import json
+            from adopter.definitions import defs
+            graph = defs.resolve_asset_graph()
+            print(json.dumps({k.to_user_string(): sorted(graph.get(k).kinds)
+                              for k in graph.get_all_asset_keys()}))
+            """
+        )
+    )
+    assert set(kinds) == _expected_keys()
+    assert {tuple(k) for k in kinds.values()} == {("duckdb", "pendo"), ("amplitude", "duckdb")}
 
 
 def test_one_day_materializes_into_the_adopters_warehouse(declared: Adopter) -> None:

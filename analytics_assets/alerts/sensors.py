@@ -65,6 +65,7 @@ from analytics_assets.naming import table_asset_key
 from analytics_assets.partitions import DEFAULT_TIMEZONE, check_timezone
 from analytics_assets.pendo.pipeline import AppIds, app_ids_param
 from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import WarehouseResource
 
 # The resource keys the sensors' parameters are named after (Dagster binds by name).
@@ -233,7 +234,7 @@ def alert_table_specs(rules: RuleSet | str | Path | None = None) -> list[dg.Asse
                 "materialization); an alert is never stored twice."
             ),
             group_name="alerts",
-            kinds={"table"},
+            kinds={"table", WAREHOUSE_KIND},
             owners=["team:data-engineering"],
             metadata={
                 "dagster/table_name": table,

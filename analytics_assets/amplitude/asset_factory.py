@@ -16,9 +16,10 @@ from analytics_assets.api_session import api_metadata
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
 from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import WarehouseResource
 
-KINDS = {"amplitude", "duckdb"}
+KINDS = {"amplitude", WAREHOUSE_KIND}
 OWNERS = ["team:data-engineering"]
 POOL = "amplitude_api"
 

@@ -16,11 +16,12 @@ from analytics_assets.jobs import CATALOG_JOB, DAILY_JOB
 from analytics_assets.naming import DAILY, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
 from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import Query, WarehouseResource
 from analytics_assets.warehouse.loading import table_metadata
 from analytics_assets.warehouse.types import DATE, FLOAT, INT, STR, Column
 
-KINDS = {"duckdb"}
+KINDS = {WAREHOUSE_KIND}
 OWNERS = ["team:data-engineering", "team:customer-success"]
 
 

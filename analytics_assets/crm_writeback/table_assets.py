@@ -28,6 +28,7 @@ from analytics_assets.crm_writeback.tables import (
     append_log,
 )
 from analytics_assets.naming import table_asset_key
+from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.types import dagster_type
 
 GROUP = "crm_writeback"
@@ -76,7 +77,7 @@ def writeback_table_specs(destinations: Sequence[str]) -> list[dg.AssetSpec]:
             table_asset_key(table),
             description=_DESCRIPTIONS[table],
             group_name=GROUP,
-            kinds={"table"},
+            kinds={"table", WAREHOUSE_KIND},
             owners=OWNERS,
             metadata={
                 "dagster/table_name": table,

@@ -27,11 +27,12 @@ from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.pendo.specs import DAY, DailySpec, Rows, SnapshotSpec, ms, usage_fields
 from analytics_assets.pendo.visitor_usage import VISITOR_USAGE_ASSETS
 from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
 from analytics_assets.warehouse.types import BOOL, INT, STR, TS
 
-KINDS = {"pendo", "duckdb"}
+KINDS = {"pendo", WAREHOUSE_KIND}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
 

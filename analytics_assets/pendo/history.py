@@ -44,11 +44,12 @@ import dagster as dg
 from analytics_assets.naming import SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY
 from analytics_assets.warehouse import checks
+from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import WarehouseResource
 from analytics_assets.warehouse.loading import Column, table_metadata
 from analytics_assets.warehouse.types import DATE, TS_US
 
-KINDS = {"pendo", "duckdb"}
+KINDS = {"pendo", WAREHOUSE_KIND}
 OWNERS = ["team:data-engineering"]
 INTERVALS_VALID = "history_intervals_valid"
 
