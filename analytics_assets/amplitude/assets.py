@@ -794,6 +794,15 @@ def membership_as_of(
     return (now or datetime.now(tz)).astimezone(tz), "the wall clock: no cohort has a lastComputed"
 
 
+def _cohort_table(cohorts: list[dict[str, Any]]) -> str:
+    """The snapshot's cohorts as a Markdown table: id, name and the list's member count."""
+    lines = ["| id | name | members |", "|---|---|---|"]
+    for c in cohorts:
+        name = str(c.get("name") or "(unnamed)").replace("|", "\\|")
+        lines.append(f"| {c['id']} | {name} | {c.get('size')} |")
+    return "\n".join(lines)
+
+
 def _cohort_membership_asset(
     calendar: DailyCalendar,
     naming: AssetNaming,
@@ -814,6 +823,7 @@ def _cohort_membership_asset(
         ):
             start = client.stats.snapshot()
             chosen = selected_cohorts(client.list_cohorts(), wanted)
+            names = {c["id"]: c["name"] for c in chosen if c.get("name")}
             # The snapshot day is a day of the calendar's time zone, as the partitions are.
             as_of, basis = membership_as_of(chosen, calendar.timezone)
             snapshot_day = as_of.date()
@@ -857,12 +867,18 @@ def _cohort_membership_asset(
                     warehouse, table, ["snapshot_day", "cohort_id", "user_id"], partition
                 ),
                 checks.check_cohort_sizes(
-                    warehouse, table, expected, snapshot_day, day_column="snapshot_day"
+                    warehouse,
+                    table,
+                    expected,
+                    snapshot_day,
+                    day_column="snapshot_day",
+                    names=names,
                 ),
             ],
             partition,
             {
                 "cohorts": dg.MetadataValue.int(len(expected)),
+                "cohorts_loaded": dg.MetadataValue.md(_cohort_table(chosen)),
                 "snapshot_day": dg.MetadataValue.text(snapshot_day.isoformat()),
                 "membership_as_of": dg.MetadataValue.text(as_of.isoformat()),
             },

@@ -283,7 +283,10 @@ def check_cohort_sizes(
     day: Any,
     *,
     day_column: str = "day",
+    names: dict[str, str] | None = None,
 ) -> dg.AssetCheckResult:
+    """Each cohort's stored members against the size the cohort list gave; a mismatch is
+    named by the cohort's name (from ``names``) beside its id."""
     counts = warehouse.records(
         f"SELECT cohort_id, count(*) AS members FROM {membership_table} WHERE {day_column} = ? "
         "GROUP BY cohort_id",
@@ -300,6 +303,15 @@ def check_cohort_sizes(
         passed=not bad,
         metadata={
             "cohorts_checked": len(expected),
-            "mismatched": ", ".join(f"{c}: list {e} vs {a}" for c, (e, a) in bad.items()) or "none",
+            "mismatched": ", ".join(
+                f"{_named(c, names)}: list {e} vs {a} stored" for c, (e, a) in bad.items()
+            )
+            or "none",
         },
     )
+
+
+def _named(item_id: str, names: dict[str, str] | None) -> str:
+    """``'Power users' (id abc)`` when the name is known, else the id."""
+    name = (names or {}).get(item_id)
+    return f"{name!r} (id {item_id})" if name else item_id

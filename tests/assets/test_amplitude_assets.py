@@ -102,6 +102,21 @@ def test_cohort_membership_matches_each_cohorts_size(resources, materialized) ->
 
 
 MEMBERSHIP = dg.AssetKey(["amplitude", "cohort_membership"])
+
+
+def test_cohort_membership_names_its_cohorts(sandbox, resources, materialized) -> None:
+    """The materialization lists each cohort by id and name, as the cohort list gives them."""
+    result = dg.materialize(ASSETS, selection=[MEMBERSHIP], resources=resources)
+    events = result.get_asset_materialization_events()
+    (event,) = [e.materialization for e in events if e.asset_key == MEMBERSHIP]
+    table = event.metadata["cohorts_loaded"].value
+    cohorts = _query(resources, "SELECT cohort_id, name FROM amplitude.cohorts")
+    listed = table.splitlines()[2:]
+    assert len(listed) == event.metadata["cohorts"].value > 0
+    names = dict(zip(cohorts.cohort_id, cohorts.name, strict=True))
+    for line in listed:
+        cohort_id, name = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        assert name == names[cohort_id]
 EARLIER_DAY = "2026-11-10"
 COHORT_ENDPOINTS = r"^/api/(3|5)/cohorts"  # the list, request, request-status and file
 

@@ -81,3 +81,7 @@ def test_cohort_sizes_must_match_the_list(warehouse) -> None:
     result = checks.check_cohort_sizes(warehouse, "amplitude.m", {"c1": 3, "c2": 1}, DAY)
     assert not result.passed
     assert "c1" in result.metadata["mismatched"].value
+    named = checks.check_cohort_sizes(
+        warehouse, "amplitude.m", {"c1": 3, "c2": 1}, DAY, names={"c1": "Power users"}
+    )
+    assert named.metadata["mismatched"].value == "'Power users' (id c1): list 3 vs 2 stored"
