@@ -2,6 +2,7 @@
 
     python bench/writeback_amplitude_bench.py [--scale 1000] [--changed 0.2] [--repeat 3]
                                               [--users]
+    python bench/writeback_amplitude_bench.py --state-read 100000 [--repeat 3]
 
 100,000 accounts (scale 1000). The sandbox runs in its own process; each repetition starts
 a fresh one (Amplitude's insert_id memory would otherwise make a repeated load free) and a
@@ -159,6 +160,51 @@ def run_once(url: str, key: str, crm: Path, database: str, users: bool, run_id: 
     }
 
 
+def state_read(rows: int, repeat: int) -> int:
+    """``read_amplitude_state`` over a log of ``rows`` groups (all 7 properties confirmed)
+    plus a day that changed a fifth of them, with the cyclic GC paused (the product) and
+    running (before issue 21), alternating; CPU seconds, medians."""
+    import json
+    from contextlib import nullcontext
+
+    import analytics_assets.crm_writeback.amplitude_diff as amplitude_diff
+    from analytics_assets.crm_writeback.tables import AMPLITUDE_LOG_TABLE, LogRow, append_log
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+
+    initial = json.dumps({"plan": "pro", "arr": 1200.0, "seats": 10, "is_paying": True,
+                          "renewal_date": "2026-03-01", "csm_owner": "Dana Whitfield",
+                          "health_score": 50.5})  # fmt: skip
+    daily = json.dumps({"csm_owner": "Reassigned Owner", "health_score": 12.5})
+    with tempfile.TemporaryDirectory(prefix="amplitude-state-") as tmp:
+        warehouse = DuckDBWarehouse(database=str(Path(tmp) / "warehouse.duckdb"))
+        for run, values, step in (("initial", initial, 1), ("daily", daily, 5)):
+            log = [
+                LogRow(batch=1, account_id=f"account-{i:06d}", values_json=values,
+                       previous_json="{}", outcome="updated", reason="", record_kind="group",
+                       record_id=f"account-{i:06d}", insert_id=f"{run}-{i}")
+                for i in range(0, rows, step)
+            ]  # fmt: skip
+            append_log(warehouse, run, log, False, table=AMPLITUDE_LOG_TABLE)
+        paused = amplitude_diff.gc_paused
+        seconds: dict[str, list[float]] = {"old (GC running)": [], "new (GC paused)": []}
+        try:
+            for turn in range(2 * repeat):
+                name = list(seconds)[turn % 2]
+                amplitude_diff.gc_paused = nullcontext if turn % 2 == 0 else paused
+                began = time.process_time()
+                state = amplitude_diff.read_amplitude_state(warehouse)
+                seconds[name].append(time.process_time() - began)
+                del state
+        finally:
+            amplitude_diff.gc_paused = paused
+    for name, values in seconds.items():
+        print(f"{name}: median {statistics.median(values):.2f} s CPU "
+              f"({', '.join(f'{v:.2f}' for v in values)})")  # fmt: skip
+    new, old = (statistics.median(v) for v in reversed(seconds.values()))
+    print(f"new / old: {new / old:.2f}")
+    return 0
+
+
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -193,11 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changed", type=float, default=0.2, help="share changed daily")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--users", action="store_true", help="also set user properties")
+    parser.add_argument(
+        "--state-read",
+        type=int,
+        metavar="GROUPS",
+        help="only time reading the log into the diff's reference, for GROUPS groups",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--csv-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args)
+    if args.state_read:
+        return state_read(args.state_read, args.repeat)
 
     import pandas as pd
 

@@ -2,7 +2,8 @@
 
 ``crm`` reads the export, ``mapping`` declares and converts the fields, ``validate``
 checks them against Pendo's schema and sets bad rows aside, ``diff`` keeps what changed,
-``push`` sends it in batches of at most 1,000 and logs each outcome, ``job`` wires them
+``push`` sends it in batches of at most 1,000 and logs each outcome (``overlap`` lets the
+diff run while earlier batches are sent), ``job`` wires them
 into the ``crm_account_metadata_push`` job and its daily schedule, and ``component``
 (``CrmToPendo``) declares both, with the write key's resource, in YAML.
 """
@@ -19,10 +20,8 @@ from analytics_assets.crm_writeback.job import (
     crm_account_metadata_push,
     crm_account_metadata_push_schedule,
     crm_writeback_preflight,
-    diff_crm_against_pendo,
     push_crm_changes,
     read_crm_export,
-    read_pendo_account_values,
     validate_crm_rows,
 )
 from analytics_assets.crm_writeback.mapping import DEFAULT_MAPPING_PATH
@@ -41,10 +40,8 @@ __all__ = [
     "crm_account_metadata_push",
     "crm_account_metadata_push_schedule",
     "crm_writeback_preflight",
-    "diff_crm_against_pendo",
     "push_crm_changes",
     "read_crm_export",
-    "read_pendo_account_values",
     "run_report",
     "validate_crm_rows",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 
 from analytics_assets.amplitude.identify import Identification, identify_insert_id
 from analytics_assets.crm_writeback.amplitude_targets import AmplitudeTargets
+from analytics_assets.crm_writeback.gc_pause import gc_paused
 from analytics_assets.crm_writeback.mapping import Mapping as FieldMap
 from analytics_assets.crm_writeback.tables import AMPLITUDE_LOG_TABLE, Warehouse
 from analytics_assets.crm_writeback.validate import Record
@@ -78,6 +79,11 @@ def read_amplitude_state(warehouse: Warehouse) -> dict[tuple[str, str], RecordSt
     """(kind, record id) -> its state, from every real run's log rows, oldest first."""
     if not warehouse.table_exists(AMPLITUDE_LOG_TABLE):
         return {}
+    with gc_paused():  # a state per record: many small dicts and sets, no cycles
+        return _read_state(warehouse)
+
+
+def _read_state(warehouse: Warehouse) -> dict[tuple[str, str], RecordState]:
     rows = warehouse.query(
         f"SELECT record_kind, record_id, values_json, outcome, insert_id "
         f"FROM {AMPLITUDE_LOG_TABLE} WHERE NOT dry_run "
@@ -179,6 +185,19 @@ def diff_for_amplitude(
 ) -> AmplitudeDiff:
     """The changes to send: per record, the properties that differ from what Amplitude was
     last confirmed to hold, or whose last attempt is unconfirmed (all with ``force``)."""
+    with gc_paused():  # a change per record: many small dicts, no cycles
+        return _diff(records, mapping, types, targets, state, users or {}, force)
+
+
+def _diff(
+    records: Iterable[Record],
+    mapping: FieldMap,
+    types: Mapping[str, str],
+    targets: AmplitudeTargets,
+    state: Mapping[tuple[str, str], RecordState],
+    users: Mapping[str, list[str]],
+    force: bool,
+) -> AmplitudeDiff:
     group_map = targets.group_map(mapping)
     user_map = targets.user_properties
     diff = AmplitudeDiff(changes=[])
@@ -222,7 +241,7 @@ def diff_for_amplitude(
         if not user_map:
             continue
         per_user = {prop: wire[name] for name, prop in user_map.items() if name in wire}
-        members = (users or {}).get(record.account_id, [])
+        members = users.get(record.account_id, [])
         if per_user and not members:
             diff.accounts_without_users += 1
         for user_id in members:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from analytics_assets.crm_writeback.gc_pause import gc_paused
+
 __all__ = [
     "EMPTY_EXPORT_POLICIES",
     "CrmExport",
@@ -124,6 +126,13 @@ def read_crm(
     warehouse: _Queryable | None = None,
 ) -> CrmExport:
     """Read a CSV or Parquet file (by extension), or ``table`` through ``warehouse``."""
+    with gc_paused():  # one small dict and row per CRM row, no cycles
+        return _read(path, table, warehouse)
+
+
+def _read(
+    path: str | Path | None, table: str | None, warehouse: _Queryable | None
+) -> CrmExport:
     if (path is None) == (table is None):
         raise CrmReadError("give either a CRM export path or a warehouse table, not both")
     if table is not None:
@@ -220,7 +229,7 @@ def _read_csv(file: Path) -> CrmExport:
                 continue
             record = lines.current
             start, line = line, reader.line_num + 1
-            if not fields or all(not f.strip() for f in fields):
+            if not "".join(fields).strip():  # no field, or only blank ones
                 export.blank_rows += 1
                 continue
             number += 1

@@ -20,6 +20,8 @@ from analytics_assets.pendo.pipeline import Expr, Pipeline, Source
 __all__ = [
     "Change",
     "DiffResult",
+    "DiffStream",
+    "current_values",
     "current_values_pipeline",
     "diff_records",
     "normalize",
@@ -155,12 +157,12 @@ def current_values_pipeline(fields: Iterable[str], group: str = "custom") -> Pip
     return Pipeline(Source.accounts()).select(select)
 
 
-def read_current_values(
+def current_values(
     rows: Iterable[Mapping[str, Any]], fields: Iterable[str], group: str = "custom"
-) -> dict[str, dict[str, Any]]:
-    """Rows of ``current_values_pipeline`` (or whole account rows) -> id -> field -> value."""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows of ``current_values_pipeline`` (or whole account rows), as they are read, as
+    (account id, field -> value); rows without an id are skipped."""
     names = list(fields)
-    current: dict[str, dict[str, Any]] = {}
     for row in rows:
         account_id = row.get("accountId")
         if account_id is None:
@@ -171,8 +173,75 @@ def read_current_values(
             value = nested.get(name) if nested is not None else row.get(f"f_{name}")
             if value is not None:
                 values[name] = value
-        current[str(account_id)] = values
-    return current
+        yield str(account_id), values
+
+
+def read_current_values(
+    rows: Iterable[Mapping[str, Any]], fields: Iterable[str], group: str = "custom"
+) -> dict[str, dict[str, Any]]:
+    """``current_values`` as one dict: id -> field -> value."""
+    return dict(current_values(rows, fields, group))
+
+
+class DiffStream:
+    """Diff while reading: :meth:`changes` compares each account as Pendo's values arrive
+    and yields what to send at once, so the push can start before the read ends.
+
+    ``result`` fills as it goes; it is whole once :meth:`changes` is exhausted, which also
+    settles the CRM records Pendo never returned (``create``, or ``missing``).
+    """
+
+    def __init__(
+        self,
+        records: Iterable[Record],
+        types: Mapping[str, str],
+        *,
+        force: bool = False,
+        create: bool = False,
+    ) -> None:
+        self.types, self.force, self.create = types, force, create
+        self.result = DiffResult(changes=[], missing=[], field_changes=dict.fromkeys(types, 0))
+        self._pending: dict[str, Record] = {}
+        for record in records:
+            if record.values:
+                self._pending[record.account_id] = record
+            else:
+                self.result.unchanged += 1  # every mapped cell empty: nothing to write
+
+    @property
+    def not_compared(self) -> int:
+        """CRM records Pendo's values have not been compared with (yet)."""
+        return len(self._pending)
+
+    def changes(self, current: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[Change]:
+        """The updates as ``current`` (account id, its values) is read, then the creates."""
+        result, pending = self.result, self._pending
+        for account_id, held in current:
+            result.accounts_in_pendo += 1
+            record = pending.pop(account_id, None)
+            if record is None:
+                continue  # not in the CRM export, or returned twice: nothing to compare
+            change = _compare(record, held, self.types, self.force)
+            if change is None:
+                result.unchanged += 1
+                continue
+            self._keep(change)
+            yield change
+        action = "create" if self.create else "missing"
+        for record in pending.values():
+            change = Change(record.account_id, record.values, {}, action, tuple(record.values))
+            if action == "missing":
+                result.missing.append(change)
+                continue
+            self._keep(change)
+            yield change
+        pending.clear()
+
+    def _keep(self, change: Change) -> None:
+        self.result.changes.append(change)
+        counts = self.result.field_changes
+        for name in change.changed:
+            counts[name] = counts.get(name, 0) + 1
 
 
 def diff_records(
@@ -184,50 +253,26 @@ def diff_records(
     create: bool = False,
 ) -> DiffResult:
     """The changes to send: only differing fields (all mapped fields with ``force``)."""
-    result = DiffResult(changes=[], missing=[], accounts_in_pendo=len(current))
-    counts: dict[str, int] = dict.fromkeys(types, 0)
-    for change in _changes(records, current, types, force=force, create=create):
-        if change is None:
-            result.unchanged += 1
-            continue
-        if change.action == "missing":
-            result.missing.append(change)
-            continue
-        result.changes.append(change)
-        for name in change.changed:
-            counts[name] = counts.get(name, 0) + 1
-    result.field_changes = counts
-    return result
+    stream = DiffStream(records, types, force=force, create=create)
+    for _ in stream.changes(current.items()):
+        pass
+    return stream.result
 
 
-def _changes(
-    records: Iterable[Record],
-    current: Mapping[str, Mapping[str, Any]],
-    types: Mapping[str, str],
-    *,
-    force: bool,
-    create: bool,
-) -> Iterator[Change | None]:
-    for record in records:
-        if not record.values:
-            yield None  # every mapped cell empty: nothing to write for this account
-            continue
-        held = current.get(record.account_id)
-        if held is None:
-            action = "create" if create else "missing"
-            yield Change(record.account_id, record.values, {}, action, tuple(record.values))
-            continue
-        changed = tuple(
-            name
-            for name, value in record.values.items()
-            if not _unchanged(held.get(name), value, types[name])
-        )
-        if not changed and not force:
-            yield None
-            continue
-        values = record.values if force else {name: record.values[name] for name in changed}
-        previous = {name: held.get(name) for name in values}
-        yield Change(record.account_id, values, _readable(previous, types), "update", changed)
+def _compare(
+    record: Record, held: Mapping[str, Any], types: Mapping[str, str], force: bool
+) -> Change | None:
+    """The update of one account Pendo has, or None when nothing differs (and no force)."""
+    changed = tuple(
+        name
+        for name, value in record.values.items()
+        if not _unchanged(held.get(name), value, types[name])
+    )
+    if not changed and not force:
+        return None
+    values = record.values if force else {name: record.values[name] for name in changed}
+    previous = {name: held.get(name) for name in values}
+    return Change(record.account_id, values, _readable(previous, types), "update", changed)
 
 
 def _readable(previous: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:

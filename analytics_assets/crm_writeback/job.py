@@ -1,10 +1,10 @@
 """The ``crm_account_metadata_push`` job: CRM export -> Pendo custom account metadata
 (and, with ``destinations`` including ``amplitude``, Amplitude group and user properties).
 
-    preflight ─────┬─> read Pendo values ─┐
-    (key, mapping, │                      ├─> diff ─> push (batches, log)
-     schema)       └─> validate ──────────┘
-    read CRM ─────────────┘   (quarantine)
+    preflight ─────┬──────────────────> push: read Pendo's values ─> diff ─> batches, log
+    (key, mapping, └─> validate ─────┘   (a thread reads and diffs; each batch of at
+     schema)            (quarantine)      most 1,000 goes as soon as it is full)
+    read CRM ─────────────┘
 
 Every check that can stop the job runs before the first write request: a read-only or
 invalid key, a mapping field Pendo lacks or types differently, a mapped column the export
@@ -43,11 +43,12 @@ from analytics_assets.crm_writeback.crm import (
 )
 from analytics_assets.crm_writeback.diff import (
     DiffResult,
+    DiffStream,
+    current_values,
     current_values_pipeline,
-    diff_records,
-    read_current_values,
 )
 from analytics_assets.crm_writeback.mapping import Mapping, MappingError, load_mapping
+from analytics_assets.crm_writeback.overlap import read_ahead
 from analytics_assets.crm_writeback.push import (
     BatchResult,
     PushSummary,
@@ -58,6 +59,7 @@ from analytics_assets.crm_writeback.table_assets import LogWriter, appended
 from analytics_assets.crm_writeback.tables import (
     LOG_TABLE,
     QUARANTINE_TABLE,
+    PreviousRun,
     append_quarantine,
     previous_incomplete_run,
 )
@@ -89,10 +91,8 @@ __all__ = [
     "crm_account_metadata_push_schedule",
     "crm_mapping_preflight",
     "crm_writeback_preflight",
-    "diff_crm_against_pendo",
     "push_crm_changes",
     "read_crm_export",
-    "read_pendo_account_values",
     "validate_crm_rows",
 ]
 
@@ -342,65 +342,10 @@ def _reason_kind(reason: str) -> str:
     return "other"
 
 
-@dg.op(pool=POOL, tags={"service": "pendo"})
-def read_pendo_account_values(
-    context: dg.OpExecutionContext, preflight: Preflight, pendo_write: PendoResource
-) -> dict[str, dict[str, Any]]:
-    """Pendo's current values of the mapped fields, per account (one aggregation).
-
-    Its own op, so it runs while the CRM export is read and validated, and the API pool
-    slot is held only while Pendo is being read.
-    """
-    fields = list(preflight.types)
-    with pendo_write.session(context) as client:
-        try:
-            rows = client.aggregate(current_values_pipeline(fields))
-            current = read_current_values(rows, fields)
-        except ApiError as exc:
-            raise _fail(f"cannot read Pendo's current account values: {exc}") from None
-    context.add_output_metadata({"accounts_in_pendo": len(current)})
-    return current
-
-
-@dg.op
-def diff_crm_against_pendo(
-    context: dg.OpExecutionContext,
-    config: CrmStepConfig,
-    preflight: Preflight,
-    validated: ValidationResult,
-    current: dict[str, dict[str, Any]],
-    warehouse: WarehouseResource,
-) -> DiffResult:
-    """Keep only the records whose values differ from Pendo's (all with ``force``)."""
-    diff = diff_records(
-        validated.records, current, preflight.types, force=config.force, create=config.create
-    )
-    resume = _report_resume(context, warehouse, diff)
-    context.log.info(
-        f"{diff.to_send} of {len(validated.records)} accounts differ from Pendo"
-        + (" (force: sending all)" if config.force else "")
-        + f"; {diff.unchanged} unchanged; {len(diff.missing)} not in Pendo"
-        + ("" if config.create or not diff.missing else " (set create: true to create them)")
-    )
-    context.add_output_metadata(
-        {
-            "accounts_in_pendo": diff.accounts_in_pendo,
-            "changed": diff.to_send,
-            "unchanged": diff.unchanged,
-            "missing": len(diff.missing),
-            "to_create": sum(1 for c in diff.changes if c.action == "create"),
-            "field_changes": diff.field_changes,
-            **resume,
-        }
-    )
-    return diff
-
-
 def _report_resume(
-    context: dg.OpExecutionContext, warehouse: WarehouseResource, diff: DiffResult
+    context: dg.OpExecutionContext, previous: PreviousRun | None, diff: DiffResult
 ) -> dict[str, Any]:
-    """Say what this run skips or resends of an earlier run that stopped midway."""
-    previous = previous_incomplete_run(warehouse, context.run_id)
+    """Say what this run skips or resends of ``previous``, a run that stopped midway."""
     if previous is None:
         return {}
     pending = {c.account_id for c in diff.changes}
@@ -431,15 +376,24 @@ def push_crm_changes(
     context: dg.OpExecutionContext,
     config: CrmStepConfig,
     preflight: Preflight,
-    diff: DiffResult,
+    validated: ValidationResult,
     pendo_write: PendoResource,
     warehouse: WarehouseResource,
 ) -> PushSummary:
-    """Send the changes in batches of at most 1,000; log every record's outcome."""
+    """Read Pendo's current values of the mapped fields (one aggregation), keep the records
+    that differ (all with ``force``) and send them in batches of at most 1,000, each as soon
+    as it is full: the read and the diff run in a thread while earlier batches are sent.
+    Log every record's outcome."""
     batch_size = check_batch_size(config.batch_size)
     run_id = context.run_id
-
+    fields = list(preflight.types)
+    differ = DiffStream(
+        validated.records, preflight.types, force=config.force, create=config.create
+    )
     record_log = LogWriter(warehouse, run_id, config.dry_run)
+    # Before the first request: what an earlier run left (for the report), and the
+    # warehouse's connection is warm when the first batch's log rows come.
+    previous = previous_incomplete_run(warehouse, run_id)
 
     def on_batch(result: BatchResult) -> None:
         text = (
@@ -451,44 +405,54 @@ def push_crm_changes(
         else:
             context.log.info(text)
 
-    if config.dry_run:
+    with pendo_write.session(context) as client:
+        current = current_values(client.aggregate(current_values_pipeline(fields)), fields)
         summary = push_changes(
-            None,
-            diff.changes,
-            diff.missing,
+            None if config.dry_run else client,
+            read_ahead(differ.changes(current)),
+            differ.result.missing,
             preflight.types,
             record_log=record_log,
             batch_size=batch_size,
             create=config.create,
-            dry_run=True,
+            dry_run=config.dry_run,
+            on_batch=on_batch,
         )
-        _show_plan(context, diff)
-    else:
-        with pendo_write.session(context) as client:
-            summary = push_changes(
-                client,
-                diff.changes,
-                diff.missing,
-                preflight.types,
-                record_log=record_log,
-                batch_size=batch_size,
-                create=config.create,
-                on_batch=on_batch,
-            )
-    metadata = _summary_metadata(summary, diff, config.dry_run)
+    diff = differ.result
     record_log.record(context)  # also when the push failed: confirmed batches are logged
+    if summary.read_error and not summary.batches:
+        raise _fail(
+            f"cannot read Pendo's current account values: {summary.read_error} Nothing was sent."
+        )
+    resume = {} if summary.read_error else _report_resume(context, previous, diff)
+    if not summary.read_error:
+        context.log.info(
+            f"{diff.to_send} of {len(validated.records)} accounts differ from Pendo"
+            + (" (force: sending all)" if config.force else "")
+            + f"; {diff.unchanged} unchanged; {len(diff.missing)} not in Pendo"
+            + ("" if config.create or not diff.missing else " (set create: true to create them)")
+        )
+    metadata = {**_summary_metadata(summary, diff, config.dry_run), **resume}
     for account, reason in summary.failures[:SHOWN_CHANGES]:
         context.log.warning(f"Pendo refused {account}: {reason}")
     if not summary.ok:
+        unread = (
+            f", and {differ.not_compared} CRM records were not compared with Pendo (its read "
+            "broke before them; nothing was sent for them)"
+            if summary.read_error
+            else ""
+        )
         raise dg.Failure(
             description=(
                 f"{summary.error.rstrip('.')}. {summary.updated} records were confirmed; "
-                f"{summary.unconfirmed} are unconfirmed and {summary.not_sent} were not sent. "
-                "Run the job again: it compares with Pendo's live values, so it sends only "
-                f"what did not land (see {LOG_TABLE} where run_id = '{run_id}')."
+                f"{summary.unconfirmed} are unconfirmed and {summary.not_sent} were not "
+                f"sent{unread}. Run the job again: it compares with Pendo's live values, so it "
+                f"sends only what did not land (see {LOG_TABLE} where run_id = '{run_id}')."
             ),
             metadata=metadata,
         )
+    if config.dry_run:
+        _show_plan(context, diff)
     context.log.info(
         ("dry run: would send " if config.dry_run else "sent ")
         + f"{diff.to_send} records in {summary.planned_batches} batches; "
@@ -501,7 +465,11 @@ def push_crm_changes(
 def _summary_metadata(summary: PushSummary, diff: DiffResult, dry_run: bool) -> dict[str, Any]:
     return {
         "dry_run": dry_run,
+        "accounts_in_pendo": diff.accounts_in_pendo,
         "changed": diff.to_send,
+        "unchanged": diff.unchanged,
+        "to_create": sum(1 for c in diff.changes if c.action == "create"),
+        "field_changes": diff.field_changes,
         "batches": summary.planned_batches,
         "batches_sent": len(summary.batches),
         "updated": summary.updated,
@@ -530,7 +498,6 @@ def _show_plan(context: dg.OpExecutionContext, diff: DiffResult) -> None:
 _STEPS_WITH_CONFIG = (
     "crm_writeback_preflight",
     "read_crm_export",
-    "diff_crm_against_pendo",
     "push_crm_changes",
 )
 
@@ -627,9 +594,7 @@ def build_crm_push_job(
             preflight = amp.check(preflight)
         validated = validate_crm_rows(preflight, read_crm_export())
         if pendo:
-            current = read_pendo_account_values(preflight)
-            diff = diff_crm_against_pendo(preflight, validated, current)
-            push_crm_changes(preflight, diff)
+            push_crm_changes(preflight, validated)
         if amp is not None:
             amp.push(amp.diff(preflight, validated))
 

@@ -11,6 +11,11 @@ needed: its unconfirmed attempt, then the one that lands.
 The run stops at the first batch whose request fails after the client's retries (the
 service is down or refusing); that batch is logged ``unconfirmed`` and the batches after
 it ``not_sent``, and the job fails so the schedule's owner sees it.
+
+The changes may come from a diff that is still reading Pendo's values (the job's push
+does that, see ``overlap``): each batch goes as soon as it is full. If that read breaks
+midway, what was sent is logged as usual, what was diffed but not sent ``not_sent``, and
+the job fails saying how many CRM records were not compared at all.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class PushSummary:
     not_sent: int = 0
     dry_run: int = 0
     error: str | None = None
+    read_error: str | None = None  # the reference values' read broke (a streaming diff)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (account id, reason)
 
     @property
@@ -172,7 +178,7 @@ def _log_rows(
 
 def push_changes(
     api: PendoMetadataApi | None,
-    changes: Sequence[Change],
+    changes: Iterable[Change],
     missing: Sequence[Change],
     types: Mapping[str, str],
     *,
@@ -183,29 +189,38 @@ def push_changes(
     group: str = "custom",
     on_batch: Callable[[BatchResult], None] | None = None,
 ) -> PushSummary:
-    """Send ``changes`` in batches (unless ``dry_run``), logging every record's outcome.
+    """Send ``changes`` in batches (unless ``dry_run``), each as soon as it is full, logging
+    every record's outcome.
+
+    ``changes`` may be a streaming diff (``DiffStream.changes``, read ahead): a batch goes
+    out while the next one is being diffed. ``missing`` is logged once ``changes`` is
+    exhausted, as a streaming diff knows it only then. After a failed batch nothing more
+    is sent but the diff is read to its end, so every record that differs is logged
+    (``not_sent``) and the batch count is whole. An ``ApiError`` raised by ``changes``
+    itself (reading the reference values broke) ends the push the same way, with
+    ``read_error`` set: what was diffed and not sent is logged ``not_sent``, what was not
+    yet diffed is not logged (whether it differs is unknown).
 
     ``record_log`` receives each batch's log rows as soon as the server answered, so the
     log is complete up to the last answered batch even if the process dies afterwards.
     """
     check_batch_size(batch_size)
-    summary = PushSummary(missing=len(missing))
-    summary.planned_batches = -(-len(changes) // batch_size)
-    record_log(
-        _log_rows(
-            None, missing, types, "missing", "account not in Pendo; set create: true to create it"
-        )
-    )
-    if dry_run:
-        for number, batch in enumerate(batches(changes, batch_size), start=1):
+    if api is None and not dry_run:
+        raise ValueError("a Pendo client is needed unless dry_run is set")
+    summary = PushSummary()
+    stopped: list[Change] = []  # differing records not sent after a failure
+    failed_at = 0
+
+    def handle(number: int, batch: list[Change]) -> None:
+        nonlocal failed_at
+        if failed_at or summary.read_error:
+            stopped.extend(batch)
+            return
+        if dry_run:
             record_log(_log_rows(number, batch, types, lambda c: ("dry_run", c.describe())))
             summary.dry_run += len(batch)
-        return summary
-    if api is None:
-        raise ValueError("a Pendo client is needed unless dry_run is set")
-
-    all_batches = list(batches(changes, batch_size))
-    for number, batch in enumerate(all_batches, start=1):
+            return
+        assert api is not None
         result = _send(
             api,
             number,
@@ -221,19 +236,48 @@ def push_changes(
         if on_batch is not None:
             on_batch(result)
         if result.error is not None:
-            summary.error = f"batch {number} of {len(all_batches)} failed: {result.error}"
-            rest = [c for later in all_batches[number:] for c in later]
-            record_log(
-                _log_rows(
-                    None,
-                    rest,
-                    types,
-                    "not_sent",
-                    f"the run stopped at batch {number} after an error; a re-run sends it",
-                )
+            failed_at = number
+            summary.error = result.error
+
+    batch: list[Change] = []
+    number = 0
+    try:
+        for change in changes:
+            batch.append(change)
+            if len(batch) == batch_size:
+                number += 1
+                handle(number, batch)
+                batch = []
+    except ApiError as exc:
+        # str(exc) is built by the client from redacted parts: safe to store.
+        summary.read_error = str(exc)
+        stopped.extend(batch)
+        batch = []
+    if batch:
+        number += 1
+        handle(number, batch)
+    summary.planned_batches = number
+    why = ""
+    if failed_at:
+        summary.error = f"batch {failed_at} of {number} failed: {summary.error}"
+        why = f"the run stopped at batch {failed_at} after an error; a re-run sends it"
+    elif summary.read_error:
+        summary.error = f"reading the current values broke: {summary.read_error}"
+        why = "the read of the current values broke before this batch went; a re-run sends it"
+    if stopped:
+        record_log(_log_rows(None, stopped, types, "not_sent", why))
+        summary.not_sent = len(stopped)
+    if missing and not summary.read_error:  # only a whole read says who is missing
+        record_log(
+            _log_rows(
+                None,
+                missing,
+                types,
+                "missing",
+                "account not in Pendo; set create: true to create it",
             )
-            summary.not_sent = len(rest)
-            break
+        )
+        summary.missing += len(missing)
     return summary
 
 

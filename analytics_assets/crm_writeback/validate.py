@@ -20,12 +20,13 @@ from analytics_assets.crm_writeback.convert import (
     AmbiguousDatesError,
     Converter,
     ValueProblem,
-    apply_transform,
     check_date_order,
     is_empty,
     make_converter,
+    make_transforms,
 )
 from analytics_assets.crm_writeback.crm import CrmExport, CrmRow, RowProblem
+from analytics_assets.crm_writeback.gc_pause import gc_paused
 from analytics_assets.crm_writeback.mapping import FieldMapping, Mapping
 
 __all__ = [
@@ -163,12 +164,8 @@ def check_columns(mapping: Mapping, export: CrmExport) -> None:
         )
 
 
-def _account_id(mapping: Mapping, row: CrmRow) -> str | None:
-    value: Any = row.values.get(mapping.id_column)
-    for transform in mapping.id_transforms:
-        if is_empty(value):
-            break
-        value = apply_transform(transform, value)
+def _account_id(id_column: str, transform: Converter, row: CrmRow) -> str | None:
+    value = transform(row.values.get(id_column))
     if is_empty(value):
         return None
     # Numeric ids from Parquet (123.0) must match Pendo's string "123".
@@ -190,21 +187,21 @@ def _problem(row: CrmRow, account_id: str | None, column: str | None, reason: st
 
 
 def _row_values(
-    row: CrmRow, account_id: str | None, converters: list[tuple[FieldMapping, Converter]]
+    row: CrmRow, account_id: str | None, converters: list[tuple[str, str, Converter]]
 ) -> tuple[dict[str, Any], list[RowProblem]]:
     values: dict[str, Any] = {}
     problems: list[RowProblem] = []
     cells = row.values
-    for fm, convert in converters:
+    for field_name, column, convert in converters:
         try:
-            value = convert(cells.get(fm.column))
+            value = convert(cells.get(column))
         except ValueProblem as exc:
-            problems.append(_problem(row, account_id, fm.column, f"{fm.field}: {exc}"))
+            problems.append(_problem(row, account_id, column, f"{field_name}: {exc}"))
             continue
         # An empty CRM cell leaves Pendo's value alone rather than clearing it: an export
         # that lost a column must not wipe what Pendo knows.
         if value is not None:
-            values[fm.field] = value
+            values[field_name] = value
     return values, problems
 
 
@@ -222,15 +219,23 @@ def validate_rows(export: CrmExport, mapping: Mapping, types: dict[str, str]) ->
     Raises :class:`ColumnsMissingError` for a mapped column the export lacks and
     :class:`AmbiguousDatesError` for a date column that reads both month-first and
     day-first where the mapping does not say which; nothing is converted then."""
+    with gc_paused():  # a dict and a record per row, no cycles
+        return _validate(export, mapping, types)
+
+
+def _validate(export: CrmExport, mapping: Mapping, types: dict[str, str]) -> ValidationResult:
     check_columns(mapping, export)
     for fm in mapping.fields:
         check_date_order(fm, (row.values.get(fm.column) for row in export.rows))
-    converters = [(fm, make_converter(fm, types.get(fm.field))) for fm in mapping.fields]
+    converters = [
+        (fm.field, fm.column, make_converter(fm, types.get(fm.field))) for fm in mapping.fields
+    ]
     quarantine: list[RowProblem] = list(export.malformed)
     bad_ids: dict[str, int] = {}  # account id -> first bad row
     by_id: dict[str, list[tuple[CrmRow, dict[str, Any]]]] = defaultdict(list)
+    id_column, id_transform = mapping.id_column, make_transforms(mapping.id_transforms)
     for row in export.rows:
-        account_id = _account_id(mapping, row)
+        account_id = _account_id(id_column, id_transform, row)
         if account_id is None:
             quarantine.append(
                 _problem(
@@ -281,6 +286,9 @@ def validate_rows(export: CrmExport, mapping: Mapping, types: dict[str, str]) ->
                         f"{fm.column} differs; keep one row per account in the CRM export",
                     )
                 )
+            continue
+        if len(rows) == 1:  # nearly every account: no tuple built from a generator
+            records.append(Record(account_id, rows[0][1], (rows[0][0].number,)))
             continue
         collapsed += len(rows) - 1
         records.append(Record(account_id, rows[0][1], tuple(r.number for r, _ in rows)))

@@ -13,10 +13,8 @@ from analytics_assets.crm_writeback import (
     crm_account_metadata_push,
     crm_account_metadata_push_schedule,
     crm_writeback_preflight,
-    diff_crm_against_pendo,
     push_crm_changes,
     read_crm_export,
-    read_pendo_account_values,
     validate_crm_rows,
 )
 from analytics_assets.crm_writeback.job import build_crm_push_job
@@ -39,8 +37,8 @@ def test_definitions_load_with_the_write_key_resource(tmp_path: Path) -> None:
 
 
 def test_ops_that_call_pendo_share_the_pool() -> None:
-    api_ops = {crm_writeback_preflight, read_pendo_account_values, push_crm_changes}
-    local_ops = {read_crm_export, validate_crm_rows, diff_crm_against_pendo}
+    api_ops = {crm_writeback_preflight, push_crm_changes}  # push reads Pendo's values too
+    local_ops = {read_crm_export, validate_crm_rows}
     assert {op.pool for op in api_ops} == {"pendo_api"}
     assert {op.pool for op in local_ops} == {None}
     assert {op.name for op in api_ops | local_ops} == {

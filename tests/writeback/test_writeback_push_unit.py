@@ -123,13 +123,14 @@ def test_dry_run_sends_nothing_and_logs_the_plan() -> None:
     missing = [Change("gone", {"plan": "pro"}, {}, "missing", ("plan",))]
     summary, log = _push(None, _changes(3), batch_size=2, dry_run=True, missing=missing)
     assert summary.dry_run == 3 and summary.planned_batches == 2
+    # The missing accounts come last: a streaming diff knows them once Pendo's read ends.
     assert [(r.batch, r.outcome) for r in log] == [
-        (None, "missing"),
         (1, "dry_run"),
         (1, "dry_run"),
         (2, "dry_run"),
+        (None, "missing"),
     ]
-    assert log[1].reason == "plan: 'free' → 'pro'; renewal: (none) → 2026-03-01"
+    assert log[0].reason == "plan: 'free' → 'pro'; renewal: (none) → 2026-03-01"
 
 
 @pytest.mark.parametrize("size", [0, 1001, True, 2.5])
@@ -164,3 +165,48 @@ def test_log_table_and_previous_run(tmp_path: Path) -> None:
     complete = [LogRow(1, "a000", "{}", "{}", "updated")]
     append_log(warehouse, "r2", complete, dry_run=False)
     assert previous_incomplete_run(warehouse, "r3") is None  # the latest run finished
+
+
+# ----- a streaming diff: batches go while the diff is read; the read may break ----------
+
+
+def _stream(changes: list[Change], sent: list[int], api: FakePendo, fail_after: int = -1):
+    """Yields ``changes``, noting how many batches were sent by the time each one came;
+    raises as a broken read of Pendo's values after ``fail_after`` changes."""
+    for index, change in enumerate(changes):
+        if index == fail_after:
+            raise ServerError("the aggregation stream broke", status=502, service="pendo")
+        sent.append(len(api.calls))
+        yield change
+
+
+def test_a_batch_goes_as_soon_as_it_is_full_while_the_diff_goes_on() -> None:
+    api, sent = FakePendo(), []
+    summary, log = _push(api, _stream(_changes(25), sent, api), batch_size=10)
+    assert summary.ok and summary.updated == 25 and summary.planned_batches == 3
+    assert sent[10] == 1 and sent[20] == 2  # batch 1 was sent before change 11 was diffed
+
+
+def test_a_read_that_breaks_midway_reports_what_was_written_and_what_was_not() -> None:
+    api, sent = FakePendo(), []
+    missing = [Change("gone", {"plan": "pro"}, {}, "missing", ("plan",))]
+    summary, log = _push(
+        api, _stream(_changes(25), sent, api, fail_after=15), batch_size=10, missing=missing
+    )
+    assert not summary.ok and "the aggregation stream broke" in summary.read_error
+    assert summary.error.startswith("reading the current values broke")
+    assert len(api.calls) == 1 and summary.updated == 10
+    # The 5 diffed but not sent are logged; the 10 never diffed (nor the unknown missing
+    # list, which only a finished read settles) are not: whether they differ is unknown.
+    assert [(r.outcome, r.batch) for r in log].count(("not_sent", None)) == 5
+    assert summary.not_sent == 5 and not any(r.outcome == "missing" for r in log)
+
+
+def test_after_a_failed_batch_the_diff_is_read_to_its_end_and_logged_not_sent() -> None:
+    api, sent = FakePendo(fail_on={2}), []
+    summary, log = _push(api, _stream(_changes(35), sent, api), batch_size=10)
+    assert summary.error.startswith("batch 2 of 4 failed")
+    assert len(api.calls) == 2 and summary.planned_batches == 4
+    outcomes = [r.outcome for r in log]
+    assert outcomes.count("updated") == 10 and outcomes.count("unconfirmed") == 10
+    assert outcomes.count("not_sent") == 15 == summary.not_sent

@@ -280,7 +280,7 @@ def test_failure_in_second_batch_then_rerun_resumes(sandbox, warehouse, big_expo
     assert len(sent) == 2500
     assert sent.ok.eq(1).all()  # confirmed exactly once
     assert sent.n.max() <= 2  # at most one extra send: the unconfirmed attempt
-    resumed = output_metadata(second, "diff_crm_against_pendo")
+    resumed = output_metadata(second, "push_crm_changes")
     assert resumed["resumed_after_run"] == first.run_id
     assert (resumed["resume_skipped_confirmed"], resumed["resume_resent"]) == (1000, 1500)
     company = Company(seed=SEED, scale=SCALE)

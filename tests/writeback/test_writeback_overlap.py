@@ -1,0 +1,78 @@
+"""read_ahead and the streaming diff: items produced in a thread while the caller works."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from analytics_assets.crm_writeback.diff import DiffStream
+from analytics_assets.crm_writeback.overlap import read_ahead
+from analytics_assets.crm_writeback.validate import Record
+
+TYPES = {"plan": "string"}
+
+
+def test_every_item_in_order_from_another_thread() -> None:
+    threads: set[str] = set()
+
+    def produce() -> Iterator[int]:
+        for i in range(1000):
+            threads.add(threading.current_thread().name)
+            yield i
+
+    assert list(read_ahead(produce(), chunk=7)) == list(range(1000))
+    assert threads == {"read-ahead"}
+
+
+def test_an_error_comes_after_the_items_produced_before_it() -> None:
+    def produce() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("broke")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="broke"):
+        for item in read_ahead(produce(), chunk=3):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_closing_early_stops_the_producer_and_closes_its_source() -> None:
+    closed = threading.Event()
+
+    def produce() -> Iterator[int]:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    items = read_ahead(produce(), chunk=1)
+    assert next(items) == 0
+    items.close()  # joins the thread
+    assert closed.is_set()
+
+
+def test_the_diff_yields_each_change_while_pendo_is_read_and_creates_last() -> None:
+    records = [Record("a1", {"plan": "pro"}, (1,)), Record("new", {"plan": "x"}, (2,)),
+               Record("a2", {"plan": "pro"}, (3,)), Record("a3", {}, (4,))]  # fmt: skip
+    read: list[str] = []
+
+    def pendo() -> Iterator[tuple[str, dict[str, str]]]:
+        for account, plan in (("a2", "free"), ("other", "x"), ("a1", "pro")):
+            read.append(account)
+            yield account, {"plan": plan}
+
+    differ = DiffStream(records, TYPES, create=True)
+    changes = differ.changes(pendo())
+    first = next(changes)
+    assert (first.account_id, first.action, read) == ("a2", "update", ["a2"])
+    assert differ.not_compared == 2  # a1 and new: a3 has nothing to send
+    rest = list(changes)
+    assert [(c.account_id, c.action) for c in rest] == [("new", "create")]
+    result = differ.result
+    assert (result.unchanged, result.accounts_in_pendo, differ.not_compared) == (2, 3, 0)
+    assert [c.account_id for c in result.changes] == ["a2", "new"]
