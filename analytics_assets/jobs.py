@@ -32,8 +32,10 @@ def sync_jobs(
     daily_cron: str | None = DAILY_CRON,
     catalog_cron: str | None = CATALOG_CRON,
 ) -> dg.Definitions:
-    """``daily_sync`` (every daily asset, one partition a run) and ``catalog_refresh`` (the
-    snapshots), each with its schedule in the subscription's time zone (None: no schedule)."""
+    """``daily_sync`` (every daily asset: the schedule's run is one day, a backfill's runs
+    cover up to the calendar's ``days_per_run`` days each, by the assets' shared
+    ``BackfillPolicy``) and ``catalog_refresh`` (the snapshots), each with its schedule in
+    the subscription's time zone (None: no schedule)."""
     daily_sync = dg.define_asset_job(
         DAILY_JOB,
         selection=DAILY_ASSETS,
@@ -92,8 +94,9 @@ def sync_jobs(
 
 
 class SyncJobs(LocatedErrors, dg.Component, dg.Resolvable, dg.Model):
-    """The jobs ``daily_sync`` (every daily asset of this package, one day a run: the unit of
-    backfills) and ``catalog_refresh`` (the snapshots), with their daily schedules."""
+    """The jobs ``daily_sync`` (every daily asset of this package: a day a scheduled run, a
+    range of days a backfill run) and ``catalog_refresh`` (the snapshots), with their daily
+    schedules."""
 
     timezone: str = Field(
         default=DEFAULT_TIMEZONE, description="Time zone of the schedules (the subscription's)."

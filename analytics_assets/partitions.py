@@ -1,12 +1,17 @@
 """Daily partitions in the Pendo subscription's time zone, and the windows of a day.
 
 A ``DailyCalendar`` is handed to every factory of daily assets (by the components, or by a
-user calling the factories in Python), so the partitions and the day windows a step asks
-the APIs for always agree, and no module reads the time zone on its own.
+user calling the factories in Python), so the partitions, the backfill policy and the day
+windows a step asks the APIs for always agree, and no module reads the time zone on its own.
+
+A step covers one day (the schedule's run) or, in a backfill, a range of days: the
+calendar's ``BackfillPolicy`` puts up to ``days_per_run`` days in one run, and ``windows``
+gives the step its days either way.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +30,13 @@ CATALOG_CRON = "30 3 * * *"
 FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=28), warn_window=timedelta(hours=25)
 )
+#: Days a backfill run covers at most. Pendo asks aggregations of at most 30 days (contract
+#: section 2, "Time windows"), and a run's days share each Pendo aggregation; Amplitude's
+#: Dashboard queries cost per day whatever their width, and its export goes day by day.
+DAYS_PER_BACKFILL_RUN = 30
+# Dagster 1.13 marks ``backfill_policy`` of ``@asset`` as beta and warns once per asset, at
+# every code-location load; every daily asset passes it, so the warning says nothing new.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 @dataclass(frozen=True)
@@ -76,10 +88,16 @@ class DailyCalendar:
 
     timezone: str = DEFAULT_TIMEZONE
     start_date: date = DEFAULT_START_DATE
+    #: Days one backfill run covers at most (1: a run per day, as before ranges).
+    days_per_run: int = DAYS_PER_BACKFILL_RUN
     _partitions: dg.DailyPartitionsDefinition = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_timezone(self.timezone)
+        if isinstance(self.days_per_run, bool) or not isinstance(self.days_per_run, int):
+            raise ValueError(f"days_per_run must be a whole number, got {self.days_per_run!r}")
+        if self.days_per_run < 1:
+            raise ValueError(f"days_per_run must be at least 1, got {self.days_per_run}")
         start = self.start_date
         if isinstance(start, str):
             start = date.fromisoformat(start)
@@ -95,6 +113,16 @@ class DailyCalendar:
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
         return self._partitions
 
+    @property
+    def backfill_policy(self) -> dg.BackfillPolicy:
+        """Every daily asset's policy: a job's backfill runs as ranges only when all its
+        partitioned assets share one (Dagster takes the smallest)."""
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=self.days_per_run)
+
     def window(self, partition_key: str) -> DayWindow:
         """The local day of a partition key (``YYYY-MM-DD``)."""
         return day_window(partition_key, self.timezone)
+
+    def windows(self, context: dg.AssetExecutionContext) -> list[DayWindow]:
+        """The days of a step, oldest first: its partition, or its backfill range."""
+        return [self.window(key) for key in context.partition_keys]

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,32 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+class PeakRss:
+    """This process's highest resident memory while the block runs (MB), sampled every
+    ``every`` seconds from ``/proc/self/status``; ``start`` is the memory at entry."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every = every
+        self.start = self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.peak = rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
 
 
 def start_cli_sandbox(

@@ -15,7 +15,11 @@ does, only on one machine:
    ``PENDO_RATE_PER_SECOND = pendo-rate / slots``: each step's client paces itself to
    its share, and the pool caps how many steps hold a share at once;
 4. ``catalog_refresh`` launched once (the daily view reads ``pendo.visitors``), then
-   ``dagster job backfill -j daily_sync --from .. --to .. --noprompt``;
+   ``dagster job backfill -j daily_sync --from .. --to .. --noprompt`` (a run per day: the
+   CLI submits one run per partition whatever the assets' ``BackfillPolicy``); with
+   ``--range``, the runs the daemon's job backfill submits under the policy instead (a run
+   per range of at most ``--days-per-run`` days, tagged with the range, as the UI's
+   "Launch backfill" of ``daily_sync`` does), launched with ``dagster job launch``;
 5. polls until every run of the backfill has finished, sampling the slots in use per
    pool (the peak of concurrent API steps) and the sandbox's counters;
 6. prints and writes (``--out``) the wall time, runs succeeded and failed, run and step
@@ -186,19 +190,52 @@ def step_stats(instance: Any, run_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 def client_figures(instance: Any, run_ids: list[str]) -> dict[str, float]:
     """What the steps themselves report spending (materialization metadata): requests,
-    retries and 429s seen by the clients, summed over the runs."""
+    retries and 429s seen by the clients, summed over the runs. A ranged step reports its
+    figures on each day's materialization: they are counted once per step."""
     totals: dict[str, float] = {}
     for run_id in run_ids:
+        seen: set[str | None] = set()
         for event in instance.all_logs(run_id):
             de = event.dagster_event
-            if de is None or not de.is_step_materialization:
+            if de is None or not de.is_step_materialization or de.step_key in seen:
                 continue
+            seen.add(de.step_key)
             for name, value in de.step_materialization_data.materialization.metadata.items():
                 if name.endswith(
                     ("_requests", "_retries", "_throttled_429", "_limit_wait_seconds")
                 ):
                     totals[name] = round(totals.get(name, 0) + value.value, 3)
     return dict(sorted(totals.items()))
+
+
+def requests_per_api(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """The sandbox's answers between two counter readings, per API (Pendo: ``/api/v1``;
+    Amplitude: the export, the Dashboard and the rest) and the 429s among them."""
+    out = {"pendo": 0, "amplitude_export": 0, "amplitude_dashboard": 0, "amplitude_other": 0}
+    out["answered_429"] = 0
+    counted = {(r["method"], r["path"], r["status"]): r["count"] for r in before["requests"]}
+    for r in after["requests"]:
+        n = r["count"] - counted.get((r["method"], r["path"], r["status"]), 0)
+        path = r["path"]
+        if not n or path.startswith("/_sandbox"):
+            continue
+        if path.startswith("/api/v1"):
+            out["pendo"] += n
+        elif path.startswith("/api/2/export"):
+            out["amplitude_export"] += n
+        elif path.startswith(("/api/2/users", "/api/2/events/segmentation", "/api/2/sessions")):
+            out["amplitude_dashboard"] += n
+        else:
+            out["amplitude_other"] += n
+        if r["status"] == 429:
+            out["answered_429"] += n
+    return out
+
+
+def ranges(keys: list[str], days_per_run: int) -> list[tuple[str, str]]:
+    """The runs a job backfill of ``keys`` submits under multi_run(days_per_run)."""
+    chunks = [keys[i : i + days_per_run] for i in range(0, len(keys), days_per_run)]
+    return [(chunk[0], chunk[-1]) for chunk in chunks]
 
 
 def warehouse_rows(path: Path) -> dict[str, int]:
@@ -238,6 +275,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         help="the sandbox's Pendo limit, requests per second per key",
     )
     parser.add_argument("--slots", type=int, default=2, help="slots per API pool")
+    parser.add_argument(
+        "--range",
+        action="store_true",
+        help="backfill by range (the assets' BackfillPolicy) instead of a run per day",
+    )
+    parser.add_argument(
+        "--days-per-run",
+        type=int,
+        default=30,
+        help="with --range: days a run covers at most (the calendar's days_per_run)",
+    )
     parser.add_argument("--max-runs", type=int, default=2, help="runs in progress at once")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, help="write every figure here as JSON")
@@ -342,26 +390,38 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         # 2) the backfill.
         watcher.peak_slots = {pool: 0 for pool in POOLS}
         t0 = time.monotonic()
-        run_cli(
-            [
-                *dagster,
-                "job",
-                "backfill",
-                "-j",
-                "daily_sync",
-                "--from",
-                keys[0],
-                "--to",
-                keys[-1],
-                "--noprompt",
-                *workspace,
-            ],
-            env,
-            log,
-        )
-        backfills = instance.get_backfills()
-        backfill_id = backfills[0].backfill_id
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        if args.range:
+            backfill_id = "range"
+            for first, last in ranges(keys, args.days_per_run):
+                tags = {
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": last,
+                    "bench/backfill": backfill_id,
+                }
+                launch = [*dagster, "job", "launch", "-j", "daily_sync", *workspace]
+                run_cli([*launch, "--tags", json.dumps(tags)], env, log)
+            tag = {"bench/backfill": backfill_id}
+        else:
+            run_cli(
+                [
+                    *dagster,
+                    "job",
+                    "backfill",
+                    "-j",
+                    "daily_sync",
+                    "--from",
+                    keys[0],
+                    "--to",
+                    keys[-1],
+                    "--noprompt",
+                    *workspace,
+                ],
+                env,
+                log,
+            )
+            backfill_id = instance.get_backfills()[0].backfill_id
+            tag = {"dagster/backfill": backfill_id}
+        runs = instance.get_runs(filters=dg.RunsFilter(tags=tag))
         run_ids = [r.run_id for r in runs]
         _say(
             f"backfill {backfill_id}: {len(run_ids)} runs submitted "
@@ -409,6 +469,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             "before_backfill": counters_before["by_status"],
         }
         figures["limiter_refusals"] = refusals
+        figures["backfill_requests"] = requests_per_api(counters_before, counters)
         figures["amplitude_peaks"] = {k: amp[k] for k in ("dashboard_peak", "cohort_peak")}
         figures["amplitude_dashboard_cost_spent"] = amp.get("dashboard_cost_spent")
         figures["pendo_aggregations"] = limits["pendo"]["aggregations"]
@@ -436,7 +497,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     b = figures["backfill"]
     print()
     print(
-        f"backfill of {len(keys)} days ({keys[0]}..{keys[-1]}) at scale {args.scale:g}: "
+        f"backfill {'by range' if args.range else 'a run per day'} of {len(keys)} days "
+        f"({keys[0]}..{keys[-1]}) at scale {args.scale:g}: "
         f"wall {b['wall_s']:.0f} s ({b['wall_s'] / 60:.1f} min); runs {b['by_status']}; "
         f"run median {b['run_s_median'] or 0:.0f} s (min {b['run_s_min'] or 0:.0f}, max "
         f"{b['run_s_max'] or 0:.0f}); peak runs in progress {b['peak_runs_in_progress']}, "
@@ -448,6 +510,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     )
     print(f"sandbox answers by status (whole bench): {figures['sandbox_answers']['all_runs']}")
     print(f"limiter refusals: {figures['limiter_refusals']}")
+    print(f"the backfill's requests per API (sandbox): {figures['backfill_requests']}")
     print(f"the steps' own figures (summed): {figures['client_reported']}")
     print(f"load average before {figures['load_before']}, after {figures['load_after']}")
     print("\nstep durations (median / max s over the backfill's runs):")

@@ -17,7 +17,12 @@ into a fresh DuckDB file. For each materialization the child reports:
   and zipping the day, the network, our extraction to disk: the server's cost, mostly)
   and ``load`` (our part: DuckDB reading the gzipped JSON lines into the partition,
   from the asset's own ``export_download_seconds`` / ``load_seconds`` metadata), the
-  load's CPU seconds and events per second of load wall time.
+  load's CPU seconds and events per second of load wall time, and the ``uuid`` keys
+  check's seconds and peak memory above the memory it started at (resident memory
+  sampled every 20 ms while the check runs: the asset's own peak is the load's).
+
+``amplitude/user_properties_daily`` runs right after the export, into the same file: it
+is SQL over the loaded export (``--only export`` includes it).
 
 It prints medians over the repeats, the machine's load average at each run (the machine
 is shared: compare ratios, and read ``load ev/cpu-s`` for a figure that contention moves
@@ -75,7 +80,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _sandbox_process import freeze_clock, loadavg, rss_mb, start_cli_sandbox
+from _sandbox_process import PeakRss, freeze_clock, loadavg, rss_mb, start_cli_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -94,6 +99,8 @@ PENDO_ASSETS = [
     "pendo/events_hourly",
 ]
 EXPORT_ASSETS = ["amplitude/events"]
+# Read from the loaded export in the warehouse: run after it, in the same file.
+FROM_EXPORT_ASSETS = ["amplitude/user_properties_daily"]
 OTHER_AMPLITUDE_ASSETS = [
     "amplitude/daily_active_users",
     "amplitude/event_type_daily_totals",
@@ -112,6 +119,7 @@ def run_child(args: argparse.Namespace) -> None:
     from analytics_assets.analytics.assets import analytics_assets
     from analytics_assets.pendo.assets import pendo_assets
     from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse import checks as warehouse_checks
     from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
     assets = {
@@ -144,9 +152,9 @@ def run_child(args: argparse.Namespace) -> None:
         "warehouse": DuckDBWarehouse(database=args.database, **settings),
     }
     # CPU time of the load alone (DuckDB's threads included): wrap the one call the
-    # export's load goes through.
+    # export's load goes through (load_json_lines since the warehouse interface).
     load_cpu = {"seconds": 0.0}
-    original = DuckDBWarehouse.replace_partition
+    original = DuckDBWarehouse.load_json_lines
 
     def timed(self, *a, **kw):  # type: ignore[no-untyped-def]
         started = time.process_time()
@@ -155,7 +163,22 @@ def run_child(args: argparse.Namespace) -> None:
         finally:
             load_cpu["seconds"] += time.process_time() - started
 
-    DuckDBWarehouse.replace_partition = timed  # type: ignore[method-assign]
+    DuckDBWarehouse.load_json_lines = timed  # type: ignore[method-assign]
+    # Each keys check sampled on its own: the asset's peak (ru_maxrss) is the load's.
+    keys_checks: list[dict[str, Any]] = []
+    original_check = warehouse_checks.check_keys_unique
+
+    def sampled_check(warehouse, table, keys, partition=None):  # type: ignore[no-untyped-def]
+        with PeakRss(every=0.02) as peak:
+            started = time.perf_counter()
+            result = original_check(warehouse, table, keys, partition)
+            seconds = time.perf_counter() - started
+        keys_checks.append(
+            {"keys": list(keys), "seconds": seconds, "above_mb": peak.peak - peak.start}
+        )
+        return result
+
+    warehouse_checks.check_keys_unique = sampled_check
     base_mb = rss_mb()
     instance = dg.DagsterInstance.ephemeral()
     started, cpu = time.perf_counter(), time.process_time()
@@ -175,6 +198,7 @@ def run_child(args: argparse.Namespace) -> None:
             if isinstance(raw, int | float | str) and len(str(raw)) < 200:
                 meta[name] = raw
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    uuid_check = next((c for c in keys_checks if c["keys"] == ["uuid"]), None)
     print(
         "RESULT "
         + json.dumps(
@@ -189,6 +213,8 @@ def run_child(args: argparse.Namespace) -> None:
                 "load_s": meta.get("load_seconds"),
                 "load_cpu_s": load_cpu["seconds"] if args.child in EXPORT_ASSETS else None,
                 "export_bytes": meta.get("export_bytes"),
+                "uuid_check_s": uuid_check and uuid_check["seconds"],
+                "uuid_check_above_mb": uuid_check and uuid_check["above_mb"],
                 "checks": checks,
             }
         ),
@@ -655,6 +681,8 @@ def print_run(out: dict[str, Any], rep: int, repeat: int) -> None:
             f"({out['rows'] / out['load_s']:,.0f} ev/s, "
             f"{out['rows'] / out['load_cpu_s']:,.0f} ev/cpu-s)"
         )
+    if out.get("uuid_check_s") is not None:
+        extra += f"; uuid check {out['uuid_check_s']:.1f} s, +{out['uuid_check_above_mb']:.0f} MB"
     variant = f" [{out['variant']}]" if out["variant"] else ""
     print(
         f"[{rep}/{repeat}] {out['asset']}{variant}: {out['rows']} rows, wall "
@@ -698,6 +726,14 @@ def summarize(
                 ),
                 "end_to_end_ev_s": _median([r["rows"] / r["wall"] for r in mine]),
                 "export_mb": _median([(r["export_bytes"] or 0) / 1e6 for r in mine]),
+                "uuid_check_s": _median([r.get("uuid_check_s") for r in mine]),
+                "uuid_check_above_mb": _median([r.get("uuid_check_above_mb") for r in mine]),
+                "uuid_check_above_all": [
+                    None
+                    if r.get("uuid_check_above_mb") is None
+                    else round(r["uuid_check_above_mb"])
+                    for r in mine
+                ],
             }
         rows.append(row)
     return rows
@@ -721,7 +757,9 @@ def print_table(summary: list[dict[str, Any]]) -> None:
                 f"{_fmt(s['download_s'])} s, load {_fmt(s['load_s'])} s "
                 f"(all: {s['load_s_all']}) = {_fmt(s['load_ev_s'], ',.0f')} events/s loaded, "
                 f"{_fmt(s['load_ev_cpu_s'], ',.0f')} events per CPU-second of load; "
-                f"end to end {_fmt(s['end_to_end_ev_s'], ',.0f')} events/s"
+                f"end to end {_fmt(s['end_to_end_ev_s'], ',.0f')} events/s; uuid keys "
+                f"check {_fmt(s['uuid_check_s'])} s, +{_fmt(s['uuid_check_above_mb'], ',.0f')} "
+                f"MB above its start (all: {s['uuid_check_above_all']})"
             )
     print("\nload average (1/5/15 min) before→after each run:")
     for s in summary:
@@ -798,9 +836,15 @@ def main() -> None:
         return
 
     assets = {
-        "export": EXPORT_ASSETS,
+        "export": [*EXPORT_ASSETS, *FROM_EXPORT_ASSETS],
         "pendo": PENDO_ASSETS,
-        "all": [*PENDO_ASSETS, *OTHER_AMPLITUDE_ASSETS, *EXPORT_ASSETS, *ANALYTICS_ASSETS],
+        "all": [
+            *PENDO_ASSETS,
+            *OTHER_AMPLITUDE_ASSETS,
+            *EXPORT_ASSETS,
+            *FROM_EXPORT_ASSETS,
+            *ANALYTICS_ASSETS,
+        ],
     }[args.only]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="daily-sync-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -92,12 +92,13 @@ def test_step_retries_are_set_per_component(monkeypatch) -> None:
         StepRetryFields(step_retries=11)
 
 
-def test_user_properties_are_built_only_when_named() -> None:
-    """One Profile API request per user a day: not a default, an opt-in with its lineage."""
+def test_user_properties_are_a_default_read_from_the_events() -> None:
+    """Read from the raw export in the warehouse (no API request): a default asset, in
+    daily_sync, downstream of the events table."""
     from analytics_assets.amplitude.assets import amplitude_assets
+    from analytics_assets.naming import CADENCE_TAG, DAILY
 
-    assert "amplitude/user_properties_daily" not in {
-        a.key.to_user_string() for a in amplitude_assets()
-    }
-    (named,) = amplitude_assets(include=["user_properties_daily"])
-    assert dg.AssetKey(["amplitude", "events"]) in named.asset_deps[named.key]
+    key = dg.AssetKey(["amplitude", "user_properties_daily"])
+    (users,) = [a for a in amplitude_assets() if a.key == key]
+    assert dg.AssetKey(["amplitude", "events"]) in users.asset_deps[key]
+    assert users.tags_by_key[key][CADENCE_TAG] == DAILY  # what daily_sync selects by

@@ -6,13 +6,14 @@ their assets with it.
 
 # No `from __future__ import annotations`: Dagster reads the asset function's context
 # annotation at definition time.
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
 
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.api_session import api_metadata
+from analytics_assets.day_results import DayResult, each_day, report_days
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
 from analytics_assets.warehouse import checks
@@ -24,7 +25,8 @@ OWNERS = ["team:data-engineering"]
 POOL = "amplitude_api"
 
 Compute = Callable[
-    [dg.AssetExecutionContext, AmplitudeResource, WarehouseResource], dg.MaterializeResult
+    [dg.AssetExecutionContext, AmplitudeResource, WarehouseResource],
+    dg.MaterializeResult | list[DayResult],
 ]
 CheckSpecs = Callable[[dg.AssetKey, checks.Partitions], list[dg.AssetCheckSpec]]
 
@@ -47,12 +49,16 @@ def amplitude_asset(
     calendar: DailyCalendar | None = None,
     deps: Sequence[dg.AssetKey] = (),
     retry: dg.RetryPolicy | None = None,
+    ranged: bool = False,
 ) -> dg.AssetsDefinition:
     """One Amplitude asset: a daily partition of ``calendar`` when given one, else a
     snapshot. Jobs and their schedules run both (``jobs.py``); no automation condition
     books them a second time. Every asset calls the API in the one pool and, with
     ``retry``, runs again as a step when the API stays down past the transport's retries.
-    ``check_specs(key, partitions_def)`` declares its checks."""
+    ``check_specs(key, partitions_def)`` declares its checks. A daily asset's step covers
+    its day or a backfill run's range of days (the calendar's ``backfill_policy``):
+    ``compute`` is a one-day body run for each day of the step, or with ``ranged`` the
+    step's whole body, returning each day's ``DayResult``."""
     key = naming.key(name)
     partitions = calendar.partitions_def if calendar else None
 
@@ -65,6 +71,7 @@ def amplitude_asset(
         tags=asset_tags(naming, DAILY if calendar else SNAPSHOT),
         description=description,
         partitions_def=partitions,
+        backfill_policy=calendar.backfill_policy if calendar else None,
         deps=list(deps),
         freshness_policy=FRESHNESS_POLICY,
         retry_policy=retry,
@@ -74,7 +81,12 @@ def amplitude_asset(
         context: dg.AssetExecutionContext,
         amplitude: AmplitudeResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
-        return compute(context, amplitude, warehouse)
+    ) -> Iterator[Any]:
+        if calendar is None:
+            yield compute(context, amplitude, warehouse)
+        elif ranged:
+            yield from report_days(context, compute(context, amplitude, warehouse))
+        else:
+            yield from each_day(context, lambda day: compute(day, amplitude, warehouse))
 
     return _asset

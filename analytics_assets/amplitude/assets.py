@@ -5,8 +5,11 @@
 never held in a frame: the client streams the zip to disk and extracts its gzipped
 JSON-lines members, and the warehouse loads those files itself with an explicit schema
 (``load_json_lines``), inside the one transaction that replaces the partition. Dashboard
-figures are asked for the project-local day of the partition (set the Amplitude
-project's time zone to the Pendo subscription's, as the README says).
+figures are asked for the project-local days of the step (set the Amplitude project's time
+zone to the Pendo subscription's, as the README says): one query over a backfill run's
+range where Amplitude's cost model charges it no more than a query a day (daily users,
+event totals), each day's partition written as a one-day run writes it; the export goes
+day by day, by the UTC hours of each day.
 """
 
 import difflib
@@ -25,11 +28,11 @@ from analytics_assets.amplitude.asset_factory import amplitude_asset, cost_metad
 from analytics_assets.amplitude.export import NO_DATA_DETAILS, ExportResult
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.amplitude.session_assets import (
-    OPT_IN_ASSET_NAMES,
     SESSION_ASSET_NAMES,
     amplitude_session_assets,
 )
 from analytics_assets.component_fields import NamedItem
+from analytics_assets.day_results import DayResult
 from analytics_assets.naming import AssetNaming
 from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse import checks
@@ -143,6 +146,29 @@ def _single_value(rows: Iterable[dict[str, Any]], day: date) -> int:
     return total
 
 
+def _day_values(rows: Iterable[dict[str, Any]], days: Sequence[date]) -> dict[date, int]:
+    """Each day's value in the answer of a query over ``days`` (0 when Amplitude has no
+    point for a day). One day: as ``_single_value``. Over a range a point must name its
+    day, or it would be counted for every day."""
+    if len(days) == 1:
+        return {days[0]: _single_value(rows, days[0])}
+    values = dict.fromkeys(days, 0)
+    for row in rows:
+        stamp = str(row.get("date", ""))[:10]
+        day = date.fromisoformat(stamp) if stamp else None
+        if day not in values:
+            raise dg.Failure(
+                description=(
+                    f"Amplitude answered a point dated {stamp or '(no date)'!r} to a query over "
+                    f"{days[0]} to {days[-1]}; nothing was written. Run the partitions again "
+                    "one day at a time (a backfill of single days) if it keeps answering so."
+                ),
+                metadata={"date": stamp},
+            )
+        values[day] += int(row.get("value") or 0)
+    return values
+
+
 def _daily_active_users_asset(
     calendar: DailyCalendar, naming: AssetNaming, retry: dg.RetryPolicy | None
 ) -> dg.AssetsDefinition:
@@ -152,32 +178,32 @@ def _daily_active_users_asset(
         context: dg.AssetExecutionContext,
         amplitude: AmplitudeResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
-        day = calendar.window(context.partition_key).day
+    ) -> list[DayResult]:
+        days = [w.day for w in calendar.windows(context)]
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
-            active = _single_value(client.active_users(day, day, metric="active"), day)
-            new = _single_value(client.active_users(day, day, metric="new"), day)
+            # One query over the step's days: Amplitude charges per day either way.
+            active = _day_values(client.active_users(days[0], days[-1], metric="active"), days)
+            new = _day_values(client.active_users(days[0], days[-1], metric="new"), days)
             cost = cost_metadata(client, start)
-        load_rows(
-            warehouse,
-            table,
-            USERS_COLUMNS,
-            [{"day": day, "active_users": active, "new_users": new}],
-            partition=("day", day),
-        )
-        partition = ("day", day)
-        return _materialize(
-            warehouse,
-            table,
-            USERS_COLUMNS,
-            cost,
-            [
-                checks.check_keys_unique(warehouse, table, ["day"], partition),
-                checks.check_volume(warehouse, table, day, measure=ACTIVE_USERS_MEASURE),
-            ],
-            partition,
-        )
+        results = []
+        for day in days:
+            partition = ("day", day)
+            row = {"day": day, "active_users": active[day], "new_users": new[day]}
+            load_rows(warehouse, table, USERS_COLUMNS, [row], partition=partition)
+            result = _materialize(
+                warehouse,
+                table,
+                USERS_COLUMNS,
+                cost,
+                [
+                    checks.check_keys_unique(warehouse, table, ["day"], partition),
+                    checks.check_volume(warehouse, table, day, measure=ACTIVE_USERS_MEASURE),
+                ],
+                partition,
+            )
+            results.append(DayResult.of(day.isoformat(), result))
+        return results
 
     return amplitude_asset(
         naming,
@@ -190,6 +216,7 @@ def _daily_active_users_asset(
         ],
         calendar,
         retry=retry,
+        ranged=True,
     )
 
 
@@ -210,9 +237,9 @@ def _event_type_daily_totals_asset(
         context: dg.AssetExecutionContext,
         amplitude: AmplitudeResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
-        day = calendar.window(context.partition_key).day
-        rows = []
+    ) -> list[DayResult]:
+        days = [w.day for w in calendar.windows(context)]
+        rows: dict[date, list[dict[str, Any]]] = {day: [] for day in days}
         with amplitude.session(context) as client:
             start = client.stats.snapshot()
             for event in client.events_list():
@@ -220,29 +247,44 @@ def _event_type_daily_totals_asset(
                 if not name or event.get("deleted") or event.get("hidden"):
                     continue
                 spec = {"event_type": name}
-                totals = _single_value(client.segmentation(spec, day, day, metric="totals"), day)
-                uniques = _single_value(client.segmentation(spec, day, day, metric="uniques"), day)
-                if totals or uniques:
-                    rows.append(
-                        {"day": day, "event_type": name, "totals": totals, "uniques": uniques}
-                    )
+                # One query over the step's days: the same cost as one a day.
+                totals = _day_values(
+                    client.segmentation(spec, days[0], days[-1], metric="totals"), days
+                )
+                uniques = _day_values(
+                    client.segmentation(spec, days[0], days[-1], metric="uniques"), days
+                )
+                for day in days:
+                    if totals[day] or uniques[day]:
+                        rows[day].append(
+                            {
+                                "day": day,
+                                "event_type": name,
+                                "totals": totals[day],
+                                "uniques": uniques[day],
+                            }
+                        )
             cost = cost_metadata(client, start)
-        load_rows(warehouse, table, TOTALS_COLUMNS, rows, partition=("day", day))
-        partition = ("day", day)
-        total_events = sum(r["totals"] for r in rows)
-        return _materialize(
-            warehouse,
-            table,
-            TOTALS_COLUMNS,
-            cost,
-            [
-                checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
-                checks.check_not_empty(warehouse, table, total_events > 0, partition),
-                checks.check_volume(warehouse, table, day, measure="sum(totals)"),
-            ],
-            partition,
-            {"amplitude_events_total": dg.MetadataValue.int(total_events)},
-        )
+        results = []
+        for day in days:
+            partition = ("day", day)
+            load_rows(warehouse, table, TOTALS_COLUMNS, rows[day], partition=partition)
+            total_events = sum(r["totals"] for r in rows[day])
+            result = _materialize(
+                warehouse,
+                table,
+                TOTALS_COLUMNS,
+                cost,
+                [
+                    checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
+                    checks.check_not_empty(warehouse, table, total_events > 0, partition),
+                    checks.check_volume(warehouse, table, day, measure="sum(totals)"),
+                ],
+                partition,
+                {"amplitude_events_total": dg.MetadataValue.int(total_events)},
+            )
+            results.append(DayResult.of(day.isoformat(), result))
+        return results
 
     return amplitude_asset(
         naming,
@@ -257,6 +299,7 @@ def _event_type_daily_totals_asset(
         ],
         calendar,
         retry=retry,
+        ranged=True,
     )
 
 
@@ -943,8 +986,7 @@ def amplitude_assets(
     discoverable ones), and one asset per saved chart of ``charts``.
 
     ``include`` keeps only the named assets (see ``amplitude_asset_names``); ``None``
-    keeps all but ``user_properties_daily``, which costs one Profile API request per user
-    a day and is built only when named. An unknown name raises ValueError. ``retry`` is
+    keeps them all. An unknown name raises ValueError. ``retry`` is
     the step retry policy of every asset (they all call the API): None, Dagster's default,
     runs a failed step once;
     the ``AmplitudeSync`` component passes ``API_RETRY_POLICY`` unless told otherwise."""
@@ -961,9 +1003,7 @@ def amplitude_assets(
         (COHORT_MEMBERSHIP, lambda: _cohort_membership_asset(calendar, naming, cohorts, retry)),
     ]
     assets = [build() for name, build in builders if chosen(name)]
-    # With no include, the opt-in assets (whose cost grows with the users) stay out.
-    sessions = wanted if wanted is not None else set(SESSION_ASSET_NAMES) - set(OPT_IN_ASSET_NAMES)
-    assets += amplitude_session_assets(calendar, naming, sessions, retry)
+    assets += amplitude_session_assets(calendar, naming, wanted, retry)
     for chart in charts:
         if chosen(CHARTS) or chosen(f"{CHART_PREFIX}{chart.name}"):
             assets.append(chart_asset(chart, naming, retry))

@@ -106,8 +106,7 @@ class AmplitudeSync(
         description="Which assets to define, by name: daily_active_users, "
         "event_type_daily_totals, events, cohorts, cohort_membership, session_daily_stats, "
         "annotations, user_properties_daily, charts (every chart) or chart_<name>. "
-        "Default: all but user_properties_daily (one Profile API request per user a day, "
-        "600 a minute per organization: name it to build it).",
+        "Default: all of them.",
     )
 
     @field_validator("base_url", "ingestion_url", "profile_url")

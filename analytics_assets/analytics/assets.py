@@ -8,10 +8,13 @@ Amplitude assets they read, so keys and tables follow whatever prefixes those us
 
 # No `from __future__ import annotations`: Dagster checks the asset functions' context
 # annotation at definition time, and cannot resolve a string one inside a factory.
+from collections.abc import Iterator
 from datetime import UTC, date
+from typing import Any
 
 import dagster as dg
 
+from analytics_assets.day_results import each_day
 from analytics_assets.jobs import CATALOG_JOB, DAILY_JOB
 from analytics_assets.naming import DAILY, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
@@ -145,6 +148,7 @@ def _account_daily_usage(
             "mapped to accounts through Pendo's visitor-to-account link)."
         ),
         partitions_def=calendar.partitions_def,
+        backfill_policy=calendar.backfill_policy,
         deps=[pendo_usage_key, events_key, visitors_key],
         check_specs=[
             checks.keys_spec(key, ["day", "account_id"], calendar.partitions_def),
@@ -152,7 +156,11 @@ def _account_daily_usage(
         ],
         freshness_policy=FRESHNESS_POLICY,
     )
-    def _usage(
+    def _usage(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
+        # A backfill run's range: each day as its own run would compute it, in the warehouse.
+        yield from each_day(context, lambda day: _usage_of_day(day, warehouse))
+
+    def _usage_of_day(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         window = calendar.window(context.partition_key)

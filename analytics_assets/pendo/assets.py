@@ -2,8 +2,10 @@
 
 ``pendo_assets(...)`` builds them from explicit settings (the ``PendoSync`` component passes
 its YAML; a Python project can call it directly). Daily assets ask one aggregation per
-partition for the subscription-local day (a ``dayRange`` bucket of one day starting at
-local midnight) and replace exactly that partition. Every asset that calls the API runs
+step for its subscription-local days (``dayRange`` buckets from local midnight, ``day``
+the first group key): the one day of a scheduled run, or every day of a backfill run's
+range (split only by ``MAX_DAYS_PER_AGGREGATION``), and replace each day's partition with
+its rows, as a one-day run does. Every asset that calls the API runs
 in the ``pendo_api`` pool. Pipelines are built with ``pendo.pipeline`` (never hand-written
 JSON), so filter values are always escaped.
 """
@@ -11,15 +13,19 @@ JSON), so filter values are always escaped.
 # No `from __future__ import annotations`: Dagster checks the asset functions' context
 # annotation at definition time, and cannot resolve a string one inside a factory.
 import difflib
+import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
+from analytics_assets.day_results import DayResult, report_days
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, DayWindow
+from analytics_assets.pendo.arrow_rows import EVENTS_HOURLY
 from analytics_assets.pendo.catalog_more import CATALOG_MORE_ASSETS
 from analytics_assets.pendo.history import HISTORY_ASSETS, HistorySpec, history_asset
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
@@ -29,12 +35,27 @@ from analytics_assets.pendo.visitor_usage import VISITOR_USAGE_ASSETS
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import WarehouseResource
-from analytics_assets.warehouse.loading import Column, load_rows, table_metadata
+from analytics_assets.warehouse.loading import (
+    BATCH_ROWS,
+    ArrowStage,
+    Column,
+    load_rows,
+    table_metadata,
+)
 from analytics_assets.warehouse.types import BOOL, INT, STR, TS
 
 KINDS = {"pendo", WAREHOUSE_KIND}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
+# Days one aggregation asks at most. Pendo caps a call at 5 minutes and 4 GB of output and
+# asks for windows of at most 30 days (contract sections 2 and 8). Grouped day rows stay far
+# below that over 30 days; the raw hour rows of events_hourly (~150 MB a day at 100,000
+# accounts) would near 4 GB in a month, so they go a week at a time.
+MAX_DAYS_PER_AGGREGATION = {"dayRange": 30, "hourRange": 7}
+# Guide and poll events are single events (browserTime), not day buckets: their rows carry
+# no ``day`` to group by, and a day boundary in the subscription's zone is no expression of
+# Pendo's filter language. They are asked one day at a time.
+DAY_BY_DAY = frozenset({"guide_daily_activity", "guide_visitor_daily_activity", "poll_responses"})
 
 
 # ----- catalog and schemas -------------------------------------------------------------------
@@ -199,7 +220,7 @@ def _item_usage(
         [Column(column, STR, f"Pendo {noun} id"), *ITEM_COLUMNS],
         [column],
         lambda ts, apps: Pipeline(source(time_series=ts, app_ids=apps)).group(
-            by=[id_field],
+            by=["day", id_field],
             fields={
                 **usage_fields(),
                 # Pendo's group "count" counts the distinct non-null values of a field.
@@ -232,7 +253,7 @@ DAILY_ASSETS: dict[str, DailySpec] = {
         lambda ts, apps: (
             Pipeline(Source.events(time_series=ts, app_ids=apps))
             .identified("visitorId")
-            .group(by=["visitorId", "accountId"], fields=usage_fields())
+            .group(by=["day", "visitorId", "accountId"], fields=usage_fields())
         ),
         lambda r: {
             "visitor_id": r.get("visitorId"),
@@ -255,7 +276,7 @@ DAILY_ASSETS: dict[str, DailySpec] = {
             .identified("visitorId")
             .filter(Expr.ne("accountId", ""))
             .group(
-                by=["accountId"],
+                by=["day", "accountId"],
                 fields={**usage_fields(), "activeVisitors": Agg.count("visitorId")},
             )
         ),
@@ -329,6 +350,7 @@ DAILY_ASSETS: dict[str, DailySpec] = {
             "minutes": r.get("numMinutes"),
         },
         period="hourRange",
+        arrow=EVENTS_HOURLY,
     ),
 }
 
@@ -398,11 +420,110 @@ def check_asset_names(names: Collection[str], valid: Sequence[str], system: str)
             )
 
 
-def _day_series(window: DayWindow, period: str) -> TimeSeries:
-    """One local day: one day bucket, or the day's hour buckets."""
+def _chunks(windows: Sequence[DayWindow], days: int) -> Iterator[Sequence[DayWindow]]:
+    """The step's consecutive days in runs of at most ``days``: one aggregation each."""
+    for i in range(0, len(windows), days):
+        yield windows[i : i + days]
+
+
+def _series(windows: Sequence[DayWindow], period: str) -> TimeSeries:
+    """Consecutive local days: one day bucket each, or their hour buckets."""
     if period == "dayRange":
-        return TimeSeries.day_range(window.start_ms, count=1)
-    return TimeSeries.hour_range(window.start_ms, window.end_ms)
+        return TimeSeries.day_range(windows[0].start_ms, count=len(windows))
+    return TimeSeries.hour_range(windows[0].start_ms, windows[-1].end_ms)
+
+
+def _range_cost(
+    cost: Mapping[str, dg.MetadataValue], windows: Sequence[DayWindow]
+) -> dict[str, dg.MetadataValue]:
+    """The API figures of the step, said to be the whole range's when it covers days."""
+    if len(windows) == 1:
+        return dict(cost)
+    return {
+        **cost,
+        "api_figures_cover": dg.MetadataValue.text(
+            f"the {len(windows)} days {windows[0].day} to {windows[-1].day} (one run)"
+        ),
+    }
+
+
+class DayStages:
+    """Answer rows of a range, split by the day they belong to into one staged Parquet
+    file per day (memory stays bounded whatever the order of the rows); each day is then
+    loaded as its own partition, exactly as a one-day step loads it."""
+
+    def __init__(self, windows: Sequence[DayWindow], columns: Sequence[Column]) -> None:
+        self.windows = list(windows)
+        self.columns = list(columns)
+        self._by_start = {w.start_ms: w for w in self.windows}
+        self._counts = {w.day: [0, 0] for w in self.windows}
+
+    def __enter__(self) -> "DayStages":
+        self._tmp = tempfile.TemporaryDirectory(prefix="pendo-days-")
+        # Batches shrink with the days so the rows pending in memory stay at one day's.
+        batch = max(1_000, BATCH_ROWS // len(self.windows))
+        self._stages = {
+            w.day: ArrowStage(Path(self._tmp.name) / f"{w.day}.parquet", self.columns, batch)
+            for w in self.windows
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for stage in self._stages.values():
+            stage.close()
+        self._tmp.cleanup()
+
+    def day_of(self, raw: Mapping[str, Any], period: str) -> DayWindow:
+        """The day of an answer row: its ``day`` bucket, or the local day of its ``hour``."""
+        field = "day" if period == "dayRange" else "hour"
+        moment = raw.get(field)
+        window = self._by_start.get(moment) if field == "day" else self._hour_day(moment)
+        if window is None:
+            raise dg.Failure(
+                description=(
+                    f"Pendo answered a row whose {field} is {moment!r}, which is no "
+                    f"{'day bucket' if field == 'day' else 'hour'} of the days asked "
+                    f"({self.windows[0].day} to {self.windows[-1].day}); nothing was written. "
+                    "Run the partitions again; if Pendo keeps answering so, check the "
+                    "subscription's time zone against the calendar's."
+                ),
+                metadata={"field": field, "value": repr(moment)},
+            )
+        return window
+
+    def _hour_day(self, moment: Any) -> DayWindow | None:
+        if isinstance(moment, bool) or not isinstance(moment, int):
+            return None
+        for window in self.windows:
+            if window.start_ms <= moment < window.end_ms:
+                return window
+        return None
+
+    def add(self, window: DayWindow, row: dict[str, Any], raw: Mapping[str, Any]) -> None:
+        counts = self._counts[window.day]
+        counts[0] += 1
+        counts[1] += int(raw.get("events") or raw.get("numEvents") or 0)
+        self._stages[window.day].add(row)
+
+    def add_batch(self, window: DayWindow, rows: Any, answer_rows: int, events: int) -> None:
+        """Table rows as Arrow (``ArrowRows.by_day``) from ``answer_rows`` answer rows."""
+        counts = self._counts[window.day]
+        counts[0] += answer_rows
+        counts[1] += events
+        self._stages[window.day].add_batch(rows)
+
+    def source_rows(self, window: DayWindow) -> tuple[int, int]:
+        """The day's answer rows and the events they count."""
+        rows, events = self._counts[window.day]
+        return rows, events
+
+    def load(self, window: DayWindow, warehouse: WarehouseResource, table: str) -> int:
+        """Replace the day's partition with its staged rows."""
+        stage = self._stages[window.day]
+        stage.close()
+        return warehouse.replace_partition(
+            table, stage.data(), "day", window.day, columns=self.columns
+        )
 
 
 def _busiest(
@@ -489,6 +610,8 @@ class _Factory:
         names = spec.names_from if spec.names_from in self.built else None
         names_table = self.naming.table(names) if names else None
         parts = calendar.partitions_def
+        by_day = name in DAY_BY_DAY
+        days_per_aggregation = 1 if by_day else MAX_DAYS_PER_AGGREGATION[spec.period]
 
         @dg.asset(
             key=key,
@@ -499,6 +622,7 @@ class _Factory:
             pool=POOL,
             description=spec.description,
             partitions_def=parts,
+            backfill_policy=calendar.backfill_policy,
             deps=[self.naming.key(d) for d in spec.deps if d in self.built],
             freshness_policy=FRESHNESS_POLICY,
             retry_policy=self.retry,
@@ -511,45 +635,53 @@ class _Factory:
         )
         def _daily(
             context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: WarehouseResource
-        ) -> dg.MaterializeResult:
-            window = calendar.window(context.partition_key)
-            pipeline = spec.pipeline(_day_series(window, spec.period), app_ids)
-            source_rows = 0
-            source_events = 0
-
-            def rows() -> Iterator[dict[str, Any]]:
-                nonlocal source_rows, source_events
-                complete = spec.enrich(client) if spec.enrich else None
-                for raw in client.aggregate(pipeline):
-                    source_rows += 1
-                    source_events += int(raw.get("events") or raw.get("numEvents") or 0)
-                    row = {"day": window.day, **spec.to_row(raw)}
-                    yield complete(row) if complete else row
-
-            partition = ("day", window.day)
+        ) -> Iterator[Any]:
+            windows = calendar.windows(context)
             with pendo.session(context) as client:
                 start = client.stats.snapshot()
-                load_rows(warehouse, table, all_columns, rows(), partition=partition)
+                complete = spec.enrich(client) if spec.enrich else None
+                with DayStages(windows, all_columns) as stages:
+                    for chunk in _chunks(windows, days_per_aggregation):
+                        pipeline = spec.pipeline(_series(chunk, spec.period), app_ids)
+                        if spec.arrow is not None:  # big tables: Arrow columns, no dict per row
+                            answer = client.aggregate_arrow(pipeline, spec.arrow.arrow_fields())
+                            day_of = lambda raw: stages.day_of(raw, spec.period)  # noqa: E731
+                            for part in spec.arrow.by_day(
+                                answer, chunk, spec.period, all_columns, day_of
+                            ):
+                                stages.add_batch(*part)
+                            continue
+                        for raw in client.aggregate(pipeline):
+                            window = chunk[0] if by_day else stages.day_of(raw, spec.period)
+                            row = {"day": window.day, **spec.to_row(raw)}
+                            stages.add(window, complete(row) if complete else row, raw)
+                    # Every day of the step is replaced, an empty answer with no rows, as a
+                    # one-day run replaces its day.
+                    for window in windows:
+                        stages.load(window, warehouse, table)
                 cost = api_metadata(client, start, "pendo")
-            results = [
-                checks.check_keys_unique(warehouse, table, keys, partition),
-                checks.check_not_empty(warehouse, table, source_rows > 0, partition),
-                checks.check_volume(warehouse, table, window.day),
-            ]
-            if totals_table:
-                results.append(
-                    checks.check_account_totals(warehouse, table, totals_table, window.day)
-                )
-            return dg.MaterializeResult(
-                metadata={
+            days = []
+            for window in windows:
+                partition = ("day", window.day)
+                source_rows, source_events = stages.source_rows(window)
+                results = [
+                    checks.check_keys_unique(warehouse, table, keys, partition),
+                    checks.check_not_empty(warehouse, table, source_rows > 0, partition),
+                    checks.check_volume(warehouse, table, window.day),
+                ]
+                if totals_table:
+                    results.append(
+                        checks.check_account_totals(warehouse, table, totals_table, window.day)
+                    )
+                metadata = {
                     **table_metadata(warehouse, table, all_columns, partition=partition),
-                    **cost,
+                    **_range_cost(cost, windows),
                     "source_rows": dg.MetadataValue.int(source_rows),
                     "pendo_events_total": dg.MetadataValue.int(source_events),
                     **_busiest(warehouse, table, keys[1], names_table, window.day),
-                },
-                check_results=results,
-            )
+                }
+                days.append(DayResult(window.day.isoformat(), metadata, results))
+            yield from report_days(context, days)
 
         _daily.__name__ = "_".join([*self.naming.key_prefix, "pendo", name])
         return _daily

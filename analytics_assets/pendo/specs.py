@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics_assets.pendo.pipeline import Agg, AppIds, Pipeline, TimeSeries
 from analytics_assets.warehouse.loading import Column
 from analytics_assets.warehouse.types import DATE
+
+if TYPE_CHECKING:
+    from analytics_assets.pendo.arrow_rows import ArrowRows
 
 Row = dict[str, Any]
 Rows = Callable[[Any], Iterable[Row]]
@@ -55,6 +58,8 @@ class DailySpec:
     # The catalog whose names the materialization shows beside the day's busiest ids.
     names_from: str | None = None
     enrich: Enrich | None = None
+    # The same rows read as Arrow columns (big tables; no enrich): the step's fast path.
+    arrow: ArrowRows | None = None
 
 
 @dataclass(frozen=True)

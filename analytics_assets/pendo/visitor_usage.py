@@ -1,11 +1,12 @@
 """Who used what: one row per visitor, account, item and day, from Pendo's per-item sources.
 
 Feature, page, guide, track-event and poll tables at visitor level, each asked of every
-app (``appId: expandAppIds("*")``) with one aggregation per partition, grouped by Pendo
-so the answer already has one row per table row, and streamed into the warehouse in
-bounded Arrow batches (``load_rows``): memory stays flat however many visitors the day
-had. Anonymous visitors (``_PENDO_T_…``, no account) are kept, so a visitor table sums to
-its item table (``feature_daily_usage``, ``page_daily_usage``, ``guide_daily_activity``).
+app (``appId: expandAppIds("*")``) with one aggregation per step (its day, or a backfill
+run's range of days: ``day`` leads every group), grouped by Pendo so the answer already
+has one row per table row, and streamed into the warehouse in bounded Arrow batches:
+memory stays flat however many visitors the days had. Anonymous visitors (``_PENDO_T_…``,
+no account) are kept, so a visitor table sums to its item table (``feature_daily_usage``,
+``page_daily_usage``, ``guide_daily_activity``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _item_usage(
         [VISITOR, ACCOUNT, Column(column, STR, f"Pendo {noun} id"), APP, EVENTS, MINUTES],
         ["visitor_id", "account_id", column],
         lambda ts, apps: Pipeline(source(time_series=ts, app_ids=apps)).group(
-            by=["visitorId", "accountId", id_field, "appId"], fields=usage_fields()
+            by=["day", "visitorId", "accountId", id_field, "appId"],
+            fields=usage_fields(),
         ),
         lambda r: {
             **_who(r),
@@ -142,7 +144,7 @@ VISITOR_USAGE_ASSETS: dict[str, DailySpec] = {
         ],
         ["visitor_id", "account_id", "track_type_id"],
         lambda ts, apps: Pipeline(Source.track_events(time_series=ts, app_ids=apps)).group(
-            by=["visitorId", "accountId", "trackTypeId"], fields=usage_fields()
+            by=["day", "visitorId", "accountId", "trackTypeId"], fields=usage_fields()
         ),
         lambda r: {
             **_who(r),

@@ -20,8 +20,9 @@ The contract, for every backend:
   every backend runs unchanged (ANSI joins and aggregates, ``CAST(x AS BIGINT)``,
   ``count(CASE WHEN ... THEN 1 END)`` rather than ``FILTER``, an alias on every derived
   table, no ``read_parquet`` or ``INSERT ... BY NAME``), with ``?`` placeholders; each
-  backend turns them into its driver's style. The one non-portable need so far, reading
-  a field of JSON text, is ``json_text``.
+  backend turns them into its driver's style. The non-portable needs so far, reading a
+  field of JSON text and writing a JSON column as text, are ``json_text`` and
+  ``json_as_text``.
 * Errors are ``WarehouseError`` whatever the backend (the driver's error is its
   ``__cause__``): no caller catches a driver's exception type.
 """
@@ -239,6 +240,12 @@ class WarehouseResource(dg.ConfigurableResource, ABC):
     def json_text(self, column: str, key: str) -> str:
         """An SQL expression: the JSON text of the top-level ``key`` of the JSON document in
         ``column`` (a text or JSON column), NULL when absent; ``json.loads`` reads it."""
+
+    @abstractmethod
+    def json_as_text(self, column: str) -> str:
+        """An SQL expression: the whole document of a JSON column (``types.JSON``) as JSON
+        text, NULL when NULL; ``json.loads`` reads it (key order and spacing are the
+        backend's)."""
 
 
 def is_server_url(location: str) -> bool:

@@ -509,6 +509,9 @@ class DuckDBWarehouse(WarehouseResource):
         check_json_key(key)
         return f"CAST(json_extract({column}, '$.\"{key}\"') AS VARCHAR)"
 
+    def json_as_text(self, column: str) -> str:
+        return f"CAST({column} AS VARCHAR)"
+
     def describe(self) -> str:
         return str(Path(self.database).resolve())
 

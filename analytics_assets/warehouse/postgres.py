@@ -400,6 +400,9 @@ class PostgresWarehouse(WarehouseResource):
         check_json_key(key)
         return f"CAST(CAST({column} AS jsonb) -> '{key}' AS text)"
 
+    def json_as_text(self, column: str) -> str:
+        return f"CAST({column} AS text)"
+
     # ----- helpers --------------------------------------------------------------------
 
     @staticmethod

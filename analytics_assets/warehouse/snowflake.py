@@ -481,6 +481,10 @@ class SnowflakeWarehouse(WarehouseResource):
         # TO_VARCHAR: the column may be text or VARIANT; PARSE_JSON reads either's text.
         return f'TO_JSON(PARSE_JSON(TO_VARCHAR({column})):"{key}")'
 
+    def json_as_text(self, column: str) -> str:
+        # TO_JSON, not a cast: a VARIANT holding a string casts to the bare string.
+        return f"TO_JSON({column})"
+
     # ----- helpers --------------------------------------------------------------------
 
     def _stage(self, session: _Session, table: str) -> str:

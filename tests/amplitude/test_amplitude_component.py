@@ -33,7 +33,8 @@ DAILY_NAMES = {
     "event_type_daily_totals",
     "events",
     "session_daily_stats",
-}  # user_properties_daily is built only when named (one Profile API request per user)
+    "user_properties_daily",
+}
 DEFAULT_KEYS = {
     dg.AssetKey(["amplitude", name])
     for name in (*DAILY_NAMES, "cohorts", "cohort_membership", "annotations")

@@ -26,6 +26,7 @@ TABLES = {
     "cohort_membership",
     "session_daily_stats",
     "annotations",
+    "user_properties_daily",
     "chart_dau",
 }
 

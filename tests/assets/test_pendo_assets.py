@@ -4,7 +4,7 @@ computed independently from its generated activity; re-runs leave identical tabl
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
+from datetime import date, datetime
 
 import dagster as dg
 import numpy as np
@@ -142,3 +142,26 @@ def test_rerunning_a_partition_leaves_identical_tables(resources, materialized) 
     again = dg.materialize(ASSETS, selection=DAILY, partition_key=DAY, resources=resources)
     assert again.success
     assert snapshot() == before
+
+
+def test_events_hourly_holds_what_to_row_makes_of_the_answer(resources, materialized) -> None:
+    """events_hourly is read as Arrow columns (``arrow_rows.EVENTS_HOURLY``, no dict per
+    row): its partition holds exactly what the spec's row-by-row ``to_row`` makes of the
+    same answer."""
+    from analytics_assets.partitions import DailyCalendar
+    from analytics_assets.pendo.assets import DAILY_ASSETS, _series
+
+    spec = DAILY_ASSETS["events_hourly"]
+    window = DailyCalendar().window(DAY)
+    names = ["day", *(c.name for c in spec.columns)]
+
+    def plain(row: dict) -> tuple:  # instants compared as instants, whatever their zone
+        return tuple(v.timestamp() if isinstance(v, datetime) else v for v in map(row.get, names))
+
+    with resources["pendo"].get_client() as client:
+        answer = client.aggregate(spec.pipeline(_series([window], spec.period), "*"))
+        want = sorted((plain({"day": window.day, **spec.to_row(raw)}) for raw in answer), key=repr)
+    rows = resources["warehouse"].records(
+        f"SELECT {', '.join(names)} FROM pendo.events_hourly WHERE day = ?", [window.day]
+    )
+    assert want and sorted(map(plain, rows), key=repr) == want

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from scripted_server import Drop
 
@@ -591,6 +592,66 @@ def test_nothing_sleeps_or_draws_outside_what_was_injected(server, fake_clock, m
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks of 16 KiB rather than 64 KiB, so that a few thousand rows span several."""
     monkeypatch.setattr(pendo_client, "_BLOCK_BYTES", 16 * 1024)
+
+
+def test_a_results_key_inside_another_value_is_passed_over(
+    server, small_blocks, small_arrow_blocks
+):
+    """Only the envelope's own ``"results"`` holds the rows: one in an object before it
+    (empty or not), or inside a row, is a value like any other."""
+    rows = [{"visitorId": f"v{i}", "n": i} for i in range(3000)]
+    rows[1500] = {"visitorId": "r", "n": 1500, "results": [{"visitorId": "inner"}]}
+    body = (
+        b'{"startTime":1,"meta":{"results":[{"visitorId":"decoy","n":-1}]},'
+        b'"more":[{"results":[]}],"results":' + orjson.dumps(rows) + b"}"
+    )
+    server.script((200, {}, body), (200, {}, body))
+    with PendoClient("k", base_url=server.url) as c:
+        assert list(c.aggregate(Pipeline(Source.accounts()))) == rows
+        got = arrow_rows(c, Pipeline(Source.accounts()), {"visitorId": "string", "n": "int64"})
+    assert got == [{"visitorId": r["visitorId"], "n": r["n"]} for r in rows]
+
+
+def _deep(levels: int) -> bytes:
+    return b"[" * levels + b"1" + b"]" * levels
+
+
+def test_rows_orjson_refuses_are_read_by_ijson(server, small_blocks, small_arrow_blocks):
+    """Well-formed rows that orjson cannot hold (nesting over 1,024 levels, a lone
+    surrogate) are read by ijson, in the dicts and in Arrow: none is refused."""
+    plain = [b'{"visitorId":"v%d","n":%d}' % (i, i) for i in range(3000)]
+    odd = [
+        b'{"visitorId":"deep","n":-1,"x":' + _deep(1100) + b"}",
+        b'{"visitorId":"s\\\\ud800x","n":-2}',  # the text of an escape, not an escape
+        b'{"visitorId":"lone\\ud800","n":-3}',  # a lone surrogate
+    ]
+    body = b'{"startTime":1,"results":[' + b",".join(plain[:1000] + odd + plain[1000:]) + b"]}"
+    server.script((200, {}, body), (200, {}, body))
+    with PendoClient("k", base_url=server.url) as c:
+        dicts = list(c.aggregate(Pipeline(Source.accounts())))
+        arrow = arrow_rows(c, Pipeline(Source.accounts()), {"visitorId": "string", "n": "int64"})
+    assert [r["n"] for r in dicts] == [*range(1000), -1, -2, -3, *range(1000, 3000)]
+    assert [r["n"] for r in arrow] == [r["n"] for r in dicts]
+    deep = dicts[1000]["x"]
+    for _ in range(1100):
+        (deep,) = deep
+    assert deep == 1
+    assert dicts[1001]["visitorId"] == arrow[1001]["visitorId"] == "s\\ud800x"
+    # ijson's C parser reads a lone surrogate as "?" (Python's json keeps it): either way
+    # the row and its neighbours arrive whole.
+    assert dicts[1002]["visitorId"] in ("lone\ud800", "lone?")
+    assert arrow[1002]["visitorId"] in ("lone\ud800", "lone?")
+
+
+def test_a_cut_body_orjson_refuses_is_requested_again(server, fake_clock):
+    """A body cut short is refused by ijson too (after orjson), which counts as a damaged
+    answer: asked again while no row is out."""
+    cut = b'{"startTime":1,"results":[{"visitorId":"lone\\ud800"},{"visitorId":"w"'
+    full = _full_results(10)
+    server.script((200, {}, cut), (200, {}, full))
+    with fake_timed_client(server, fake_clock) as c:
+        rows = list(c.aggregate(Pipeline(Source.accounts())))
+    assert rows == full["results"] and len(server.requests) == 2
 
 
 def test_a_stream_broken_after_rows_were_handed_out_says_so(server, small_blocks):
