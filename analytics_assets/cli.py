@@ -36,8 +36,13 @@ def _sandbox_config(args: argparse.Namespace, world: DemoWorld | None = None) ->
         config.scale = args.scale
     if args.timezone is not None:
         config.pendo_timezone = args.timezone
-        if world is not None:  # the demo's rule: Amplitude's days are the subscription's
-            config.amplitude_timezone = args.timezone
+    # The project's rule (README): the Amplitude project's time zone is the subscription's,
+    # so its Dashboard days are the partitions' days. A sandbox whose Amplitude days are UTC
+    # fails the export-count check on every day with a weekday trend.
+    if getattr(args, "amplitude_timezone", None) is not None:
+        config.amplitude_timezone = args.amplitude_timezone
+    elif args.timezone is not None or world is None:
+        config.amplitude_timezone = config.pendo_timezone
     if getattr(args, "amplitude_events_per_pendo_event", None) is not None:
         config.amplitude_events_per_pendo_event = args.amplitude_events_per_pendo_event
     if getattr(args, "amplitude_export_max_gb", None) is not None:
@@ -89,6 +94,12 @@ def _add_sandbox_options(
         help="the Pendo subscription's time zone (day buckets)"
         + (inherited % DEFAULT_TIMEZONE if of_demo else ""),
     )
+    if not of_demo:
+        parser.add_argument(
+            "--amplitude-timezone",
+            default=None,
+            help="the Amplitude project's time zone (Dashboard days; default: --timezone's)",
+        )
     parser.add_argument(
         "--amplitude-events-per-pendo-event",
         type=float,

@@ -503,15 +503,30 @@ def check_export_count(exported: int, dashboard: int) -> dg.AssetCheckResult:
     """The export's event count for the day against the Dashboard's, within the tolerance."""
     tolerance = export_tolerance(dashboard)
     difference = exported - dashboard
+    passed = abs(difference) <= tolerance
+    hint = (
+        {}
+        if passed
+        else {
+            "what_to_do": (
+                "Re-run the day once the export has caught up (it lags about 2 hours). If "
+                "every day is off by a few percent, the Amplitude project's time zone is "
+                "likely not the sync's: the Dashboard counts the project's days, the export "
+                "is asked for the sync's local hours. Set the project's time zone to the "
+                "sync's timezone."
+            )
+        }
+    )
     return dg.AssetCheckResult(
         check_name=EXPORT_MATCHES_DASHBOARD,
-        passed=abs(difference) <= tolerance,
+        passed=passed,
         metadata={
             "exported_events": exported,
             "dashboard_events": dashboard,
             "difference": difference,
             "tolerance": tolerance,
             "excluded_event_types": ", ".join(NOT_DASHBOARD_EVENTS),
+            **hint,
         },
     )
 

@@ -102,6 +102,8 @@ def test_the_tolerance_is_two_percent_with_a_floor() -> None:
     assert export_tolerance(7_459) == 149
     assert check_export_count(7_459 - 149, 7_459).passed
     lost_hour = check_export_count(7_459 - 7_459 // 24, 7_459)
+    assert "time zone" in lost_hour.metadata["what_to_do"].value
+    assert "what_to_do" not in check_export_count(7_459, 7_459).metadata
     assert not lost_hour.passed and lost_hour.metadata["difference"].value == -310
     assert not check_export_count(0, 3_449).passed  # the day the issue saw wiped
 

@@ -134,6 +134,18 @@ def test_dev_takes_the_demo_world_unless_flags_change_it() -> None:
     assert len(world.differences(other)) == 3
 
 
+def test_the_sandboxs_amplitude_days_follow_its_timezone() -> None:
+    """The project's rule (the Amplitude project in the subscription's time zone) holds
+    for a bare sandbox too; a flag sets another on purpose."""
+    args = build_parser().parse_args(["sandbox", "--timezone", "Europe/Berlin"])
+    assert _sandbox_config(args).amplitude_timezone == "Europe/Berlin"
+    assert _sandbox_config(build_parser().parse_args(["sandbox"])).amplitude_timezone == (
+        "America/New_York"
+    )
+    args = build_parser().parse_args(["sandbox", "--amplitude-timezone", "UTC"])
+    assert _sandbox_config(args).amplitude_timezone == "UTC"
+
+
 @pytest.mark.parametrize("command", ["sandbox", "demo"])
 def test_other_commands_keep_their_own_defaults(command: str) -> None:
     config = _sandbox_config(build_parser().parse_args([command]))
