@@ -41,7 +41,8 @@ from analytics_assets.crm_writeback import JOB_NAME as WRITEBACK_JOB  # noqa: E4
 from analytics_assets.sandbox.config import SandboxConfig  # noqa: E402
 from analytics_assets.warehouse.duckdb import snapshot_copy  # noqa: E402
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
+# The first test's setup runs the demo (DEMO_TIMEOUT_SECONDS) and starts the webserver.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 LOCATION = "analytics_assets"
 REPOSITORY = "__repository__"  # the one repository of a Definitions code location

@@ -1,5 +1,5 @@
-"""Fixtures of the fault suite: sandboxes started fresh per scenario, and the table of
-faults tried and their outcomes, printed when the session ends.
+"""Fixtures of the fault suite: sandboxes started fresh per scenario (the table of faults
+tried and their outcomes is tests/fault_table.py's).
 
 A fresh sandbox per scenario makes each scenario's faults reproducible: the sandbox's
 fault plan draws from a generator seeded with ``SandboxConfig.seed``, and the
@@ -11,14 +11,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from analytics_assets.sandbox import SandboxConfig, SandboxServer
-from analytics_assets.sandbox.config import AmplitudeKeys
+from analytics_assets.sandbox.config import AmplitudeKeys, PendoKeys
 
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
 SEED, SCALE = 42, 1.0  # 100 accounts: the shipped CRM sample's accounts all exist
@@ -39,6 +37,12 @@ def suite_sandbox_config() -> SandboxConfig:
         secret_key=f"fault-suite-secret-key-{project}",
         project_id=us.project_id,
     )
+    # Pendo's keys too: the rate the client learns from 429s is kept in the session's ledger
+    # per key and base URL, and a later sandbox on the same port would start from the rate
+    # an earlier scenario's faults taught (0.1 request/s after a storm).
+    config.pendo_keys["us"] = PendoKeys(
+        read=f"fault-suite-pendo-read-{project}", write=f"fault-suite-pendo-write-{project}"
+    )
     # Cohort downloads finish at the first status poll (the knob is read by name, see
     # sandbox/amplitude/cohort_routes.py): the suite is about faults, not about waiting.
     config.amplitude_limits.cohort_job_polls = 0
@@ -55,81 +59,3 @@ def start_sandbox() -> Callable[[], AbstractContextManager[SandboxServer]]:
             yield server
 
     return start
-
-
-@dataclass(frozen=True)
-class FaultRow:
-    fault: str
-    job: str
-    outcome: str
-    details: str
-    requests: int
-    injected: int
-    retries: int
-    throttled: int
-    seconds: float
-
-
-@dataclass
-class FaultTable:
-    """The rows the scenarios add, rendered as one Markdown table."""
-
-    rows: list[FaultRow] = field(default_factory=list)
-
-    def add(self, **values: object) -> None:
-        self.rows.append(FaultRow(**values))  # type: ignore[arg-type]
-
-    @staticmethod
-    def injected(seen: dict) -> int:
-        """How many faults the sandbox injected, from its counters."""
-        return sum(seen["faults"].values())
-
-    def record(
-        self, fault: str, job: str, outcome: str, details: str, seen: dict, run: Any
-    ) -> None:
-        """One row from the sandbox's counters of the faulted run (``seen``) and the run's
-        own figures (``run``: retries and wall seconds)."""
-        self.add(
-            fault=fault,
-            job=job,
-            outcome=outcome,
-            details=details,
-            requests=seen["total"],
-            injected=self.injected(seen),
-            retries=run.retries,
-            throttled=seen["by_status"].get("429", 0),
-            seconds=run.seconds,
-        )
-
-    def markdown(self) -> str:
-        head = (
-            "| fault | job | outcome | details | requests | faults injected | retries | "
-            "429s | seconds |\n|---|---|---|---|---:|---:|---:|---:|---:|"
-        )
-        body = [
-            f"| {r.fault} | {r.job} | {r.outcome} | {r.details} | {r.requests} | "
-            f"{r.injected} | {r.retries} | {r.throttled} | {r.seconds:.1f} |"
-            for r in self.rows
-        ]
-        return "\n".join([head, *body])
-
-
-@pytest.fixture(scope="session")
-def fault_table(request: pytest.FixtureRequest) -> Iterator[FaultTable]:
-    """Collects one row per scenario; prints the table at the end of the session."""
-    table = FaultTable()
-    yield table
-    if not table.rows:
-        return
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    text = (
-        "\n\nFault suite: faults tried and outcomes (requests, faults injected and 429s "
-        "as the sandbox counted them; retries from the steps' API summaries)\n\n"
-        + table.markdown()
-        + "\n"
-    )
-    if capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        print(text)
