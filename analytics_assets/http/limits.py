@@ -244,6 +244,12 @@ class RateSettings:
     window_seconds: float = 1.0
     #: Never slower than this (requests/s), whatever the 429s say.
     min_rate: float = 0.1
+    #: Cuts in a row with no answer between them that this limiter makes at most. Finding
+    #: a rate takes one or two (a configured 4x is refused again right after the first
+    #: cut); a server that refuses everything (a storm without Retry-After, a spent
+    #: quota window) would otherwise halve the rate at every retry down to ``min_rate``,
+    #: and the ledger would hand that collapsed rate to the next runs.
+    unanswered_cuts: int = 2
     #: After this long without a request, probing above the hold starts over.
     forget_seconds: float = 300.0
     #: An answer slower than the fastest recent one may delay the next request (see
@@ -275,6 +281,8 @@ class RateSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"RateSettings.{name} must be a finite number above 0")
+        if self.unanswered_cuts < 1:
+            raise ValueError("RateSettings.unanswered_cuts must be at least 1")
         if min(self.probe, self.quick_sends, self.settle_sends, self.lag_threshold) < 0:
             raise ValueError(
                 "RateSettings.probe, quick_sends, settle_sends and lag_threshold must be >= 0"
@@ -392,7 +400,9 @@ class RateFinder:
 
     Not cuts: a 429 for a request sent before the last cut (in flight then: the cut already
     answered it), and one for a request sent after a silence (``idle_gap``: the server's
-    bucket was full: a storm, or another client of the same key). ``Retry-After`` pauses
+    bucket was full: a storm, or another client of the same key), and one after
+    ``unanswered_cuts`` cuts of this limiter with no answer between them (the server
+    refuses everything: a storm, a spent quota). ``Retry-After`` pauses
     every acquirer until then and costs no more than the pause: pacing resumes at the (cut)
     rate when it ends.
 
@@ -450,6 +460,7 @@ class RateFinder:
         self._waited = 0.0
         self.throttled = 0  # 429s this object saw
         self.cuts = 0  # of which cut the rate
+        self._unanswered = 0  # this limiter's cuts since its last answer
 
     @property
     def auto(self) -> bool:
@@ -564,7 +575,11 @@ class RateFinder:
         return state, (0.0, rate, state.ceiling)
 
     def _throttled(
-        self, state: RateState | None, retry_after: float | None, ticket: _Ticket | None
+        self,
+        state: RateState | None,
+        retry_after: float | None,
+        ticket: _Ticket | None,
+        unanswered: int = 0,
     ) -> tuple[RateState, tuple[str, float | None, float]]:
         """(state, (what happened, for the log; the ceiling; the rate now))."""
         state = state or self._fresh()
@@ -579,6 +594,8 @@ class RateFinder:
             verdict = "sent before the last cut"
         elif ticket.gap >= self._silence(ticket.rate):
             verdict = "sent after a silence: not our rate"
+        elif unanswered >= s.unanswered_cuts:
+            verdict = f"{unanswered} cuts and no answer since: refusing everything, not our rate"
         else:
             quick = state.sent <= s.quick_sends and not state.settled
             if quick and (state.ceiling is None or state.quick):
@@ -636,16 +653,19 @@ class RateFinder:
         self.throttled += 1
         ticket: _Ticket | None = getattr(self._local, "ticket", None)
         self._local.ticket = None
+        unanswered = self._unanswered
         verdict, self._ceiling, self._rate = self.store.update(
-            lambda state: self._throttled(state, retry_after, ticket)
+            lambda state: self._throttled(state, retry_after, ticket, unanswered)
         )
         if verdict.startswith("ceiling"):
             self.cuts += 1
+            self._unanswered += 1
             logger.info("%s: 429: %s", self.name, verdict)
         else:
             logger.debug("%s: 429 (%s)", self.name, verdict or "no cut")
 
     def on_success(self) -> None:
+        self._unanswered = 0
         ticket: _Ticket | None = getattr(self._local, "ticket", None)
         self._local.ticket = None
         if ticket is None:

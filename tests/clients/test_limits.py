@@ -271,6 +271,24 @@ def test_a_429_after_a_silence_says_nothing_about_our_rate(fake_clock):
     assert (f.rate, f.cuts) == (40, 0)
 
 
+def test_a_storm_without_retry_after_does_not_collapse_the_rate(fake_clock):
+    """A server refusing everything (no Retry-After) earns two cuts, not one per retry:
+    the rate stays where finding it would leave it, and the ledger keeps that."""
+    f = finder(fake_clock, rate=40)
+    send(f, 100)
+    for _ in range(12):  # each retry after a short backoff, all refused
+        f.acquire()
+        f.on_throttled(None)
+        fake_clock.sleep(0.3)
+    assert f.cuts == 2
+    assert f.rate >= 40 * 0.5 * 0.5
+    assert f.state().start == f.rate
+    send(f, 1)  # an answer: cuts count again
+    f.acquire()
+    f.on_throttled(None)
+    assert f.cuts == 3
+
+
 def test_auto_starts_low_and_doubles_until_the_first_429(fake_clock):
     settings = RateSettings()
     f = finder(fake_clock, rate="auto")
