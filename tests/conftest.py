@@ -39,6 +39,22 @@ def _amplitude_budget_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _amplitude_budget_ledger_per_module(
+    _amplitude_budget_ledger: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """And one per test module within it: a module talks to sandboxes of its own, projects
+    whose windows start empty. Under pytest-xdist a worker runs whichever modules it is
+    handed, so a session's ledger made one module wait on another's cohort requests (60
+    per 10 minutes) depending on where they landed. Session-wide fixtures keep the
+    session's ledger (they are set up before this)."""
+    path = tmp_path_factory.mktemp("amplitude-budgets") / "amplitude-budgets.sqlite"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AMPLITUDE_BUDGET_LEDGER", str(path))
+        patch.setattr("analytics_assets.amplitude.resource.DEFAULT_BUDGET_LEDGER", str(path))
+        yield
+
+
 BuildOnce = Callable[[str, Callable[[Path], None]], Path]
 
 
