@@ -21,8 +21,8 @@ The contract, for every backend:
   ``count(CASE WHEN ... THEN 1 END)`` rather than ``FILTER``, an alias on every derived
   table, no ``read_parquet`` or ``INSERT ... BY NAME``), with ``?`` placeholders; each
   backend turns them into its driver's style. The non-portable needs so far, reading a
-  field of JSON text and writing a JSON column as text, are ``json_text`` and
-  ``json_as_text``.
+  field of JSON text, writing a JSON column as text and hashing a row's columns, are
+  ``json_text``, ``json_as_text`` and ``row_hash``.
 * Errors are ``WarehouseError`` whatever the backend (the driver's error is its
   ``__cause__``): no caller catches a driver's exception type.
 """
@@ -246,6 +246,12 @@ class WarehouseResource(dg.ConfigurableResource, ABC):
         """An SQL expression: the whole document of a JSON column (``types.JSON``) as JSON
         text, NULL when NULL; ``json.loads`` reads it (key order and spacing are the
         backend's)."""
+
+    @abstractmethod
+    def row_hash(self, columns: Sequence[str]) -> str:
+        """An SQL expression: a 64-bit hash of ``columns``' values. Equal values hash
+        equal; distinct values may collide, so a caller treats equal hashes as "maybe
+        equal" and confirms exactly."""
 
 
 def is_server_url(location: str) -> bool:

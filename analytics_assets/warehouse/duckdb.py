@@ -512,6 +512,9 @@ class DuckDBWarehouse(WarehouseResource):
     def json_as_text(self, column: str) -> str:
         return f"CAST({column} AS VARCHAR)"
 
+    def row_hash(self, columns: Sequence[str]) -> str:
+        return f"hash({', '.join(columns)})"
+
     def describe(self) -> str:
         return str(Path(self.database).resolve())
 

@@ -403,6 +403,10 @@ class PostgresWarehouse(WarehouseResource):
     def json_as_text(self, column: str) -> str:
         return f"CAST({column} AS text)"
 
+    def row_hash(self, columns: Sequence[str]) -> str:
+        # The row's text form keeps NULL and '' apart; hashtextextended is 64-bit.
+        return f"hashtextextended(CAST(ROW({', '.join(columns)}) AS text), 0)"
+
     # ----- helpers --------------------------------------------------------------------
 
     @staticmethod

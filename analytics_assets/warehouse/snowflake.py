@@ -485,6 +485,9 @@ class SnowflakeWarehouse(WarehouseResource):
         # TO_JSON, not a cast: a VARIANT holding a string casts to the bare string.
         return f"TO_JSON({column})"
 
+    def row_hash(self, columns: Sequence[str]) -> str:
+        return f"HASH({', '.join(columns)})"
+
     # ----- helpers --------------------------------------------------------------------
 
     def _stage(self, session: _Session, table: str) -> str:

@@ -377,6 +377,46 @@ def test_checks_run_on_every_backend(warehouse: WarehouseResource) -> None:
     assert result.metadata["rows"].value == 3
 
 
+def test_unique_keys_pass_on_their_hashes_alone(warehouse: WarehouseResource) -> None:
+    # Typed key columns (a day, text with '' beside NULL-free values, a timestamp, an int):
+    # every row distinct, so the distinct hashes equal the rows and the check passes.
+    at = datetime(2026, 11, 17, 5, tzinfo=UTC)
+    frame = pd.DataFrame(
+        {
+            "day": [DAY] * 4,
+            "account_id": ["a", "a", "", "b"],
+            "hour": [at, at.replace(hour=6), at, at],
+            "n": [1, 1, 1, 2],
+        }
+    )
+    warehouse.replace_table("pendo.t", frame)
+    keys = ["day", "account_id", "hour", "n"]
+    result = checks.check_keys_unique(warehouse, "pendo.t", keys, ("day", DAY))
+    assert result.passed
+    assert (result.metadata["null_keys"].value, result.metadata["duplicated_keys"].value) == (0, 0)
+    same = warehouse.records(
+        f"SELECT count(DISTINCT {warehouse.row_hash(['account_id', 'n'])}) AS h FROM pendo.t "
+        "WHERE account_id = 'a'"
+    )
+    assert int(same[0]["h"]) == 1  # equal values hash equal
+
+
+class _CollidingDuckDB(DuckDBWarehouse):
+    """Every row hashes alike: the check must fall back to the exact GROUP BY."""
+
+    def row_hash(self, columns) -> str:  # type: ignore[override]
+        return "0"
+
+
+def test_a_hash_collision_is_confirmed_exactly_not_taken_for_a_duplicate(tmp_path) -> None:
+    warehouse = _CollidingDuckDB(database=str(tmp_path / "w.duckdb"))
+    warehouse.replace_table("pendo.t", pd.DataFrame({"day": [DAY] * 3, "k": ["a", "b", "c"]}))
+    assert checks.check_keys_unique(warehouse, "pendo.t", ["day", "k"], ("day", DAY)).passed
+    warehouse.replace_table("pendo.t", pd.DataFrame({"day": [DAY] * 3, "k": ["a", "b", "b"]}))
+    failed = checks.check_keys_unique(warehouse, "pendo.t", ["day", "k"], ("day", DAY))
+    assert not failed.passed and failed.metadata["duplicated_keys"].value == 1
+
+
 # ----- choosing and configuring a backend ------------------------------------------------------
 
 
