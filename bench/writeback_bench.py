@@ -187,6 +187,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from analytics_assets.crm_writeback.mapping import load_mapping
     from analytics_assets.crm_writeback.overlap import read_ahead
     from analytics_assets.crm_writeback.push import push_changes
+    from analytics_assets.crm_writeback.table_assets import LogWriter
     from analytics_assets.crm_writeback.tables import (
         append_log,
         append_quarantine,
@@ -254,17 +255,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         validated = validate.validate_rows(export, mapping, types)
         append_quarantine(warehouse, run_id, export.source, validated.quarantine)
         lap("read+validate")
-        previous_incomplete_run(warehouse, run_id)  # the push step's resume report
         differ = DiffStream(validated.records, types)
+        log_writer = LogWriter(warehouse, run_id, False)  # the job's, as push_crm_changes
         rows = current_values(client.aggregate(current_values_pipeline(fields)), fields)
-        summary = push_changes(
-            client,
-            read_ahead(differ.changes(rows)),
-            differ.result.missing,
-            types,
-            batch_size=args.batch_size,
-            record_log=record_log,
-        )
+        with read_ahead(differ.changes(rows)) as changes:
+            previous_incomplete_run(warehouse, run_id)  # the push step's resume report
+            summary = push_changes(
+                client,
+                changes,
+                differ.result.missing,
+                types,
+                batch_size=args.batch_size,
+                record_log=log_writer,
+            )
         diff = differ.result
         lap("read Pendo+diff || push+log")
     total = time.perf_counter() - start

@@ -391,9 +391,6 @@ def push_crm_changes(
         validated.records, preflight.types, force=config.force, create=config.create
     )
     record_log = LogWriter(warehouse, run_id, config.dry_run)
-    # Before the first request: what an earlier run left (for the report), and the
-    # warehouse's connection is warm when the first batch's log rows come.
-    previous = previous_incomplete_run(warehouse, run_id)
 
     def on_batch(result: BatchResult) -> None:
         text = (
@@ -407,17 +404,22 @@ def push_crm_changes(
 
     with pendo_write.session(context) as client:
         current = current_values(client.aggregate(current_values_pipeline(fields)), fields)
-        summary = push_changes(
-            None if config.dry_run else client,
-            read_ahead(differ.changes(current)),
-            differ.result.missing,
-            preflight.types,
-            record_log=record_log,
-            batch_size=batch_size,
-            create=config.create,
-            dry_run=config.dry_run,
-            on_batch=on_batch,
-        )
+        with read_ahead(differ.changes(current)) as changes:
+            # The read-ahead thread has asked Pendo; while Pendo computes the answer: what
+            # an earlier run left (for the report), which also warms the warehouse's
+            # connection before the first batch's log rows come.
+            previous = previous_incomplete_run(warehouse, run_id)
+            summary = push_changes(
+                None if config.dry_run else client,
+                changes,
+                differ.result.missing,
+                preflight.types,
+                record_log=record_log,
+                batch_size=batch_size,
+                create=config.create,
+                dry_run=config.dry_run,
+                on_batch=on_batch,
+            )
     diff = differ.result
     record_log.record(context)  # also when the push failed: confirmed batches are logged
     if summary.read_error and not summary.batches:

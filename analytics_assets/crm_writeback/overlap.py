@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["read_ahead"]
+__all__ = ["ReadAhead", "read_ahead"]
 
 T = TypeVar("T")
 
@@ -29,48 +29,77 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(items: Iterable[T], *, chunk: int = _CHUNK) -> Iterator[T]:
-    """``items``, produced by a background thread while the caller works on earlier ones.
+class ReadAhead(Iterator[T]):
+    """``items``, produced by a background thread from the moment this is made while the
+    caller works on earlier ones (or on anything else: the thread starts at once).
 
     An exception of ``items`` is raised to the caller where the items stop, after every
-    item produced before it. Closing the iterator early stops the thread at its next item
-    (and closes ``items``). The queue is unbounded: every item is kept by its producer's
-    result anyway (a diff keeps its changes), so holding them here costs no more.
+    item produced before it. ``close()`` (or leaving a ``with`` block) stops the thread at
+    its next item and closes ``items``. The queue is unbounded: every item is kept by its
+    producer's result anyway (a diff keeps its changes), so holding them here costs no more.
     """
-    handover: queue.SimpleQueue[object] = queue.SimpleQueue()
-    stop = threading.Event()
 
-    def produce() -> None:
+    def __init__(self, items: Iterable[T], *, chunk: int = _CHUNK) -> None:
+        self._handover: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._produce, args=(items, chunk), name="read-ahead", daemon=True
+        )
+        self._items = self._consume()
+        self._thread.start()
+
+    def _produce(self, items: Iterable[T], chunk: int) -> None:
         source = iter(items)
         held: list[T] = []
         try:
             for item in source:
-                if stop.is_set():
+                if self._stop.is_set():
                     return
                 held.append(item)
                 if len(held) >= chunk:
-                    handover.put(held)
+                    self._handover.put(held)
                     held = []
-            handover.put(held)
-            handover.put(_DONE)
+            self._handover.put(held)
+            self._handover.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            handover.put(held)
-            handover.put(_Failed(exc))
+            self._handover.put(held)
+            self._handover.put(_Failed(exc))
         finally:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = handover.get()
-            if got is _DONE:
-                return
-            if isinstance(got, _Failed):
-                raise got.error
-            yield from got  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()
+    def _consume(self) -> Iterator[T]:
+        try:
+            while True:
+                got = self._handover.get()
+                if got is _DONE:
+                    return
+                if isinstance(got, _Failed):
+                    raise got.error
+                yield from got  # type: ignore[misc]
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+    def __iter__(self) -> Iterator[T]:
+        return self._items  # a plain generator: `for` takes the fast path
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    def close(self) -> None:
+        self._items.close()  # a consumer already started stops the thread itself
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> ReadAhead[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_ahead(items: Iterable[T], *, chunk: int = _CHUNK) -> ReadAhead[T]:
+    """``items`` read ahead in a background thread (:class:`ReadAhead`), started now."""
+    return ReadAhead(items, chunk=chunk)

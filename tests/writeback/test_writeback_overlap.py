@@ -76,3 +76,31 @@ def test_the_diff_yields_each_change_while_pendo_is_read_and_creates_last() -> N
     result = differ.result
     assert (result.unchanged, result.accounts_in_pendo, differ.not_compared) == (2, 3, 0)
     assert [c.account_id for c in result.changes] == ["a2", "new"]
+
+
+def test_the_thread_starts_before_the_first_item_is_asked_for() -> None:
+    # The push step asks the warehouse about earlier runs while Pendo computes its answer.
+    asked = threading.Event()
+
+    def produce() -> Iterator[int]:
+        asked.set()
+        yield 1
+
+    with read_ahead(produce()) as items:
+        assert asked.wait(5)
+        assert list(items) == [1]
+
+
+def test_closing_before_any_item_was_taken_stops_the_producer() -> None:
+    closed = threading.Event()
+
+    def produce() -> Iterator[int]:
+        try:
+            while True:
+                yield 0
+        finally:
+            closed.set()
+
+    with read_ahead(produce(), chunk=1):
+        pass  # e.g. the warehouse query before the push raised
+    assert closed.is_set()
