@@ -12,6 +12,8 @@ gives the step its days either way.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,9 +36,19 @@ FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(
 #: section 2, "Time windows"), and a run's days share each Pendo aggregation; Amplitude's
 #: Dashboard queries cost per day whatever their width, and its export goes day by day.
 DAYS_PER_BACKFILL_RUN = 30
-# Dagster 1.13 marks ``backfill_policy`` of ``@asset`` as beta and warns once per asset, at
-# every code-location load; every daily asset passes it, so the warning says nothing new.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+
+
+@contextmanager
+def beta_backfill_policy() -> Iterator[None]:
+    """Around an ``@asset`` that passes ``backfill_policy``: Dagster 1.13 marks the parameter
+    beta and warns once per asset at every code-location load, which says nothing new.
+    Silenced per call, not process-wide, so a project that imports the library keeps its
+    own warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning
+        )
+        yield
 
 
 @dataclass(frozen=True)

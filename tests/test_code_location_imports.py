@@ -107,3 +107,32 @@ def test_every_product_module_imports_without_the_extras():
         f"{name}:\n{tb}" for name, tb in result["failed"].items()
     )
     assert not result["sandbox"], f"the product imported the sandbox: {result['sandbox'][:5]}"
+
+
+WARNINGS_PROBE = """
+import json, warnings
+before = list(warnings.filters)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    inner = list(warnings.filters)
+    import analytics_assets.partitions  # first: imported inside a catch_warnings, a
+    import analytics_assets.definitions as d  # process-wide filter would be undone
+    d.defs.get_repository_def()
+    changed = warnings.filters != inner
+print(json.dumps({"caught": [f"{w.category.__name__}: {w.message}" for w in caught],
+                  "filters_changed": changed or warnings.filters != before}))
+"""
+
+
+def test_loading_says_no_beta_warning_and_leaves_the_warning_filters_alone():
+    # Dagster 1.13 warns per asset about backfill_policy (beta) and partitioned check
+    # specs (preview); the product silences those per call. A project importing the
+    # library keeps its own filters: nothing is silenced process-wide.
+    out = subprocess.run(
+        [sys.executable, "-c", WARNINGS_PROBE], capture_output=True, text=True, check=True,
+        timeout=120,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    dagster_notes = [c for c in result["caught"] if "Beta" in c or "Preview" in c]
+    assert not dagster_notes, dagster_notes[:3]
+    assert not result["filters_changed"]

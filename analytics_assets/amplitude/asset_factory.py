@@ -15,7 +15,7 @@ from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.api_session import api_metadata
 from analytics_assets.day_results import DayResult, each_day, report_days
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
+from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, beta_backfill_policy
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import WarehouseResource
@@ -62,21 +62,24 @@ def amplitude_asset(
     key = naming.key(name)
     partitions = calendar.partitions_def if calendar else None
 
-    @dg.asset(
-        key=key,
-        group_name=naming.group,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        tags=asset_tags(naming, DAILY if calendar else SNAPSHOT),
-        description=description,
-        partitions_def=partitions,
-        backfill_policy=calendar.backfill_policy if calendar else None,
-        deps=list(deps),
-        freshness_policy=FRESHNESS_POLICY,
-        retry_policy=retry,
-        check_specs=check_specs(key, partitions),
-    )
+    with beta_backfill_policy():  # Dagster warns at this call, not at the decoration
+        as_asset = dg.asset(
+            key=key,
+            group_name=naming.group,
+            kinds=KINDS,
+            owners=OWNERS,
+            pool=POOL,
+            tags=asset_tags(naming, DAILY if calendar else SNAPSHOT),
+            description=description,
+            partitions_def=partitions,
+            backfill_policy=calendar.backfill_policy if calendar else None,
+            deps=list(deps),
+            freshness_policy=FRESHNESS_POLICY,
+            retry_policy=retry,
+            check_specs=check_specs(key, partitions),
+        )
+
+    @as_asset
     def _asset(
         context: dg.AssetExecutionContext,
         amplitude: AmplitudeResource,

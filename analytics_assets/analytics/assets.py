@@ -17,7 +17,7 @@ import dagster as dg
 from analytics_assets.day_results import each_day
 from analytics_assets.jobs import CATALOG_JOB, DAILY_JOB
 from analytics_assets.naming import DAILY, AssetNaming, asset_tags
-from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar
+from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, beta_backfill_policy
 from analytics_assets.warehouse import checks
 from analytics_assets.warehouse.asset_kinds import WAREHOUSE_KIND
 from analytics_assets.warehouse.base import Query, WarehouseResource
@@ -136,26 +136,29 @@ def _account_daily_usage(
     events_key, visitors_key = amplitude.key("events"), pendo.key("visitors")
     pendo_usage_key = pendo.key("account_daily_usage")
 
-    @dg.asset(
-        key=key,
-        group_name=naming.group,
-        kinds=KINDS,
-        owners=OWNERS,
-        tags=asset_tags(naming, DAILY),
-        description=(
-            "One row per account per day: Pendo events, minutes and active visitors beside "
-            "Amplitude events and active users (events whose time falls in the local day, "
-            "mapped to accounts through Pendo's visitor-to-account link)."
-        ),
-        partitions_def=calendar.partitions_def,
-        backfill_policy=calendar.backfill_policy,
-        deps=[pendo_usage_key, events_key, visitors_key],
-        check_specs=[
-            checks.keys_spec(key, ["day", "account_id"], calendar.partitions_def),
-            checks.volume_spec(key, calendar.partitions_def, "events (Pendo and Amplitude)"),
-        ],
-        freshness_policy=FRESHNESS_POLICY,
-    )
+    with beta_backfill_policy():  # Dagster warns at this call, not at the decoration
+        as_asset = dg.asset(
+            key=key,
+            group_name=naming.group,
+            kinds=KINDS,
+            owners=OWNERS,
+            tags=asset_tags(naming, DAILY),
+            description=(
+                "One row per account per day: Pendo events, minutes and active visitors beside "
+                "Amplitude events and active users (events whose time falls in the local day, "
+                "mapped to accounts through Pendo's visitor-to-account link)."
+            ),
+            partitions_def=calendar.partitions_def,
+            backfill_policy=calendar.backfill_policy,
+            deps=[pendo_usage_key, events_key, visitors_key],
+            check_specs=[
+                checks.keys_spec(key, ["day", "account_id"], calendar.partitions_def),
+                checks.volume_spec(key, calendar.partitions_def, "events (Pendo and Amplitude)"),
+            ],
+            freshness_policy=FRESHNESS_POLICY,
+        )
+
+    @as_asset
     def _usage(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
         # A backfill run's range: each day as its own run would compute it, in the warehouse.
         yield from each_day(context, lambda day: _usage_of_day(day, warehouse))

@@ -24,7 +24,12 @@ from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.day_results import DayResult, report_days
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
-from analytics_assets.partitions import FRESHNESS_POLICY, DailyCalendar, DayWindow
+from analytics_assets.partitions import (
+    FRESHNESS_POLICY,
+    DailyCalendar,
+    DayWindow,
+    beta_backfill_policy,
+)
 from analytics_assets.pendo.arrow_rows import EVENTS_HOURLY
 from analytics_assets.pendo.catalog_more import CATALOG_MORE_ASSETS
 from analytics_assets.pendo.history import HISTORY_ASSETS, HistorySpec, history_asset
@@ -613,26 +618,29 @@ class _Factory:
         by_day = name in DAY_BY_DAY
         days_per_aggregation = 1 if by_day else MAX_DAYS_PER_AGGREGATION[spec.period]
 
-        @dg.asset(
-            key=key,
-            group_name=self.naming.group,
-            kinds=KINDS,
-            owners=OWNERS,
-            tags=asset_tags(self.naming, DAILY),
-            pool=POOL,
-            description=spec.description,
-            partitions_def=parts,
-            backfill_policy=calendar.backfill_policy,
-            deps=[self.naming.key(d) for d in spec.deps if d in self.built],
-            freshness_policy=FRESHNESS_POLICY,
-            retry_policy=self.retry,
-            check_specs=[
-                checks.keys_spec(key, keys, parts),
-                checks.not_empty_spec(key, parts),
-                checks.volume_spec(key, parts),
-                *([checks.account_totals_spec(key, parts)] if totals_table else []),
-            ],
-        )
+        with beta_backfill_policy():  # Dagster warns at this call, not at the decoration
+            as_asset = dg.asset(
+                key=key,
+                group_name=self.naming.group,
+                kinds=KINDS,
+                owners=OWNERS,
+                tags=asset_tags(self.naming, DAILY),
+                pool=POOL,
+                description=spec.description,
+                partitions_def=parts,
+                backfill_policy=calendar.backfill_policy,
+                deps=[self.naming.key(d) for d in spec.deps if d in self.built],
+                freshness_policy=FRESHNESS_POLICY,
+                retry_policy=self.retry,
+                check_specs=[
+                    checks.keys_spec(key, keys, parts),
+                    checks.not_empty_spec(key, parts),
+                    checks.volume_spec(key, parts),
+                    *([checks.account_totals_spec(key, parts)] if totals_table else []),
+                ],
+            )
+
+        @as_asset
         def _daily(
             context: dg.AssetExecutionContext, pendo: PendoResource, warehouse: WarehouseResource
         ) -> Iterator[Any]:
