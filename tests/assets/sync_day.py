@@ -7,8 +7,8 @@ with another folder's conftest would resolve to whichever folder pytest put firs
 
 from datetime import UTC, datetime
 
-from analytics_assets.amplitude.resource import AmplitudeResource
-from analytics_assets.pendo.resource import PendoResource
+from sandbox_resources import sandbox_resources
+
 from analytics_assets.sandbox import SandboxServer
 from analytics_assets.warehouse.duckdb import DuckDBWarehouse
 
@@ -17,20 +17,4 @@ DAY = "2026-11-17"  # a Tuesday, complete at NOW in New York
 
 
 def make_resources(sandbox: SandboxServer, database: str) -> dict[str, object]:
-    pendo_keys = sandbox.config.pendo_keys["us"]
-    amplitude_keys = sandbox.config.amplitude_keys["us"]
-    base = sandbox.urls.base
-    return {
-        "pendo": PendoResource(integration_key=pendo_keys.read, base_url=base, rate_per_second=50),
-        "pendo_write": PendoResource(
-            integration_key=pendo_keys.write, base_url=base, rate_per_second=50
-        ),
-        "amplitude": AmplitudeResource(
-            api_key=amplitude_keys.api_key,
-            secret_key=amplitude_keys.secret_key,
-            base_url=base,
-            ingestion_url=base,
-            profile_url=base,
-        ),
-        "warehouse": DuckDBWarehouse(database=database),
-    }
+    return sandbox_resources(sandbox, DuckDBWarehouse(database=database))

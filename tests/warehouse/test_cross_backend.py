@@ -12,22 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import dagster as dg
 import httpx
 import pytest
 from backend_fixtures import JSON_LOADERS, make_warehouse
+from sandbox_resources import sandbox_resources
 from warehouse_compare import table_differences
 
 from analytics_assets.amplitude.assets import amplitude_assets
-from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.analytics.assets import analytics_assets
 from analytics_assets.crm_writeback import crm_account_metadata_push
 from analytics_assets.crm_writeback.data.make_sample import OUT as SAMPLE_CRM
 from analytics_assets.partitions import DailyCalendar
 from analytics_assets.pendo.assets import pendo_assets
-from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.sandbox import SandboxConfig, SandboxServer
 from analytics_assets.sandbox.config import AmplitudeLimits
 from analytics_assets.warehouse.base import WarehouseResource
@@ -60,32 +58,11 @@ def sandbox() -> Iterator[SandboxServer]:
         yield server
 
 
-def _resources(sandbox: SandboxServer, warehouse: WarehouseResource) -> dict[str, Any]:
-    pendo_keys = sandbox.config.pendo_keys["us"]
-    amplitude_keys = sandbox.config.amplitude_keys["us"]
-    base = sandbox.urls.base
-    return {
-        "pendo": PendoResource(integration_key=pendo_keys.read, base_url=base, rate_per_second=50),
-        "pendo_write": PendoResource(
-            integration_key=pendo_keys.write, base_url=base, rate_per_second=50
-        ),
-        "amplitude": AmplitudeResource(
-            api_key=amplitude_keys.api_key,
-            secret_key=amplitude_keys.secret_key,
-            base_url=base,
-            ingestion_url=base,
-            profile_url=base,
-            budget_window_scale=WINDOW_SCALE,
-        ),
-        "warehouse": warehouse,
-    }
-
-
 def _sync_the_day(sandbox: SandboxServer, warehouse: WarehouseResource) -> None:
     # Each backend starts from the same Pendo state: the write-back of the run before
     # changed the accounts' metadata, which the account snapshot reads.
     httpx.delete(f"{sandbox.urls.control()}/pendo/store/us").raise_for_status()
-    resources = _resources(sandbox, warehouse)
+    resources = sandbox_resources(sandbox, warehouse, budget_window_scale=WINDOW_SCALE)
     snapshots = dg.materialize(ASSETS, selection=SNAPSHOTS, resources=resources)
     daily = dg.materialize(ASSETS, selection=DAILY, partition_key=DAY, resources=resources)
     health = dg.materialize(ASSETS, selection=[HEALTH], resources=resources)
