@@ -14,6 +14,7 @@ JSON), so filter values are always escaped.
 # annotation at definition time, and cannot resolve a string one inside a factory.
 import difflib
 import tempfile
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import dagster as dg
 from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.day_results import DayResult, report_days
+from analytics_assets.http.errors import ApiError, TransportError
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import (
     FRESHNESS_POLICY,
@@ -32,6 +34,7 @@ from analytics_assets.partitions import (
 )
 from analytics_assets.pendo.arrow_rows import EVENTS_HOURLY
 from analytics_assets.pendo.catalog_more import CATALOG_MORE_ASSETS
+from analytics_assets.pendo.client import is_aggregation_limit_error
 from analytics_assets.pendo.history import HISTORY_ASSETS, HistorySpec, history_asset
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
@@ -431,6 +434,35 @@ def _chunks(windows: Sequence[DayWindow], days: int) -> Iterator[Sequence[DayWin
         yield windows[i : i + days]
 
 
+def _fetch_halving(
+    context: dg.AssetExecutionContext,
+    chunk: Sequence[DayWindow],
+    fetch: Callable[[Sequence[DayWindow]], None],
+    stages: "DayStages",
+) -> None:
+    """``fetch`` the days of ``chunk``, in halves when Pendo's time or size cap may have
+    stopped a range of several days: a refusal or timeout that says so, or a stream that
+    broke (the cap cuts a response already under way; the client has retried one that
+    broke before its first row). The rows staged for those days are dropped first, so each
+    day is still staged once, whole. A single day that fails raises, as a one-day run does,
+    and so does any other error (a key, a bad request, a rate limit)."""
+    try:
+        fetch(chunk)
+    except ApiError as exc:
+        capped = isinstance(exc, TransportError) or is_aggregation_limit_error(exc)
+        if len(chunk) == 1 or not capped:
+            raise
+        half = len(chunk) // 2
+        context.log.warning(
+            f"Pendo stopped the aggregation of {chunk[0].day}..{chunk[-1].day} "
+            f"({type(exc).__name__}: {exc}); asking {chunk[0].day}..{chunk[half - 1].day} "
+            f"and {chunk[half].day}..{chunk[-1].day} apart"
+        )
+        stages.reset(chunk)
+        _fetch_halving(context, chunk[:half], fetch, stages)
+        _fetch_halving(context, chunk[half:], fetch, stages)
+
+
 def _series(windows: Sequence[DayWindow], period: str) -> TimeSeries:
     """Consecutive local days: one day bucket each, or their hour buckets."""
     if period == "dayRange":
@@ -466,7 +498,7 @@ class DayStages:
     def __enter__(self) -> "DayStages":
         self._tmp = tempfile.TemporaryDirectory(prefix="pendo-days-")
         # Batches shrink with the days so the rows pending in memory stay at one day's.
-        batch = max(1_000, BATCH_ROWS // len(self.windows))
+        self._batch = batch = max(1_000, BATCH_ROWS // len(self.windows))
         self._stages = {
             w.day: ArrowStage(Path(self._tmp.name) / f"{w.day}.parquet", self.columns, batch)
             for w in self.windows
@@ -516,6 +548,17 @@ class DayStages:
         counts[0] += answer_rows
         counts[1] += events
         self._stages[window.day].add_batch(rows)
+
+    def reset(self, windows: Sequence[DayWindow]) -> None:
+        """Drop what was staged for ``windows`` (an answer that broke midway)."""
+        for window in windows:
+            self._stages[window.day].close()
+            self._stages[window.day] = ArrowStage(
+                Path(self._tmp.name) / f"{window.day}-{uuid.uuid4().hex[:8]}.parquet",
+                self.columns,
+                self._batch,
+            )
+            self._counts[window.day] = [0, 0]
 
     def source_rows(self, window: DayWindow) -> tuple[int, int]:
         """The day's answer rows and the events they count."""
@@ -616,7 +659,9 @@ class _Factory:
         names_table = self.naming.table(names) if names else None
         parts = calendar.partitions_def
         by_day = name in DAY_BY_DAY
-        days_per_aggregation = 1 if by_day else MAX_DAYS_PER_AGGREGATION[spec.period]
+        days_per_aggregation = (
+            1 if by_day else min(MAX_DAYS_PER_AGGREGATION[spec.period], spec.max_days or 31)
+        )
 
         with beta_backfill_policy():  # Dagster warns at this call, not at the decoration
             as_asset = dg.asset(
@@ -649,7 +694,8 @@ class _Factory:
                 start = client.stats.snapshot()
                 complete = spec.enrich(client) if spec.enrich else None
                 with DayStages(windows, all_columns) as stages:
-                    for chunk in _chunks(windows, days_per_aggregation):
+
+                    def fetch(chunk: Sequence[DayWindow]) -> None:
                         pipeline = spec.pipeline(_series(chunk, spec.period), app_ids)
                         if spec.arrow is not None:  # big tables: Arrow columns, no dict per row
                             answer = client.aggregate_arrow(pipeline, spec.arrow.arrow_fields())
@@ -658,11 +704,14 @@ class _Factory:
                                 answer, chunk, spec.period, all_columns, day_of
                             ):
                                 stages.add_batch(*part)
-                            continue
+                            return
                         for raw in client.aggregate(pipeline):
                             window = chunk[0] if by_day else stages.day_of(raw, spec.period)
                             row = {"day": window.day, **spec.to_row(raw)}
                             stages.add(window, complete(row) if complete else row, raw)
+
+                    for chunk in _chunks(windows, days_per_aggregation):
+                        _fetch_halving(context, chunk, fetch, stages)
                     # Every day of the step is replaced, an empty answer with no rows, as a
                     # one-day run replaces its day.
                     for window in windows:

@@ -60,6 +60,10 @@ class DailySpec:
     enrich: Enrich | None = None
     # The same rows read as Arrow columns (big tables; no enrich): the step's fast path.
     arrow: ArrowRows | None = None
+    # Days one aggregation of a backfill range asks at most, below the period's cap: a
+    # visitor-level answer is rows per visitor and item, so big that a month nears
+    # Pendo's 4 GB cap at 100,000 accounts.
+    max_days: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ ACCOUNT = Column("account_id", STR, "The visitor's account for these events ('' 
 EVENTS = Column("events", INT, "Events of the visitor on the item that day (numEvents)")
 MINUTES = Column("minutes", INT, "Minutes with at least one such event (numMinutes)")
 APP = Column("app_id", INT, "The item's Pendo app")
+# Days a backfill range asks in one aggregation: about a million rows a day at 100,000
+# accounts, so a week stays far from Pendo's 4 GB cap (a month would not). A bigger
+# subscription that still hits it gets the range halved until it fits (pendo/assets.py).
+VISITOR_RANGE_DAYS = 7
 
 
 def _who(r: Row) -> Row:
@@ -51,6 +55,7 @@ def _item_usage(
             "minutes": r.get("minutes"),
         },
         deps=(catalog,),
+        max_days=VISITOR_RANGE_DAYS,
     )
 
 
@@ -154,6 +159,7 @@ VISITOR_USAGE_ASSETS: dict[str, DailySpec] = {
         },
         deps=("track_types",),
         enrich=_track_names,
+        max_days=VISITOR_RANGE_DAYS,
     ),
     "poll_responses": DailySpec(
         "Per visitor, account, poll and day: the visitor's (latest) response to the poll "

@@ -199,3 +199,38 @@ def test_an_answer_for_other_days_fails_naming_them(sandbox, tmp_path) -> None:
     assert f"{DAYS[0]} to {DAYS[-1]}" in message
     assert "nothing was written" in message
     assert not resources["warehouse"].table_exists("pendo.visitor_daily_usage")
+
+
+@pytest.mark.parametrize("how", ["refused", "cut midway"])
+def test_a_range_over_pendos_cap_is_asked_in_halves(sandbox, tmp_path, monkeypatch, how) -> None:
+    """Pendo's size cap stops the range's aggregation (a refusal, or, past the first bytes,
+    a stream cut short): the step drops what it staged and asks the range in halves down
+    to single days, and writes what one-day runs write."""
+    from analytics_assets.sandbox.pendo import routes
+
+    pendo = pendo_assets(include=["feature_visitor_daily_usage"])
+    key = pendo[0].key
+    table = ".".join(key.path)
+    per_day = make_resources(sandbox, str(tmp_path / "per_day.duckdb"))
+    for day in DAYS:
+        assert dg.materialize(pendo, partition_key=day, resources=per_day).success
+    counted = per_day["warehouse"].records(f"SELECT day, count(*) AS n FROM {table} GROUP BY day")
+    rows = {str(r["day"]): int(r["n"]) for r in counted}
+    assert len(rows) == len(DAYS) and min(rows.values()) > 0
+    # One day's answer fits under the cap; any two days' do not.
+    monkeypatch.setattr(sandbox.config.pendo_limits, "aggregation_max_rows", max(rows.values()))
+    if how == "cut midway":  # the 200 goes out before the cap is reached
+        monkeypatch.setattr(routes, "PREFETCH_ALL_ROWS", 1)
+        monkeypatch.setattr(routes, "PREFETCH_BYTES", 1)
+    ranged = make_resources(sandbox, str(tmp_path / "ranged.duckdb"))
+    counters = sandbox.state.counters
+    before = counters.count(path=AGGREGATION)
+    result = dg.materialize(pendo, resources=ranged, tags=_range_tags(DAYS[0], DAYS[-1]))
+    assert result.success
+    # The three days, then one day and the other two, then those two one by one.
+    assert counters.count(path=AGGREGATION) - before >= 1 + 2 + 2
+    compared, problems = table_differences(per_day["warehouse"], ranged["warehouse"])
+    assert not problems, "\n".join(problems)
+    assert compared[table] == sum(rows.values())
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert not failed
