@@ -267,6 +267,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         rows = current_values(client.aggregate(current_values_pipeline(fields)), fields)
         with read_ahead(differ.changes(rows)) as changes:
             previous_incomplete_run(warehouse, run_id)  # the push step's resume report
+            log_writer.prepare()
             summary = push_changes(
                 client,
                 changes,

@@ -407,8 +407,9 @@ def push_crm_changes(
         with read_ahead(differ.changes(current)) as changes:
             # The read-ahead thread has asked Pendo; while Pendo computes the answer: what
             # an earlier run left (for the report), which also warms the warehouse's
-            # connection before the first batch's log rows come.
+            # connection, and the log's imports, before the first batch's log rows come.
             previous = previous_incomplete_run(warehouse, run_id)
+            record_log.prepare()
             summary = push_changes(
                 None if config.dry_run else client,
                 changes,
