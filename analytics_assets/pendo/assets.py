@@ -24,7 +24,7 @@ import dagster as dg
 from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
 from analytics_assets.day_results import DayResult, report_days
-from analytics_assets.http.errors import ApiError, TransportError
+from analytics_assets.http.errors import ApiError
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import (
     FRESHNESS_POLICY,
@@ -34,7 +34,7 @@ from analytics_assets.partitions import (
 )
 from analytics_assets.pendo.arrow_rows import EVENTS_HOURLY
 from analytics_assets.pendo.catalog_more import CATALOG_MORE_ASSETS
-from analytics_assets.pendo.client import is_aggregation_limit_error
+from analytics_assets.pendo.client import may_fit_narrower
 from analytics_assets.pendo.history import HISTORY_ASSETS, HistorySpec, history_asset
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
@@ -441,16 +441,15 @@ def _fetch_halving(
     stages: "DayStages",
 ) -> None:
     """``fetch`` the days of ``chunk``, in halves when Pendo's time or size cap may have
-    stopped a range of several days: a refusal or timeout that says so, or a stream that
-    broke (the cap cuts a response already under way; the client has retried one that
-    broke before its first row). The rows staged for those days are dropped first, so each
-    day is still staged once, whole. A single day that fails raises, as a one-day run does,
-    and so does any other error (a key, a bad request, a rate limit)."""
+    stopped a range of several days (``may_fit_narrower``: a refusal or timeout that says
+    so, or a stream that broke, as the cap cuts a response under way). The rows staged for
+    those days are dropped first, so each day is still staged once, whole. A single day
+    that fails raises, as a one-day run does, and so does any other error (a host out of
+    reach, a key, a bad request, a rate limit)."""
     try:
         fetch(chunk)
     except ApiError as exc:
-        capped = isinstance(exc, TransportError) or is_aggregation_limit_error(exc)
-        if len(chunk) == 1 or not capped:
+        if len(chunk) == 1 or not may_fit_narrower(exc):
             raise
         half = len(chunk) // 2
         context.log.warning(
@@ -659,9 +658,9 @@ class _Factory:
         names_table = self.naming.table(names) if names else None
         parts = calendar.partitions_def
         by_day = name in DAY_BY_DAY
-        days_per_aggregation = (
-            1 if by_day else min(MAX_DAYS_PER_AGGREGATION[spec.period], spec.max_days or 31)
-        )
+        days_per_aggregation = 1 if by_day else MAX_DAYS_PER_AGGREGATION[spec.period]
+        if spec.max_days:
+            days_per_aggregation = min(days_per_aggregation, spec.max_days)
 
         with beta_backfill_policy():  # Dagster warns at this call, not at the decoration
             as_asset = dg.asset(

@@ -63,6 +63,7 @@ __all__ = [
     "TokenInfo",
     "field_type_of",
     "is_aggregation_limit_error",
+    "may_fit_narrower",
     "resolve_region",
     "split_windows",
 ]
@@ -283,6 +284,18 @@ def is_aggregation_limit_error(exc: BaseException) -> bool:
             return True
         return exc.status is not None and bool(_AGG_LIMIT_TEXT.search(exc.body_excerpt or ""))
     return False
+
+
+def may_fit_narrower(exc: BaseException) -> bool:
+    """True for an aggregation error that a narrower time window may avoid: Pendo's time or
+    size cap (:func:`is_aggregation_limit_error`), a read that timed out, or an answer whose
+    stream broke, after rows or before any (a cap cutting a response under way looks so).
+    False for a host that could not be reached, a refused key or a bad request: those fail
+    the same way however narrow the window."""
+    if is_aggregation_limit_error(exc) or isinstance(exc, AggregationStreamError):
+        return True
+    broke = (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout)
+    return isinstance(exc, TransportError) and isinstance(exc.__cause__, broke)
 
 
 Window = Literal["day", "hour"] | timedelta

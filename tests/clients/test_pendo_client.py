@@ -1019,3 +1019,27 @@ def test_single_field_set_and_get(sb):
         with pytest.raises(BadRequestError):
             c.set_metadata_value("account", aid, "seats", "many")
     assert requests_to(sb, "GET", "/token/verify") == 1
+
+
+def _caused_by(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "narrower"),
+    [
+        (AggregationLimitError("HTTP 413", status=413), True),
+        (AggregationStreamError("broke after 10 rows", rows_yielded=10), True),
+        (_caused_by(TransportError("no row yet"), httpx.RemoteProtocolError("cut")), True),
+        (_caused_by(TransportError("slow"), httpx.ReadTimeout("read timed out")), True),
+        (_caused_by(TransportError("unreachable"), httpx.ConnectError("refused")), False),
+        (ServerError("HTTP 500", status=500), False),
+        (AuthenticationError("HTTP 403", status=403), False),
+    ],
+    ids=["cap", "cut-after-rows", "cut-before-rows", "read-timeout", "unreachable", "500", "key"],
+)
+def test_which_errors_a_narrower_window_may_avoid(error: Exception, narrower: bool) -> None:
+    # A range backfill halves its aggregation on these (pendo/assets.py), and only these: a
+    # host out of reach would fail as often however narrow the window.
+    assert pendo_client.may_fit_narrower(error) is narrower
