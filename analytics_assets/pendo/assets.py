@@ -4,7 +4,8 @@
 its YAML; a Python project can call it directly). Daily assets ask one aggregation per
 step for its subscription-local days (``dayRange`` buckets from local midnight, ``day``
 the first group key): the one day of a scheduled run, or every day of a backfill run's
-range (split only by ``MAX_DAYS_PER_AGGREGATION``), and replace each day's partition with
+range (split by ``MAX_DAYS_PER_AGGREGATION`` and a spec's ``max_days``, and halved where
+Pendo's cap stops one anyway), and replace each day's partition with
 its rows, as a one-day run does. Every asset that calls the API runs
 in the ``pendo_api`` pool. Pipelines are built with ``pendo.pipeline`` (never hand-written
 JSON), so filter values are always escaped.
@@ -56,9 +57,10 @@ KINDS = {"pendo", WAREHOUSE_KIND}
 OWNERS = ["team:data-engineering"]
 POOL = "pendo_api"
 # Days one aggregation asks at most. Pendo caps a call at 5 minutes and 4 GB of output and
-# asks for windows of at most 30 days (contract sections 2 and 8). Grouped day rows stay far
-# below that over 30 days; the raw hour rows of events_hourly (~150 MB a day at 100,000
-# accounts) would near 4 GB in a month, so they go a week at a time.
+# asks for windows of at most 30 days (contract sections 2 and 8). Rows grouped per item or
+# account and day stay far below that over 30 days; the raw hour rows of events_hourly
+# (~150 MB a day at 100,000 accounts) would near 4 GB in a month, so they go a week at a
+# time, and so do the visitor-level tables (``DailySpec.max_days``).
 MAX_DAYS_PER_AGGREGATION = {"dayRange": 30, "hourRange": 7}
 # Guide and poll events are single events (browserTime), not day buckets: their rows carry
 # no ``day`` to group by, and a day boundary in the subscription's zone is no expression of
