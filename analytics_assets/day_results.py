@@ -38,6 +38,20 @@ class DayResult:
         return cls(partition_key, dict(result.metadata or {}), list(result.check_results))
 
 
+def range_cost(cost: Mapping[str, Any], days: Sequence[Any]) -> dict[str, Any]:
+    """A step's API figures (``cost``), as each day of it reports them: over a range every
+    day's materialization carries the whole range's figures, so they say which days they
+    cover (summing them over the days would count the range once per day)."""
+    if len(days) == 1:
+        return dict(cost)
+    return {
+        **cost,
+        "api_figures_cover": dg.MetadataValue.text(
+            f"the {len(days)} days {days[0]} to {days[-1]} (one run)"
+        ),
+    }
+
+
 def report_days(
     context: dg.AssetExecutionContext, days: Sequence[DayResult]
 ) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:

@@ -32,7 +32,7 @@ from analytics_assets.amplitude.session_assets import (
     amplitude_session_assets,
 )
 from analytics_assets.component_fields import NamedItem
-from analytics_assets.day_results import DayResult
+from analytics_assets.day_results import DayResult, range_cost
 from analytics_assets.naming import AssetNaming
 from analytics_assets.partitions import DailyCalendar
 from analytics_assets.warehouse import checks
@@ -195,7 +195,7 @@ def _daily_active_users_asset(
                 warehouse,
                 table,
                 USERS_COLUMNS,
-                cost,
+                range_cost(cost, days),
                 [
                     checks.check_keys_unique(warehouse, table, ["day"], partition),
                     checks.check_volume(warehouse, table, day, measure=ACTIVE_USERS_MEASURE),
@@ -274,7 +274,7 @@ def _event_type_daily_totals_asset(
                 warehouse,
                 table,
                 TOTALS_COLUMNS,
-                cost,
+                range_cost(cost, days),
                 [
                     checks.check_keys_unique(warehouse, table, ["day", "event_type"], partition),
                     checks.check_not_empty(warehouse, table, total_events > 0, partition),

@@ -26,7 +26,7 @@ import dagster as dg
 from analytics_assets.amplitude.asset_factory import Compute, amplitude_asset, cost_metadata
 from analytics_assets.amplitude.resource import AmplitudeResource
 from analytics_assets.analytics.assets import require_input
-from analytics_assets.day_results import DayResult
+from analytics_assets.day_results import DayResult, range_cost
 from analytics_assets.jobs import DAILY_JOB
 from analytics_assets.naming import AssetNaming
 from analytics_assets.partitions import DailyCalendar
@@ -211,7 +211,7 @@ class _Factory:
                 load_rows(warehouse, table, SESSION_COLUMNS, rows, partition=partition)
                 metadata = {
                     **table_metadata(warehouse, table, SESSION_COLUMNS, partition=partition),
-                    **cost,
+                    **range_cost(cost, days),
                 }
                 day_checks = [
                     checks.check_keys_unique(warehouse, table, ["day"], partition),

@@ -24,7 +24,7 @@ import dagster as dg
 
 from analytics_assets.api_session import api_metadata
 from analytics_assets.component_fields import NamedItem
-from analytics_assets.day_results import DayResult, report_days
+from analytics_assets.day_results import DayResult, range_cost, report_days
 from analytics_assets.http.errors import ApiError
 from analytics_assets.naming import DAILY, SNAPSHOT, AssetNaming, asset_tags
 from analytics_assets.partitions import (
@@ -471,20 +471,6 @@ def _series(windows: Sequence[DayWindow], period: str) -> TimeSeries:
     return TimeSeries.hour_range(windows[0].start_ms, windows[-1].end_ms)
 
 
-def _range_cost(
-    cost: Mapping[str, dg.MetadataValue], windows: Sequence[DayWindow]
-) -> dict[str, dg.MetadataValue]:
-    """The API figures of the step, said to be the whole range's when it covers days."""
-    if len(windows) == 1:
-        return dict(cost)
-    return {
-        **cost,
-        "api_figures_cover": dg.MetadataValue.text(
-            f"the {len(windows)} days {windows[0].day} to {windows[-1].day} (one run)"
-        ),
-    }
-
-
 class DayStages:
     """Answer rows of a range, split by the day they belong to into one staged Parquet
     file per day (memory stays bounded whatever the order of the rows); each day is then
@@ -733,7 +719,7 @@ class _Factory:
                     )
                 metadata = {
                     **table_metadata(warehouse, table, all_columns, partition=partition),
-                    **_range_cost(cost, windows),
+                    **range_cost(cost, [w.day for w in windows]),
                     "source_rows": dg.MetadataValue.int(source_rows),
                     "pendo_events_total": dg.MetadataValue.int(source_events),
                     **_busiest(warehouse, table, keys[1], names_table, window.day),
