@@ -115,29 +115,53 @@ def test_invalid_events_are_reported_and_the_rest_ingested(
     assert "time" in reasons[2] and "event_type" in reasons[7]
 
 
+# A sandbox whose per-device burst (60 events/s over 30 s = 1,800) is below one request's
+# 2,000 events: a request with 1,900 events of one device is refused however fast or slow
+# the machine is, so the 429 path is exercised without a race against the refill.
+SMALL_EPS = 60.0
+
+
+@pytest.fixture(scope="module")
+def small_burst() -> Iterator[SandboxServer]:
+    limits = AmplitudeLimits(
+        processing_lag_hours=0, ingestion_eps_per_device=SMALL_EPS, export_lag_seconds=0
+    )
+    with SandboxServer(SandboxConfig(seed=7, now=NOW, amplitude_limits=limits)) as server:
+        yield server
+
+
 def test_throttled_devices_pause_and_only_their_events_are_resent(
-    sandbox: SandboxServer, client: AmplitudeClient, control: str, tmp_path: Path
+    small_burst: SandboxServer, tmp_path: Path
 ) -> None:
-    # One device sends 9,000 events (3,000 over its 6,000 burst: at 200 events/s the
-    # allowance refills that only after 15 s, so a slow, loaded machine still gets 429s)
-    # among other devices' events.
+    keys = small_burst.config.amplitude_keys["us"]
+    url = small_burst.urls.amplitude("us")
+    control = small_burst.urls.control()
     hot = [
         {**e, "user_id": "hot-user-1", "device_id": "hot-device-1"}
-        for e in events("Throttle Test", 9000, users=1)
+        for e in events("Throttle Test", 2100, users=1)
     ]
     # (A different property: identical content would share an insert_id and count once.)
     cold = events("Throttle Test", 300, users=30, event_properties={"side": "cold"})
-    mixed = hot[:6000] + cold + hot[6000:]
-    before = httpx.get(f"{control}/limits").json()["amplitude"]["us"]["httpapi_throttled"]
-    result = client.send_events(mixed)
-    assert result.failed_events == [] and result.ingested == len(mixed)
-    assert result.throttled_retries > 0
-    statuses = answers(control, "/2/httpapi")
-    assert statuses.get(429, 0) >= 1
-    after = httpx.get(f"{control}/limits").json()["amplitude"]["us"]["httpapi_throttled"]
-    assert after > before
-    # Nothing doubled although some requests were refused and resent.
-    assert exported(client, "Throttle Test", tmp_path) == len(mixed)
+    # The first request holds 1,900 hot events and 100 cold ones.
+    mixed = hot[:1900] + cold + hot[1900:]
+    with AmplitudeClient(
+        keys.api_key,
+        keys.secret_key,
+        base_url=url,
+        ingestion_url=url,
+        throttle_pause_factor=0.05,
+        max_retry_time=30,
+    ) as client:
+        result = client.send_events(mixed)
+        assert result.failed_events == [] and result.ingested == len(mixed)
+        # The first request's 1,900 hot events were held back and resent (at least once).
+        assert result.throttled_retries >= 1900
+        statuses = answers(control, "/2/httpapi")
+        assert statuses.get(429, 0) >= 1
+        limits = httpx.get(f"{control}/limits").json()["amplitude"]["us"]
+        assert limits["httpapi_throttled"] >= 1
+        # Nothing doubled although some requests were refused and resent.
+        assert exported(client, "Throttle Test", tmp_path) == len(mixed)
 
 
 def test_retries_after_a_dropped_answer_never_double(
