@@ -79,6 +79,33 @@ def test_summaries_match_the_frames(tenant: AmplitudeTenant) -> None:
     assert tenant.events.active_users(day).size == np.unique(frame.amp).size
 
 
+def test_a_query_over_more_days_than_the_cache_holds_builds_each_day_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Plain LRU under a scan: a query over more rows than the cache holds evicted its own
+    # first days, so every later query over the same range rebuilt all of them.
+    tenant = _tenant()
+    store = tenant.events
+    days = [date(2026, 6, 1) + timedelta(days=i) for i in range(6)]
+    one_day = len(store.day_frame(days[0]))
+    monkeypatch.setattr(amp_events, "FRAME_CACHE_ROWS", 2 * one_day)
+    built: list[date] = []
+    build = store._build_frame
+
+    def counting(day: date, lo: int, hi: int) -> amp_events.Frame:
+        built.append(day)
+        return build(day, lo, hi)
+
+    monkeypatch.setattr(store, "_build_frame", counting)
+    first = store.day_frames(days)
+    again = store.day_frames(days)
+    assert built == days[1:]  # the first day was cached before; nothing was rebuilt
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    # A single day's query trims the cache back to its cap (plus the day it asks for).
+    store.day_frame(date(2026, 6, 10))
+    assert sum(len(f) for f in store._frame_cache.values()) <= 3 * one_day
+
+
 def test_user_records_are_one_users_events(tenant: AmplitudeTenant) -> None:
     day = date(2026, 6, 15)
     frame = tenant.events.day_frame(day)

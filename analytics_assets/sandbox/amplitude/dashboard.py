@@ -157,7 +157,7 @@ class Dashboard:
         }
 
     def frames(self, days: list[date]) -> list[Frame]:
-        return [self.events.day_frame(d) for d in days]
+        return self.events.day_frames(days)
 
     # ----- /api/2/users ----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,8 @@ _U64 = np.uint64
 # Events serialised and compressed at a time inside a member: small enough to stay in
 # the CPU caches, large enough to amortise numpy's per-call overhead.
 SLICE_EVENTS = 4096
+# Rows of day frames the cache keeps between queries (about 0.9 GB at ~115 bytes a row).
+FRAME_CACHE_ROWS = 8_000_000
 
 
 def row_event_counts(num_events: np.ndarray, ratio: float) -> np.ndarray:
@@ -445,8 +447,11 @@ class ProjectEvents:
         )
         return asof if pending else None
 
-    def day_frame(self, day: date) -> Frame:
-        """The visible events of a project-time-zone day (cached; small LRU)."""
+    def day_frame(self, day: date, keep: frozenset[date] = frozenset()) -> Frame:
+        """The visible events of a project-time-zone day (cached; small LRU).
+
+        Days in ``keep`` are not evicted to make room for this one (see ``day_frames``).
+        """
         lo, hi = self.tenant.day_bounds(day)
         key = (day, *self._versions(), self._asof_key(hi))
         with self._lock:
@@ -458,9 +463,25 @@ class ProjectEvents:
         with self._lock:
             self._frame_cache[key] = frame
             total = sum(len(f) for f in self._frame_cache.values())
-            while len(self._frame_cache) > 1 and (len(self._frame_cache) > 96 or total > 8e6):
-                total -= len(self._frame_cache.popitem(last=False)[1])
+            for old in list(self._frame_cache):
+                if len(self._frame_cache) <= 96 and total <= FRAME_CACHE_ROWS:
+                    break
+                if old is key or old[0] in keep:
+                    continue
+                total -= len(self._frame_cache.pop(old))
         return frame
+
+    def day_frames(self, days: Sequence[date]) -> list[Frame]:
+        """The frames of one query's days, which never evict each other.
+
+        A query over more rows than the cache holds would otherwise evict its own first
+        days while building its last ones (plain LRU under a scan), and every later query
+        over the same range would rebuild all of it: 30 days at scale 1000 are about
+        16 M rows. The query holds all its frames at once anyway, so keeping them costs
+        no memory beyond its own; the next insertion trims the cache back to the cap.
+        """
+        keep = frozenset(days)
+        return [self.day_frame(d, keep) for d in days]
 
     def _build_frame(self, day: date, lo: int, hi: int) -> Frame:
         asof = self.tenant.visible_before_ms()
