@@ -10,6 +10,7 @@ the CRM actually holds.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
 from collections.abc import Iterator
@@ -172,22 +173,6 @@ def _header(names: list[Any], source: str) -> list[str]:
     return columns
 
 
-class _Lines:
-    """The file's lines for ``csv.reader``, remembering those of the record being read."""
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-        self.current: list[str] = []
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._handle)
-        self.current.append(line)
-        return line
-
-
 def _unclosed_quote(lines: list[str]) -> bool:
     """True when these lines end inside a quoted value (the quote is never closed)."""
     try:
@@ -201,8 +186,7 @@ def _read_csv(file: Path) -> CrmExport:
     # utf-8-sig: spreadsheet exports often start with a byte-order mark that would
     # otherwise become part of the first column's name.
     with file.open(newline="", encoding="utf-8-sig") as handle:
-        lines = _Lines(handle)
-        reader = csv.reader(lines)
+        reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
@@ -210,12 +194,13 @@ def _read_csv(file: Path) -> CrmExport:
         except csv.Error as exc:
             raise CrmReadError(f"{file.name}: the header line cannot be read: {exc}") from None
         columns = _header(header, file.name)
+        width = len(columns)
         export = CrmExport(source=str(file), columns=columns, rows=[])
+        rows = export.rows
         number = 0
         line = reader.line_num + 1
-        record: list[str] = []
+        record = (0, 0)  # the lines [first, end) of the last record read
         while True:
-            lines.current = []
             try:
                 fields = next(reader)
             except StopIteration:
@@ -227,13 +212,14 @@ def _read_csv(file: Path) -> CrmExport:
                     RowProblem(number, None, None, None, f"the row is not valid CSV: {exc}", start)
                 )
                 continue
-            record = lines.current
             start, line = line, reader.line_num + 1
-            if not "".join(fields).strip():  # no field, or only blank ones
+            record = (start, line)
+            # No field, or only blank ones (the first field decides for nearly every row).
+            if not (fields and fields[0].strip()) and not "".join(fields).strip():
                 export.blank_rows += 1
                 continue
             number += 1
-            if len(fields) != len(columns):
+            if len(fields) != width:
                 export.malformed.append(
                     RowProblem(
                         row=number,
@@ -242,32 +228,39 @@ def _read_csv(file: Path) -> CrmExport:
                         value=",".join(fields)[:200],
                         reason=(
                             f"the row has {len(fields)} fields but the header has "
-                            f"{len(columns)}; quote values that contain commas"
+                            f"{width}; quote values that contain commas"
                         ),
                         line=start,
                     )
                 )
                 continue
-            export.rows.append(CrmRow(number, dict(zip(columns, fields, strict=True)), start))
-        if number and '"' in "".join(record) and _unclosed_quote(record):
-            # The csv module reads an unclosed quote to the end of the file: the rows after
-            # it became one value. Report that row instead of pushing what it swallowed.
-            last = export.rows.pop() if export.rows and export.rows[-1].number == number else None
-            if last is None:
-                export.malformed.pop()
-            export.malformed.append(
-                RowProblem(
-                    row=number,
-                    account_id=None,
-                    column=None,
-                    value="".join(record)[:200],
-                    reason=(
-                        f"a quote opened on line {start} is never closed, so lines {start}-"
-                        f"{line - 1} were read as one row; close the quote or remove it"
-                    ),
-                    line=start,
-                )
+            # (The width was checked just above.)
+            rows.append(CrmRow(number, dict(zip(columns, fields, strict=False)), start))
+    if not (number and record[1]):
+        return export
+    # The csv module reads an unclosed quote to the end of the file: the rows after it
+    # became one value. Only the last record can be such a row; its lines are read again
+    # here (cheaper than keeping every record's lines while reading).
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        raw = list(itertools.islice(handle, record[0] - 1, record[1] - 1))
+    if '"' in "".join(raw) and _unclosed_quote(raw):
+        # Report that row instead of pushing what it swallowed.
+        last = rows.pop() if rows and rows[-1].number == number else None
+        if last is None:
+            export.malformed.pop()
+        export.malformed.append(
+            RowProblem(
+                row=number,
+                account_id=None,
+                column=None,
+                value="".join(raw)[:200],
+                reason=(
+                    f"a quote opened on line {start} is never closed, so lines {start}-"
+                    f"{line - 1} were read as one row; close the quote or remove it"
+                ),
+                line=start,
             )
+        )
     return export
 
 

@@ -19,8 +19,9 @@ from typing import Any
 from analytics_assets.crm_writeback.convert import (
     AmbiguousDatesError,
     Converter,
-    ValueProblem,
+    Refused,
     check_date_order,
+    convert_column,
     is_empty,
     make_converter,
     make_transforms,
@@ -186,25 +187,6 @@ def _problem(row: CrmRow, account_id: str | None, column: str | None, reason: st
     )
 
 
-def _row_values(
-    row: CrmRow, account_id: str | None, converters: list[tuple[str, str, Converter]]
-) -> tuple[dict[str, Any], list[RowProblem]]:
-    values: dict[str, Any] = {}
-    problems: list[RowProblem] = []
-    cells = row.values
-    for field_name, column, convert in converters:
-        try:
-            value = convert(cells.get(column))
-        except ValueProblem as exc:
-            problems.append(_problem(row, account_id, column, f"{field_name}: {exc}"))
-            continue
-        # An empty CRM cell leaves Pendo's value alone rather than clearing it: an export
-        # that lost a column must not wipe what Pendo knows.
-        if value is not None:
-            values[field_name] = value
-    return values, problems
-
-
 def _differing(mapping: Mapping, rows: list[tuple[CrmRow, dict[str, Any]]]) -> FieldMapping:
     first = rows[0][1]
     for fm in mapping.fields:
@@ -227,14 +209,24 @@ def _validate(export: CrmExport, mapping: Mapping, types: dict[str, str]) -> Val
     check_columns(mapping, export)
     for fm in mapping.fields:
         check_date_order(fm, (row.values.get(fm.column) for row in export.rows))
-    converters = [
-        (fm.field, fm.column, make_converter(fm, types.get(fm.field))) for fm in mapping.fields
+    rows = export.rows
+    names = [fm.field for fm in mapping.fields]
+    # Column by column (see convert_column); then each row's converted cells as a tuple.
+    columns = [
+        convert_column(
+            make_converter(fm, types.get(fm.field)), [row.values.get(fm.column) for row in rows]
+        )
+        for fm in mapping.fields
     ]
+    refused_rows: set[int] = set()
+    for column in columns:
+        if Refused in set(map(type, column)):  # rare: look for the rows only then
+            refused_rows.update(i for i, value in enumerate(column) if type(value) is Refused)
     quarantine: list[RowProblem] = list(export.malformed)
     bad_ids: dict[str, int] = {}  # account id -> first bad row
     by_id: dict[str, list[tuple[CrmRow, dict[str, Any]]]] = defaultdict(list)
     id_column, id_transform = mapping.id_column, make_transforms(mapping.id_transforms)
-    for row in export.rows:
+    for i, (row, converted) in enumerate(zip(rows, zip(*columns, strict=True), strict=True)):
         account_id = _account_id(id_column, id_transform, row)
         if account_id is None:
             quarantine.append(
@@ -246,11 +238,19 @@ def _validate(export: CrmExport, mapping: Mapping, types: dict[str, str]) -> Val
                 )
             )
             continue
-        values, problems = _row_values(row, account_id, converters)
-        if problems:
-            quarantine.extend(problems)
+        if i in refused_rows:
+            for fm, value in zip(mapping.fields, converted, strict=True):
+                if type(value) is Refused:
+                    reason = f"{fm.field}: {value.reason}"
+                    quarantine.append(_problem(row, account_id, fm.column, reason))
             bad_ids.setdefault(account_id, row.number)
             continue
+        # An empty CRM cell (None) leaves Pendo's value alone rather than clearing it: an
+        # export that lost a column must not wipe what Pendo knows.
+        if None in converted:
+            values = {n: v for n, v in zip(names, converted, strict=True) if v is not None}
+        else:
+            values = dict(zip(names, converted, strict=True))
         by_id[account_id].append((row, values))
     for problem in export.malformed:
         if problem.account_id:

@@ -174,6 +174,33 @@ def test_currency_with_decimal_comma() -> None:
     assert currency_to_number("1.234,50 €", ",") == 1234.5
 
 
+@given(
+    st.integers(min_value=0, max_value=10**20),
+    st.integers(min_value=0, max_value=6),
+    st.sampled_from(["{:,}", "{}", "${:,}"]),
+)
+def test_plain_amounts_read_as_the_general_path_reads_them(
+    units: int, decimals: int, shape: str
+) -> None:
+    # Plain amounts take a shortcut (float() straight away); a leading space sends the
+    # same text through the general path (noise removal, Decimal). They must agree to the
+    # last bit, with either decimal separator.
+    whole, frac = divmod(units, 10**decimals)
+    text = shape.format(whole) + (f".{frac:0{decimals}d}" if decimals else "")
+    shortcut = currency_to_number(text)
+    assert shortcut == currency_to_number(" " + text) >= 0
+    comma = text.lstrip("$").replace(",", "_").replace(".", ",").replace("_", ".")
+    assert currency_to_number(comma, ",") == currency_to_number(" " + comma, ",") == shortcut
+
+
+def test_amounts_off_the_shortcut_read_as_before() -> None:
+    assert currency_to_number("1,2,3") == 123.0
+    assert currency_to_number("$1,000.") == 1000.0
+    assert currency_to_number("١٢٣٤") == 1234.0  # other scripts' digits: Decimal reads them
+    with pytest.raises(ValueProblem, match="not a number"):
+        currency_to_number("9" * 400)  # float() says inf
+
+
 @pytest.mark.parametrize("text", ["n/a", "$", "twelve", "1.2.3"])
 def test_currency_refuses_text(text: str) -> None:
     with pytest.raises(ValueProblem, match="not a number"):
