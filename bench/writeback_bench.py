@@ -153,7 +153,7 @@ def _old_make_converter(mapping: Any, pendo_type: str | None = None) -> Any:
 @contextmanager
 def old_path() -> Iterator[None]:
     """The reading and validation before issue 21 (for both write-back benches): each cell
-    converted (no memo, a call per cell, amounts through the general path), the cyclic
+    converted (no memo, amounts through the general path), the cyclic
     garbage collector left running. (The CSV reader is today's.)"""
     import analytics_assets.crm_writeback.amplitude_diff as amplitude_diff
     import analytics_assets.crm_writeback.convert as convert
@@ -161,10 +161,9 @@ def old_path() -> Iterator[None]:
     import analytics_assets.crm_writeback.validate as validate
 
     saved = (validate.make_converter, crm.gc_paused, validate.gc_paused, amplitude_diff.gc_paused)
-    columns, amounts = validate.convert_column, convert.currency_to_number
+    amounts = convert.currency_to_number
     validate.make_converter = _old_make_converter
-    # A Python call per cell, and every amount through the general path, as before.
-    validate.convert_column = lambda conv, cells: [convert._converted(conv, c) for c in cells]
+    # Every amount through the general path, as before.
     convert.currency_to_number = lambda value, sep=".": (
         convert._currency_general(value, sep) if isinstance(value, str) else value
     )
@@ -174,7 +173,7 @@ def old_path() -> Iterator[None]:
     finally:
         validate.make_converter, crm.gc_paused, validate.gc_paused = saved[:3]
         amplitude_diff.gc_paused = saved[3]
-        validate.convert_column, convert.currency_to_number = columns, amounts
+        convert.currency_to_number = amounts
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:

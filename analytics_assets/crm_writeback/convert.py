@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -27,12 +26,10 @@ __all__ = [
     "AmbiguousDatesError",
     "DEFAULT_FALSE",
     "DEFAULT_TRUE",
-    "Refused",
     "ValueProblem",
     "apply_transform",
     "check_date_order",
     "convert",
-    "convert_column",
     "currency_to_number",
     "date_readings",
     "is_empty",
@@ -52,13 +49,6 @@ _MEMO_CELLS = 65_536
 
 class ValueProblem(ValueError):
     """A CRM value that cannot become the field's type; the message is the reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """In a converted column (``convert_column``): a cell that cannot become the type."""
-
-    reason: str
 
 
 def is_empty(value: Any) -> bool:
@@ -397,35 +387,6 @@ def make_converter(mapping: FieldMapping, pendo_type: str | None = None) -> Conv
         raise ValueProblem(hit[1])
 
     return convert_cell
-
-
-def convert_column(convert: Converter, cells: Sequence[Any]) -> list[Any]:
-    """``convert`` applied to every cell of a column, a :class:`Refused` for each cell that
-    cannot be converted.
-
-    Each distinct cell is converted once and the column is mapped through the results in
-    C (``map`` over a dict) rather than with a Python call per cell. Only a column of one
-    type (besides None) is mapped that way, as True == 1 == 1.0 would share a result;
-    other columns, and unhashable cells, go cell by cell.
-    """
-    kinds = set(map(type, cells))
-    kinds.discard(type(None))
-    if len(kinds) <= 1:
-        try:
-            distinct = set(cells)
-        except TypeError:  # unhashable (a list cell from Parquet)
-            pass
-        else:
-            results = {cell: _converted(convert, cell) for cell in distinct}
-            return list(map(results.__getitem__, cells))
-    return [_converted(convert, cell) for cell in cells]
-
-
-def _converted(convert: Converter, cell: Any) -> Any:
-    try:
-        return convert(cell)
-    except ValueProblem as exc:
-        return Refused(str(exc))
 
 
 def convert(mapping: FieldMapping, raw: Any, pendo_type: str | None = None) -> Any:

@@ -19,9 +19,8 @@ from typing import Any
 from analytics_assets.crm_writeback.convert import (
     AmbiguousDatesError,
     Converter,
-    Refused,
+    ValueProblem,
     check_date_order,
-    convert_column,
     is_empty,
     make_converter,
     make_transforms,
@@ -209,24 +208,14 @@ def _validate(export: CrmExport, mapping: Mapping, types: dict[str, str]) -> Val
     check_columns(mapping, export)
     for fm in mapping.fields:
         check_date_order(fm, (row.values.get(fm.column) for row in export.rows))
-    rows = export.rows
-    names = [fm.field for fm in mapping.fields]
-    # Column by column (see convert_column); then each row's converted cells as a tuple.
-    columns = [
-        convert_column(
-            make_converter(fm, types.get(fm.field)), [row.values.get(fm.column) for row in rows]
-        )
-        for fm in mapping.fields
+    converters = [
+        (fm.field, fm.column, make_converter(fm, types.get(fm.field))) for fm in mapping.fields
     ]
-    refused_rows: set[int] = set()
-    for column in columns:
-        if Refused in set(map(type, column)):  # rare: look for the rows only then
-            refused_rows.update(i for i, value in enumerate(column) if type(value) is Refused)
     quarantine: list[RowProblem] = list(export.malformed)
     bad_ids: dict[str, int] = {}  # account id -> first bad row
     by_id: dict[str, list[tuple[CrmRow, dict[str, Any]]]] = defaultdict(list)
     id_column, id_transform = mapping.id_column, make_transforms(mapping.id_transforms)
-    for i, (row, converted) in enumerate(zip(rows, zip(*columns, strict=True), strict=True)):
+    for row in export.rows:
         account_id = _account_id(id_column, id_transform, row)
         if account_id is None:
             quarantine.append(
@@ -238,19 +227,26 @@ def _validate(export: CrmExport, mapping: Mapping, types: dict[str, str]) -> Val
                 )
             )
             continue
-        if i in refused_rows:
-            for fm, value in zip(mapping.fields, converted, strict=True):
-                if type(value) is Refused:
-                    reason = f"{fm.field}: {value.reason}"
-                    quarantine.append(_problem(row, account_id, fm.column, reason))
+        # Inline rather than a function per row: this loop runs once per row and field.
+        # (Converting column by column through a dict of distinct cells was slower:
+        # 0.69-0.77 s against 0.47-0.55 s for 100,000 rows.)
+        values: dict[str, Any] = {}
+        bad = False
+        cells = row.values
+        for field_name, column, convert in converters:
+            try:
+                value = convert(cells.get(column))
+            except ValueProblem as exc:
+                quarantine.append(_problem(row, account_id, column, f"{field_name}: {exc}"))
+                bad = True
+                continue
+            # An empty CRM cell leaves Pendo's value alone rather than clearing it: an
+            # export that lost a column must not wipe what Pendo knows.
+            if value is not None:
+                values[field_name] = value
+        if bad:
             bad_ids.setdefault(account_id, row.number)
             continue
-        # An empty CRM cell (None) leaves Pendo's value alone rather than clearing it: an
-        # export that lost a column must not wipe what Pendo knows.
-        if None in converted:
-            values = {n: v for n, v in zip(names, converted, strict=True) if v is not None}
-        else:
-            values = dict(zip(names, converted, strict=True))
         by_id[account_id].append((row, values))
     for problem in export.malformed:
         if problem.account_id:
