@@ -23,29 +23,37 @@ NOW_MS = int(NOW.timestamp() * 1000)
 EPS = 200.0
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxServer]:
+def _sandbox(eps: float) -> SandboxServer:
     # The tests export the hour they ingest into: no export lag.
     limits = AmplitudeLimits(
-        processing_lag_hours=0, ingestion_eps_per_device=EPS, export_lag_seconds=0
+        processing_lag_hours=0, ingestion_eps_per_device=eps, export_lag_seconds=0
     )
-    with SandboxServer(SandboxConfig(seed=7, now=NOW, amplitude_limits=limits)) as server:
-        yield server
+    return SandboxServer(SandboxConfig(seed=7, now=NOW, amplitude_limits=limits))
 
 
-@pytest.fixture
-def client(sandbox: SandboxServer) -> Iterator[AmplitudeClient]:
+def _client(sandbox: SandboxServer) -> AmplitudeClient:
     keys = sandbox.config.amplitude_keys["us"]
     url = sandbox.urls.amplitude("us")
     # 30 s pauses become 1.5 s: the sandbox refills 300 events per paused device meanwhile.
-    with AmplitudeClient(
+    return AmplitudeClient(
         keys.api_key,
         keys.secret_key,
         base_url=url,
         ingestion_url=url,
         throttle_pause_factor=0.05,
         max_retry_time=30,
-    ) as c:
+    )
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxServer]:
+    with _sandbox(EPS) as server:
+        yield server
+
+
+@pytest.fixture
+def client(sandbox: SandboxServer) -> Iterator[AmplitudeClient]:
+    with _client(sandbox) as c:
         yield c
 
 
@@ -123,18 +131,13 @@ SMALL_EPS = 60.0
 
 @pytest.fixture(scope="module")
 def small_burst() -> Iterator[SandboxServer]:
-    limits = AmplitudeLimits(
-        processing_lag_hours=0, ingestion_eps_per_device=SMALL_EPS, export_lag_seconds=0
-    )
-    with SandboxServer(SandboxConfig(seed=7, now=NOW, amplitude_limits=limits)) as server:
+    with _sandbox(SMALL_EPS) as server:
         yield server
 
 
 def test_throttled_devices_pause_and_only_their_events_are_resent(
     small_burst: SandboxServer, tmp_path: Path
 ) -> None:
-    keys = small_burst.config.amplitude_keys["us"]
-    url = small_burst.urls.amplitude("us")
     control = small_burst.urls.control()
     hot = [
         {**e, "user_id": "hot-user-1", "device_id": "hot-device-1"}
@@ -144,14 +147,7 @@ def test_throttled_devices_pause_and_only_their_events_are_resent(
     cold = events("Throttle Test", 300, users=30, event_properties={"side": "cold"})
     # The first request holds 1,900 hot events and 100 cold ones.
     mixed = hot[:1900] + cold + hot[1900:]
-    with AmplitudeClient(
-        keys.api_key,
-        keys.secret_key,
-        base_url=url,
-        ingestion_url=url,
-        throttle_pause_factor=0.05,
-        max_retry_time=30,
-    ) as client:
+    with _client(small_burst) as client:
         result = client.send_events(mixed)
         assert result.failed_events == [] and result.ingested == len(mixed)
         # The first request's 1,900 hot events were held back and resent (at least once).
