@@ -150,17 +150,35 @@ def _old_make_converter(mapping: Any, pendo_type: str | None = None) -> Any:
     return convert_cell
 
 
+class _WriteNow:
+    """``push.WriteBehind`` before issue 21: each batch's log appended by the sending
+    thread, before the next batch goes."""
+
+    def __init__(self, write: Any) -> None:
+        self.put = write
+
+    def __enter__(self) -> _WriteNow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 @contextmanager
 def old_path() -> Iterator[None]:
-    """The reading and validation before issue 21 (for both write-back benches): each cell
-    converted (no memo, amounts through the general path), the cyclic
-    garbage collector left running. (The CSV reader is today's.)"""
+    """The reading, validation and logging before issue 21 (for both write-back benches):
+    each cell converted (no memo, amounts through the general path), the cyclic garbage
+    collector left running, the log appended before the next batch. (The CSV reader is
+    today's.)"""
     import analytics_assets.crm_writeback.amplitude_diff as amplitude_diff
     import analytics_assets.crm_writeback.convert as convert
     import analytics_assets.crm_writeback.crm as crm
+    import analytics_assets.crm_writeback.push as push
     import analytics_assets.crm_writeback.validate as validate
 
     saved = (validate.make_converter, crm.gc_paused, validate.gc_paused, amplitude_diff.gc_paused)
+    behind = push.WriteBehind
+    push.WriteBehind = _WriteNow  # type: ignore[misc,assignment]
     amounts = convert.currency_to_number
     validate.make_converter = _old_make_converter
     # Every amount through the general path, as before.
@@ -174,6 +192,7 @@ def old_path() -> Iterator[None]:
         validate.make_converter, crm.gc_paused, validate.gc_paused = saved[:3]
         amplitude_diff.gc_paused = saved[3]
         convert.currency_to_number = amounts
+        push.WriteBehind = behind  # type: ignore[misc]
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:

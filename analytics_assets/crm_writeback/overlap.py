@@ -1,20 +1,24 @@
-"""Produce in a background thread while the caller consumes: how a write-back reads and
-diffs while it sends.
+"""Work in a background thread while the caller goes on: how a write-back reads and
+diffs, and logs, while it sends.
 
 The push waits on the API's rate most of the time; reading the reference values (Pendo's
 live ones) and diffing them against the CRM is CPU work that can run in those waits.
 :func:`read_ahead` runs an iterator in a thread and hands its items over as they come, so
 the first batch goes out as soon as it is full instead of after the whole diff.
+:class:`WriteBehind` appends each answered batch to the log in a thread while the next
+batch goes out: with the diff still running, an append took up to 0.3 s of the 0.2 s
+between two writes (bench/README.md, "CRM write-back").
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
 
-__all__ = ["ReadAhead", "read_ahead"]
+__all__ = ["ReadAhead", "WriteBehind", "read_ahead"]
 
 T = TypeVar("T")
 
@@ -103,3 +107,40 @@ class ReadAhead(Iterator[T]):
 def read_ahead(items: Iterable[T], *, chunk: int = _CHUNK) -> ReadAhead[T]:
     """``items`` read ahead in a background thread (:class:`ReadAhead`), started now."""
     return ReadAhead(items, chunk=chunk)
+
+
+class WriteBehind(Generic[T]):
+    """``write(item)`` for each item :meth:`put`, in order, in a background thread, while
+    the caller goes on. At most one write is in flight: :meth:`put` first waits for the
+    write before it, so what was handed over is written at most one item late.
+
+    A write's exception is raised by the next :meth:`put` (which then writes nothing) or
+    by :meth:`close`; leaving a ``with`` block closes, waiting for the last write.
+    """
+
+    def __init__(self, write: Callable[[T], object]) -> None:
+        self._write = write
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind")
+        self._pending: Future[object] | None = None
+
+    def put(self, item: T) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._write, item)
+
+    def wait(self) -> None:
+        """Wait for the write in flight (raising its exception)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> WriteBehind[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from analytics_assets.crm_writeback.diff import Change
+from analytics_assets.crm_writeback.overlap import WriteBehind
 from analytics_assets.crm_writeback.tables import LogRow, to_json
 from analytics_assets.http.errors import ApiError
 from analytics_assets.pendo.client import MAX_BATCH, MetadataRecord
@@ -201,12 +202,44 @@ def push_changes(
     ``read_error`` set: what was diffed and not sent is logged ``not_sent``, what was not
     yet diffed is not logged (whether it differs is unknown).
 
-    ``record_log`` receives each batch's log rows as soon as the server answered, so the
-    log is complete up to the last answered batch even if the process dies afterwards.
+    ``record_log`` receives each batch's log rows once the server answered, in a thread
+    while the next batch goes out (``WriteBehind``), so the sends keep the rate's pace. The
+    log is complete when this returns or raises; should the process die, it lags the
+    answers by at most one batch (a re-run still compares with Pendo's live values, so it
+    sends nothing twice that landed). An append that fails raises when the next batch's
+    rows are handed over: that batch was sent but goes unlogged, and nothing more is sent.
     """
     check_batch_size(batch_size)
     if api is None and not dry_run:
         raise ValueError("a Pendo client is needed unless dry_run is set")
+    with WriteBehind(record_log) as behind:
+        return _push_changes(
+            api,
+            changes,
+            missing,
+            types,
+            record_log=behind.put,
+            batch_size=batch_size,
+            create=create,
+            dry_run=dry_run,
+            group=group,
+            on_batch=on_batch,
+        )
+
+
+def _push_changes(
+    api: PendoMetadataApi | None,
+    changes: Iterable[Change],
+    missing: Sequence[Change],
+    types: Mapping[str, str],
+    *,
+    record_log: Callable[[list[LogRow]], Any],
+    batch_size: int,
+    create: bool,
+    dry_run: bool,
+    group: str,
+    on_batch: Callable[[BatchResult], None] | None,
+) -> PushSummary:
     summary = PushSummary()
     stopped: list[Change] = []  # differing records not sent after a failure
     failed_at = 0

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from analytics_assets.crm_writeback.diff import DiffStream
-from analytics_assets.crm_writeback.overlap import read_ahead
+from analytics_assets.crm_writeback.overlap import WriteBehind, read_ahead
 from analytics_assets.crm_writeback.validate import Record
 
 TYPES = {"plan": "string"}
@@ -104,3 +104,52 @@ def test_closing_before_any_item_was_taken_stops_the_producer() -> None:
     with read_ahead(produce(), chunk=1):
         pass  # e.g. the warehouse query before the push raised
     assert closed.is_set()
+
+
+def test_write_behind_writes_in_order_in_another_thread_one_at_a_time() -> None:
+    written: list[tuple[int, str]] = []
+    in_flight: list[int] = []
+    most_in_flight = 0
+    release = threading.Event()
+
+    def write(item: int) -> None:
+        nonlocal most_in_flight
+        in_flight.append(item)
+        most_in_flight = max(most_in_flight, len(in_flight))
+        if item == 0:
+            assert release.wait(5)  # held until the caller has gone on
+        written.append((item, threading.current_thread().name))
+        in_flight.remove(item)
+
+    with WriteBehind(write) as behind:
+        behind.put(0)
+        assert written == []  # put returned while the write is held
+        release.set()
+        behind.put(1)  # waits for the write of 0 first: never two at once
+        assert [item for item, _ in written] == [0]
+        behind.put(2)
+    assert [item for item, _ in written] == [0, 1, 2]  # all written once closed
+    assert most_in_flight == 1
+    assert all(name.startswith("write-behind") for _, name in written)
+
+
+def test_write_behind_raises_a_failed_write_at_the_next_put_and_writes_no_more() -> None:
+    written: list[int] = []
+
+    def write(item: int) -> None:
+        if item == 1:
+            raise OSError("the warehouse is gone")
+        written.append(item)
+
+    behind = WriteBehind(write)
+    behind.put(0)
+    behind.put(1)
+    with pytest.raises(OSError, match="the warehouse is gone"):
+        behind.put(2)
+    behind.close()
+    assert written == [0]
+
+    last = WriteBehind(write)
+    last.put(1)
+    with pytest.raises(OSError, match="the warehouse is gone"):
+        last.close()

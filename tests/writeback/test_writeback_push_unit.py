@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -210,3 +212,55 @@ def test_after_a_failed_batch_the_diff_is_read_to_its_end_and_logged_not_sent() 
     outcomes = [r.outcome for r in log]
     assert outcomes.count("updated") == 10 and outcomes.count("unconfirmed") == 10
     assert outcomes.count("not_sent") == 15 == summary.not_sent
+
+
+# ----- the log is appended behind the sends ----------------------------------------------
+
+
+def test_the_next_batch_goes_while_the_last_ones_log_is_appended() -> None:
+    """A slow append (a busy warehouse) does not hold the next request back; the log is
+    whole, in order, once the push returns."""
+    api = FakePendo()
+    appending = threading.Event()
+    release = threading.Event()
+    log: list[LogRow] = []
+    sent_during_first_append: list[int] = []
+
+    def slow_log(rows: list[LogRow]) -> None:
+        if not log:  # the first batch's append waits until the second batch was sent
+            appending.set()
+            assert release.wait(5)
+        log.extend(rows)
+
+    def watch() -> None:
+        assert appending.wait(5)
+        deadline = time.monotonic() + 5  # a push that waits for the append never sends
+        while len(api.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        sent_during_first_append.append(len(api.calls))
+        release.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    summary = push_changes(api, _changes(25), [], TYPES, record_log=slow_log, batch_size=10)
+    watcher.join()
+    assert sent_during_first_append == [2]
+    assert summary.ok and summary.updated == 25
+    assert [r.batch for r in log] == [1] * 10 + [2] * 10 + [3] * 5
+
+
+def test_an_append_that_fails_stops_the_push_after_the_next_batch_and_raises() -> None:
+    api = FakePendo()
+    appended: list[int | None] = []
+
+    def failing_log(rows: list[LogRow]) -> None:
+        if rows[0].batch == 2:
+            raise OSError("the warehouse is gone")
+        appended.append(rows[0].batch)
+
+    with pytest.raises(OSError, match="the warehouse is gone"):
+        push_changes(api, _changes(50), [], TYPES, record_log=failing_log, batch_size=10)
+    # Batch 2's append failed while batch 3 went out; batch 3's rows were refused and
+    # nothing after it was sent.
+    assert len(api.calls) == 3
+    assert appended == [1]
