@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     out work in this order, and a run that starts a 4-minute suite last ends on it."""
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_modules)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the folder fakesnow makes in the temp directory when it is imported (one per
+    test process that ran a Snowflake test) and never removes: CI leaves nothing behind."""
+    stage = sys.modules.get("fakesnow.transforms.stage")
+    bucket = getattr(stage, "LOCAL_BUCKET_PATH", None)
+    if bucket and Path(bucket).name.startswith("fakesnow_bucket_"):
+        shutil.rmtree(bucket, ignore_errors=True)

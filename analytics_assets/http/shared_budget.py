@@ -477,6 +477,23 @@ def ledger_at(location: str | Path) -> BudgetLedger:
         return found
 
 
+class MemoryRecords:
+    """Records as :meth:`BudgetLedger.update_record` keeps them, in this process only (for
+    the ``memory`` ledger)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], str] = {}
+
+    def update_record(
+        self, scope: str, name: str, work: Callable[[str | None], tuple[str, T]]
+    ) -> T:
+        with self._lock:
+            new, result = work(self._values.get((scope, name)))
+            self._values[scope, name] = new
+            return result
+
+
 # -- the budget --------------------------------------------------------------------------------
 
 

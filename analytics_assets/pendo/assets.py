@@ -4,8 +4,9 @@
 its YAML; a Python project can call it directly). Daily assets ask one aggregation per
 step for its subscription-local days (``dayRange`` buckets from local midnight, ``day``
 the first group key): the one day of a scheduled run, or every day of a backfill run's
-range (split by ``MAX_DAYS_PER_AGGREGATION`` and a spec's ``max_days``, and halved where
-Pendo's cap stops one anyway), and replace each day's partition with
+range (split by ``MAX_DAYS_PER_AGGREGATION``, a spec's ``max_days`` and what the asset's
+earlier aggregations taught (``pendo.spans``), and halved where Pendo's cap stops one
+anyway), and replace each day's partition with
 its rows, as a one-day run does. Every asset that calls the API runs
 in the ``pendo_api`` pool. Pipelines are built with ``pendo.pipeline`` (never hand-written
 JSON), so filter values are always escaped.
@@ -39,6 +40,7 @@ from analytics_assets.pendo.client import may_fit_narrower
 from analytics_assets.pendo.history import HISTORY_ASSETS, HistorySpec, history_asset
 from analytics_assets.pendo.pipeline import Agg, AppIds, Expr, Pipeline, Source, TimeSeries
 from analytics_assets.pendo.resource import PendoResource
+from analytics_assets.pendo.spans import AggregationSpans
 from analytics_assets.pendo.specs import DAY, DailySpec, Rows, SnapshotSpec, ms, usage_fields
 from analytics_assets.pendo.visitor_usage import VISITOR_USAGE_ASSETS
 from analytics_assets.warehouse import checks
@@ -430,10 +432,24 @@ def check_asset_names(names: Collection[str], valid: Sequence[str], system: str)
             )
 
 
-def _chunks(windows: Sequence[DayWindow], days: int) -> Iterator[Sequence[DayWindow]]:
-    """The step's consecutive days in runs of at most ``days``: one aggregation each."""
-    for i in range(0, len(windows), days):
-        yield windows[i : i + days]
+def _fetch_in_chunks(
+    context: dg.AssetExecutionContext,
+    windows: Sequence[DayWindow],
+    most: int,
+    fetch: Callable[[Sequence[DayWindow]], None],
+    stages: "DayStages",
+    spans: AggregationSpans,
+) -> None:
+    """``fetch`` the step's consecutive days in chunks of at most ``most``, narrower where
+    this asset's aggregations have taught that a chunk that wide would near or meet Pendo's
+    cap (``spans``: asked before each chunk, so what one chunk teaches sizes the next)."""
+    if len(windows) > 1 and (why := spans.why(min(most, len(windows)))):
+        context.log.info(f"asking Pendo {why}")
+    done = 0
+    while done < len(windows):
+        chunk = windows[done : done + spans.days(most)]
+        _fetch_halving(context, chunk, fetch, stages, spans)
+        done += len(chunk)
 
 
 def _fetch_halving(
@@ -441,6 +457,7 @@ def _fetch_halving(
     chunk: Sequence[DayWindow],
     fetch: Callable[[Sequence[DayWindow]], None],
     stages: "DayStages",
+    spans: AggregationSpans,
 ) -> None:
     """``fetch`` the days of ``chunk``, in halves when Pendo's time or size cap may have
     stopped a range of several days (``may_fit_narrower``: a refusal or timeout that says
@@ -453,6 +470,7 @@ def _fetch_halving(
     except ApiError as exc:
         if len(chunk) == 1 or not may_fit_narrower(exc):
             raise
+        spans.capped(len(chunk))
         half = len(chunk) // 2
         context.log.warning(
             f"Pendo stopped the aggregation of {chunk[0].day}..{chunk[-1].day} "
@@ -460,8 +478,8 @@ def _fetch_halving(
             f"and {chunk[half].day}..{chunk[-1].day} apart"
         )
         stages.reset(chunk)
-        _fetch_halving(context, chunk[:half], fetch, stages)
-        _fetch_halving(context, chunk[half:], fetch, stages)
+        _fetch_halving(context, chunk[:half], fetch, stages, spans)
+        _fetch_halving(context, chunk[half:], fetch, stages, spans)
 
 
 def _series(windows: Sequence[DayWindow], period: str) -> TimeSeries:
@@ -680,9 +698,14 @@ class _Factory:
             with pendo.session(context) as client:
                 start = client.stats.snapshot()
                 complete = spec.enrich(client) if spec.enrich else None
+                spans = pendo.spans(name)
                 with DayStages(windows, all_columns) as stages:
 
                     def fetch(chunk: Sequence[DayWindow]) -> None:
+                        with spans.timing(client.stats, len(chunk)):
+                            _fetch_chunk(chunk)
+
+                    def _fetch_chunk(chunk: Sequence[DayWindow]) -> None:
                         pipeline = spec.pipeline(_series(chunk, spec.period), app_ids)
                         if spec.arrow is not None:  # big tables: Arrow columns, no dict per row
                             answer = client.aggregate_arrow(pipeline, spec.arrow.arrow_fields())
@@ -697,8 +720,7 @@ class _Factory:
                             row = {"day": window.day, **spec.to_row(raw)}
                             stages.add(window, complete(row) if complete else row, raw)
 
-                    for chunk in _chunks(windows, days_per_aggregation):
-                        _fetch_halving(context, chunk, fetch, stages)
+                    _fetch_in_chunks(context, windows, days_per_aggregation, fetch, stages, spans)
                     # Every day of the step is replaced, an empty answer with no rows, as a
                     # one-day run replaces its day.
                     for window in windows:

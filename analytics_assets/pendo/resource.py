@@ -7,7 +7,8 @@ Pendo publishes no rate limit, so the clients share a
 :class:`~analytics_assets.http.limits.RateFinder` that learns it from the 429s. What it
 learned lives in the rate budget ledger Amplitude's budgets use (``budget_ledger``), so
 every step and run on the host (every host, with Postgres) starts from it and, together,
-they pace at it.
+they pace at it. The same ledger keeps how many days one aggregation of each daily asset
+may ask (:meth:`PendoResource.spans`, see :mod:`analytics_assets.pendo.spans`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from pydantic import Field, field_validator
 from analytics_assets.amplitude import resource as amplitude_resource
 from analytics_assets.api_session import api_session
 from analytics_assets.http.limits import AUTO, MemoryRateStore, RateFinder, RateStore
-from analytics_assets.http.shared_budget import LedgerRateStore
+from analytics_assets.http.shared_budget import LedgerRateStore, MemoryRecords, ledger_at
 from analytics_assets.pendo.client import PENDO_HOSTS, PendoClient
+from analytics_assets.pendo.spans import AggregationSpans, Records
 
 RATE_RECORD = "pendo.rate"
 
 _MEMORY_STORES: dict[str, MemoryRateStore] = {}
 _MEMORY_LOCK = threading.Lock()
+_MEMORY_RECORDS = MemoryRecords()
 
 
 def rate_setting(value: Any) -> float | Literal["auto"]:
@@ -65,6 +68,13 @@ def rate_store(scope: str, ledger: str | None) -> RateStore:
         with _MEMORY_LOCK:
             return _MEMORY_STORES.setdefault(scope, MemoryRateStore())
     return LedgerRateStore(where, scope, RATE_RECORD)
+
+
+def records_at(ledger: str | None) -> Records:
+    """The records of the ledger (``None``: Amplitude's default file), or with ``"memory"``
+    this process's."""
+    where = amplitude_resource.resolve_budget_ledger(ledger)
+    return _MEMORY_RECORDS if where == amplitude_resource.MEMORY_LEDGER else ledger_at(where)
 
 
 class PendoResource(dg.ConfigurableResource):
@@ -117,6 +127,14 @@ class PendoResource(dg.ConfigurableResource):
         scope = rate_scope(self.integration_key, self.region, self.base_url or None)
         return RateFinder(
             self.rate_per_second, store=rate_store(scope, self.budget_ledger), name="pendo"
+        )
+
+    def spans(self, asset: str) -> AggregationSpans:
+        """How many days one aggregation of ``asset`` asks, learned and shared as the rate is
+        (see :mod:`analytics_assets.pendo.spans`)."""
+        scope = rate_scope(self.integration_key, self.region, self.base_url or None)
+        return AggregationSpans(
+            records_at(self.budget_ledger), scope, asset, time_cap=self.read_timeout
         )
 
     def get_client(

@@ -6,6 +6,8 @@ against that day, and refuses an answer whose days are not the days asked."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -20,6 +22,7 @@ from analytics_assets.amplitude.assets import amplitude_assets
 from analytics_assets.analytics.assets import analytics_assets
 from analytics_assets.partitions import DailyCalendar
 from analytics_assets.pendo.assets import DAY_BY_DAY, pendo_assets
+from analytics_assets.pendo.resource import PendoResource
 from analytics_assets.warehouse import checks
 
 CALENDAR = DailyCalendar("America/New_York")
@@ -228,7 +231,7 @@ def test_a_range_over_pendos_cap_is_asked_in_halves(sandbox, tmp_path, monkeypat
     if how == "cut midway":  # the 200 goes out before the cap is reached
         monkeypatch.setattr(routes, "PREFETCH_ALL_ROWS", 1)
         monkeypatch.setattr(routes, "PREFETCH_BYTES", 1)
-    ranged = make_resources(sandbox, str(tmp_path / "ranged.duckdb"))
+    ranged = _own_ledger(make_resources(sandbox, str(tmp_path / "ranged.duckdb")), tmp_path)
     counters = sandbox.state.counters
     before = counters.count(path=AGGREGATION)
     result = dg.materialize(pendo, resources=ranged, tags=_range_tags(DAYS[0], DAYS[-1]))
@@ -240,3 +243,73 @@ def test_a_range_over_pendos_cap_is_asked_in_halves(sandbox, tmp_path, monkeypat
     assert compared[table] == sum(rows.values())
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert not failed
+
+    # The asset learned that two days do not fit: the next range run (another step, as in
+    # a backfill's next run) asks one day at a time from the start, and meets no cap.
+    before, refused = counters.count(path=AGGREGATION), counters.count(status=413)
+    instance = dg.DagsterInstance.ephemeral()
+    again = dg.materialize(
+        pendo, resources=ranged, tags=_range_tags(DAYS[0], DAYS[-1]), instance=instance
+    )
+    assert again.success
+    assert counters.count(path=AGGREGATION) - before == len(DAYS)
+    assert counters.count(status=413) == refused
+    compared, problems = table_differences(per_day["warehouse"], ranged["warehouse"])
+    assert not problems, "\n".join(problems)
+    why = "1 day per aggregation, not 3: Pendo's cap stopped a range of 2 days"
+    assert any(why in line for line in _logged(instance, again))
+
+
+def test_a_range_is_cut_to_what_the_assets_days_took(sandbox, tmp_path) -> None:
+    """Days that took long (here: a slow Pendo, and a read timeout of 2 s, so a chunk may
+    take 1 s) make the next range run ask fewer days per aggregation, without ever meeting
+    the cap; the tables are still those of one-day runs."""
+    pendo = pendo_assets(include=["page_daily_usage"])
+    table = ".".join(pendo[0].key.path)
+    slow = make_resources(sandbox, str(tmp_path / "slow.duckdb"))
+    resources = _own_ledger(slow, tmp_path, read_timeout=2.0)
+    fast = make_resources(sandbox, str(tmp_path / "fast.duckdb"))
+    counters = sandbox.state.counters
+    rule = sandbox.state.faults.add(
+        {"kind": "latency", "latency_seconds": 0.6, "path": AGGREGATION.strip("^$")}
+    )
+    try:
+        # A one-day run takes over 0.6 s: half a 2 s cap fits one day.
+        assert dg.materialize(pendo, partition_key=DAYS[0], resources=resources).success
+        before = counters.count(path=AGGREGATION)
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize(
+            pendo, resources=resources, tags=_range_tags(DAYS[0], DAYS[-1]), instance=instance
+        )
+    finally:
+        sandbox.state.faults.clear()
+    assert rule.applied >= 1
+    assert result.success
+    assert counters.count(path=AGGREGATION) - before == len(DAYS)
+    assert any("1 day per aggregation, not 3: a day took" in m for m in _logged(instance, result))
+    for day in DAYS:
+        assert dg.materialize(pendo, partition_key=day, resources=fast).success
+    compared, problems = table_differences(fast["warehouse"], resources["warehouse"])
+    assert not problems, "\n".join(problems)
+    assert compared[table] > 0
+
+
+def _own_ledger(resources: dict[str, Any], folder: Path, **settings: Any) -> dict[str, Any]:
+    """``resources`` whose Pendo keeps what it learns in a ledger of the test's own (the
+    module's is shared by its tests, which must not learn from one another), with
+    ``settings`` (a Dagster resource is made anew, not copied: its config is its init's)."""
+    ledger = str(folder / "own-ledger.sqlite")
+    for name in ("pendo", "pendo_write"):
+        old = resources[name]
+        resources[name] = PendoResource(
+            integration_key=old.integration_key,
+            base_url=old.base_url,
+            rate_per_second=old.rate_per_second,
+            budget_ledger=ledger,
+            **settings,
+        )
+    return resources
+
+
+def _logged(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[str]:
+    return [entry.user_message or "" for entry in instance.all_logs(result.run_id)]
