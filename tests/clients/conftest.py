@@ -50,3 +50,17 @@ def server(_server_process: ScriptedServer) -> Iterator[ScriptedServer]:
     _server_process.reset()
     yield _server_process
     _server_process.reset()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh budget ledger on each backend: a SQLite file, or a new database of the
+    session's Postgres server (only the Postgres runs need the server)."""
+    from analytics_assets.http.shared_budget import ledger_at
+
+    if request.param == "sqlite":
+        location = str(tmp_path / "budgets.sqlite")
+    else:
+        location = request.getfixturevalue("postgres_server").new_database("ledger")
+    yield location
+    ledger_at(location).close()

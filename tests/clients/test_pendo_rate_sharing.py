@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,16 +39,6 @@ class WallClock:
 @pytest.fixture
 def clock() -> WallClock:
     return WallClock()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        location = str(tmp_path / "budgets.sqlite")
-    else:
-        location = request.getfixturevalue("postgres_server").new_database("rates")
-    yield location
-    ledger_at(location).close()
 
 
 def limiter(ledger: str, clock: WallClock, rate: float | str = 80.0, scope: str = SCOPE):

@@ -5,8 +5,6 @@ SQLite file; a database of a real Postgres server) as the learned rate is."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -37,16 +35,6 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        location = str(tmp_path / "budgets.sqlite")
-    else:
-        location = request.getfixturevalue("postgres_server").new_database("spans")
-    yield location
-    ledger_at(location).close()
 
 
 def spans(records, clock: Clock, asset: str = "feature_daily_usage", **kw) -> AggregationSpans:

@@ -59,18 +59,6 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh ledger on each backend: a SQLite file, or a new database of the session's
-    Postgres server (only the Postgres runs need the server)."""
-    if request.param == "sqlite":
-        location = str(tmp_path / "budgets.sqlite")
-    else:
-        location = request.getfixturevalue("postgres_server").new_database("ledger")
-    yield location
-    ledger_at(location).close()
-
-
 @pytest.fixture
 def sqlite_ledger(tmp_path: Path) -> str:
     return str(tmp_path / "budgets.sqlite")
