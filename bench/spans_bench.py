@@ -1,0 +1,177 @@
+"""One Pendo asset's range backfill, asked with nothing learned and then with what the
+first run taught (``pendo/spans.py``): what the learned width saves at scale.
+
+    python bench/spans_bench.py [--scale 1000] [--days 30] [--asset feature_daily_usage]
+
+Starts the sandbox as ``bench/backfill_bench.py`` does (same seed, time zone, Pendo rate;
+its 5-minute aggregation cap), freezes its clock, loads the asset's catalog table once,
+then materializes the asset for the last ``--days`` complete days in one run (the range a
+``BackfillPolicy`` run gets), in this process with ``dagster.materialize``, three times:
+
+* ``first``: an empty ledger (nothing learned: the range is asked whole, as before);
+* ``second``: the same ledger (what ``first`` learned sizes the chunks);
+* ``fresh``: an empty ledger again, a control for drift (the sandbox's caches are warm by
+  then, which favours it, not ``second``).
+
+For each: wall time, the sandbox's aggregation requests and 408/413 answers, and the
+days per aggregation the step logged; and whether each run's table equals ``first``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _sandbox_process import freeze_clock, loadavg, start_cli_sandbox  # noqa: E402
+from backfill_bench import TIMEZONE, partition_keys  # noqa: E402
+
+READ_KEY = "sandbox-pendo-us-read-key"
+AGGREGATION = "/api/v1/aggregation"
+
+
+def _say(text: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {text}", flush=True)
+
+
+def counts(base: str) -> dict[str, int]:
+    """The sandbox's aggregation requests, and its 408 and 413 answers, so far."""
+    info = httpx.get(f"{base}/_sandbox/counters", timeout=30).json()
+    out = {"aggregations": 0, "408": 0, "413": 0}
+    for row in info["requests"]:
+        if row.get("path") == AGGREGATION:
+            out["aggregations"] += row.get("count", 0)
+            status = str(row.get("status"))
+            if status in ("408", "413"):
+                out[status] += row.get("count", 0)
+    return out
+
+
+def run(asset: str, keys: list[str], base: str, ledger: Path, database: Path) -> dict[str, Any]:
+    import dagster as dg
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    from analytics_assets.partitions import DailyCalendar
+    from analytics_assets.pendo.assets import pendo_assets
+    from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+
+    assets = pendo_assets(calendar=DailyCalendar(TIMEZONE), include=[asset])
+    resources = {
+        "pendo": PendoResource(
+            integration_key=READ_KEY, base_url=base, rate_per_second=10, budget_ledger=str(ledger)
+        ),
+        "warehouse": DuckDBWarehouse(database=str(database)),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    before = counts(base)
+    start = time.perf_counter()
+    result = dg.materialize(
+        assets,
+        resources=resources,
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        raise_on_error=False,
+    )
+    wall = time.perf_counter() - start
+    after = counts(base)
+    said = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if "per aggregation" in (entry.user_message or "")
+        or "Pendo stopped the aggregation" in (entry.user_message or "")
+    ]
+    return {
+        "success": result.success,
+        "wall_s": round(wall, 1),
+        **{k: after[k] - before[k] for k in after},
+        "said": said,
+    }
+
+
+def table_rows(database: Path, table: str) -> list[tuple]:
+    import duckdb
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        return db.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1000.0)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--asset", default="feature_daily_usage")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--amp-ratio", type=float, default=0.1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    import dagster as dg
+
+    from analytics_assets.partitions import DailyCalendar
+    from analytics_assets.pendo.assets import DAILY_ASSETS, pendo_assets
+    from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+
+    catalog = DAILY_ASSETS[args.asset].names_from
+    with tempfile.TemporaryDirectory(prefix="spans-bench-") as tmp:
+        work = Path(tmp)
+        options = ["--seed", str(args.seed), "--scale", str(args.scale), "--timezone", TIMEZONE,
+                   "--pendo-rate", "10",
+                   "--amplitude-events-per-pendo-event", str(args.amp_ratio)]  # fmt: skip
+        started = time.perf_counter()
+        sandbox, base, _info = start_cli_sandbox(options, work / "sandbox.log", wait_seconds=600)
+        try:
+            now = datetime.now(UTC).replace(microsecond=0)
+            freeze_clock(base, now)
+            keys = partition_keys(now.isoformat(), args.days)
+            _say(
+                f"sandbox at scale {args.scale:g} up in {time.perf_counter() - started:.0f} s; "
+                f"{args.asset} for {keys[0]}..{keys[-1]}; load {loadavg()}"
+            )
+            results: dict[str, Any] = {}
+            for name, ledger in (("first", "a"), ("second", "a"), ("fresh", "b")):
+                database = work / f"{name}.duckdb"
+                if catalog:  # the names the asset's checks and metadata join
+                    dg.materialize(
+                        pendo_assets(calendar=DailyCalendar(TIMEZONE), include=[catalog]),
+                        resources={
+                            "pendo": PendoResource(integration_key=READ_KEY, base_url=base),
+                            "warehouse": DuckDBWarehouse(database=str(database)),
+                        },
+                    )
+                results[name] = run(
+                    args.asset, keys, base, work / f"ledger-{ledger}.sqlite", database
+                )
+                _say(f"{name}: {json.dumps(results[name])}; load {loadavg()}")
+            table = f"pendo.{args.asset}"
+            reference = table_rows(work / "first.duckdb", table)
+            for name in ("second", "fresh"):
+                same = table_rows(work / f"{name}.duckdb", table) == reference
+                results[name]["table_equals_first"] = same
+                _say(f"{name}: table equal to first's ({len(reference):,} rows): {same}")
+        finally:
+            sandbox.terminate()
+            sandbox.wait(60)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0 if all(r["success"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
