@@ -102,7 +102,7 @@ class AggregationSpans:
         self.clock = clock
 
     def learned(self) -> Learned:
-        """What is known now (nothing is written)."""
+        """What is known now (nothing new is learned; stale entries are dropped)."""
         return self._update(lambda learned: learned)
 
     def days(self, most: int) -> int:
