@@ -1,29 +1,34 @@
-"""One Pendo asset's range backfill, asked with nothing learned and then with what the
-first run taught (``pendo/spans.py``): what the learned width saves at scale.
+"""Pendo assets' range backfills, asked with nothing learned and then with what the first
+run taught (``pendo/spans.py``): what the learned width costs, and saves, at scale.
 
-    python bench/spans_bench.py [--scale 1000] [--days 30] [--asset feature_daily_usage]
+    python bench/spans_bench.py [--scale 1000] [--days 30] [--assets feature_daily_usage]
 
 Starts the sandbox as ``bench/backfill_bench.py`` does (same seed, time zone, Pendo rate;
-its 5-minute aggregation cap), freezes its clock, loads the asset's catalog table once,
-then materializes the asset for the last ``--days`` complete days in one run (the range a
-``BackfillPolicy`` run gets), in this process with ``dagster.materialize``, three times:
+its 5-minute aggregation cap) and freezes its clock. Each round loads the assets' catalog
+tables, then materializes each asset for the last ``--days`` complete days in one run (the
+range a ``BackfillPolicy`` run gets), every asset in a process of its own at the same
+time (``--assets a,b``: two steps of a backfill sharing the sandbox's one core, as the
+30-day backfill's did). Three rounds:
 
-* ``first``: an empty ledger (nothing learned: the range is asked whole, as before);
+* ``first``: an empty ledger (nothing learned: each range is asked whole, as before);
 * ``second``: the same ledger (what ``first`` learned sizes the chunks);
 * ``fresh``: an empty ledger again, a control for drift (the sandbox's caches are warm by
   then, which favours it, not ``second``).
 
-For each: wall time, the sandbox's aggregation requests and 408/413 answers, and the
-days per aggregation the step logged; and whether each run's table equals ``first``'s.
+For each round and asset: wall time, the days per aggregation or the halving the step
+logged, and whether its table equals ``first``'s; for each round, the sandbox's
+aggregation requests and 408/413 answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ def counts(base: str) -> dict[str, int]:
 
 
 def run(asset: str, keys: list[str], base: str, ledger: Path, database: Path) -> dict[str, Any]:
+    """One range run of ``asset`` (in a process of its own: see ``main``)."""
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -78,7 +84,6 @@ def run(asset: str, keys: list[str], base: str, ledger: Path, database: Path) ->
         "warehouse": DuckDBWarehouse(database=str(database)),
     }
     instance = dg.DagsterInstance.ephemeral()
-    before = counts(base)
     start = time.perf_counter()
     result = dg.materialize(
         assets,
@@ -88,19 +93,33 @@ def run(asset: str, keys: list[str], base: str, ledger: Path, database: Path) ->
         raise_on_error=False,
     )
     wall = time.perf_counter() - start
-    after = counts(base)
     said = [
         entry.user_message
         for entry in instance.all_logs(result.run_id)
         if "per aggregation" in (entry.user_message or "")
         or "Pendo stopped the aggregation" in (entry.user_message or "")
     ]
-    return {
-        "success": result.success,
-        "wall_s": round(wall, 1),
-        **{k: after[k] - before[k] for k in after},
-        "said": said,
-    }
+    return {"success": result.success, "wall_s": round(wall, 1), "said": said}
+
+
+def load_catalog(asset: str, base: str, database: Path) -> None:
+    """The catalog table the asset's checks and metadata join (its names)."""
+    import dagster as dg
+
+    from analytics_assets.partitions import DailyCalendar
+    from analytics_assets.pendo.assets import DAILY_ASSETS, pendo_assets
+    from analytics_assets.pendo.resource import PendoResource
+    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
+
+    catalog = DAILY_ASSETS[asset].names_from
+    if catalog:
+        assert dg.materialize(
+            pendo_assets(calendar=DailyCalendar(TIMEZONE), include=[catalog]),
+            resources={
+                "pendo": PendoResource(integration_key=READ_KEY, base_url=base),
+                "warehouse": DuckDBWarehouse(database=str(database)),
+            },
+        ).success
 
 
 def table_rows(database: Path, table: str) -> list[tuple]:
@@ -114,20 +133,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1000.0)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--asset", default="feature_daily_usage")
+    parser.add_argument(
+        "--assets", default="feature_daily_usage", help="comma-separated; run at once"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--amp-ratio", type=float, default=0.1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    assets = [a.strip() for a in args.assets.split(",") if a.strip()]
 
-    import dagster as dg
-
-    from analytics_assets.partitions import DailyCalendar
-    from analytics_assets.pendo.assets import DAILY_ASSETS, pendo_assets
-    from analytics_assets.pendo.resource import PendoResource
-    from analytics_assets.warehouse.duckdb import DuckDBWarehouse
-
-    catalog = DAILY_ASSETS[args.asset].names_from
     with tempfile.TemporaryDirectory(prefix="spans-bench-") as tmp:
         work = Path(tmp)
         options = ["--seed", str(args.seed), "--scale", str(args.scale), "--timezone", TIMEZONE,
@@ -135,42 +149,51 @@ def main() -> int:
                    "--amplitude-events-per-pendo-event", str(args.amp_ratio)]  # fmt: skip
         started = time.perf_counter()
         sandbox, base, _info = start_cli_sandbox(options, work / "sandbox.log", wait_seconds=600)
+        results: dict[str, Any] = {}
+        # Spawned, not forked: each run starts as a step process does.
+        spawn = multiprocessing.get_context("spawn")
         try:
             now = datetime.now(UTC).replace(microsecond=0)
             freeze_clock(base, now)
             keys = partition_keys(now.isoformat(), args.days)
             _say(
                 f"sandbox at scale {args.scale:g} up in {time.perf_counter() - started:.0f} s; "
-                f"{args.asset} for {keys[0]}..{keys[-1]}; load {loadavg()}"
+                f"{', '.join(assets)} for {keys[0]}..{keys[-1]}; load {loadavg()}"
             )
-            results: dict[str, Any] = {}
             for name, ledger in (("first", "a"), ("second", "a"), ("fresh", "b")):
-                database = work / f"{name}.duckdb"
-                if catalog:  # the names the asset's checks and metadata join
-                    dg.materialize(
-                        pendo_assets(calendar=DailyCalendar(TIMEZONE), include=[catalog]),
-                        resources={
-                            "pendo": PendoResource(integration_key=READ_KEY, base_url=base),
-                            "warehouse": DuckDBWarehouse(database=str(database)),
-                        },
-                    )
-                results[name] = run(
-                    args.asset, keys, base, work / f"ledger-{ledger}.sqlite", database
-                )
+                databases = {a: work / f"{name}-{a}.duckdb" for a in assets}
+                for asset, database in databases.items():
+                    load_catalog(asset, base, database)
+                before = counts(base)
+                started = time.perf_counter()
+                with ProcessPoolExecutor(len(assets), mp_context=spawn) as pool:
+                    runs = {
+                        a: pool.submit(run, a, keys, base, work / f"ledger-{ledger}.sqlite", db)
+                        for a, db in databases.items()
+                    }
+                    by_asset = {a: future.result() for a, future in runs.items()}
+                after = counts(base)
+                results[name] = {
+                    "wall_s": round(time.perf_counter() - started, 1),
+                    **{k: after[k] - before[k] for k in after},
+                    "assets": by_asset,
+                }
                 _say(f"{name}: {json.dumps(results[name])}; load {loadavg()}")
-            table = f"pendo.{args.asset}"
-            reference = table_rows(work / "first.duckdb", table)
-            for name in ("second", "fresh"):
-                same = table_rows(work / f"{name}.duckdb", table) == reference
-                results[name]["table_equals_first"] = same
-                _say(f"{name}: table equal to first's ({len(reference):,} rows): {same}")
+            for asset in assets:
+                table = f"pendo.{asset}"
+                reference = table_rows(work / f"first-{asset}.duckdb", table)
+                for name in ("second", "fresh"):
+                    same = table_rows(work / f"{name}-{asset}.duckdb", table) == reference
+                    results[name]["assets"][asset]["table_equals_first"] = same
+                    _say(f"{name} {asset}: equal to first's ({len(reference):,} rows): {same}")
         finally:
             sandbox.terminate()
             sandbox.wait(60)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
-    return 0 if all(r["success"] for r in results.values()) else 1
+    ok = all(r["success"] for round_ in results.values() for r in round_["assets"].values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
